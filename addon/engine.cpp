@@ -1,0 +1,301 @@
+#include "engine.h"
+
+#include <cstring>
+
+#include "env_registry.h"
+#include "errors.h"
+
+namespace lmserve {
+
+void CallEngineEvents(Napi::Env env, Napi::Function callback, AddonEngine* self, std::vector<EngineEvent>* events) {
+  if (env != nullptr && callback != nullptr && self != nullptr) self->OnEvents(env, callback, events);
+  delete events;
+}
+
+namespace {
+
+int32_t IntOption(Napi::Env env, Napi::Object o, const char* name, int32_t fallback, int32_t min, int32_t max) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  if (!v.IsNumber()) ThrowCoded(env, codes::kInvalidRequest, std::string("options.") + name + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < min || d > max) {
+    ThrowCoded(env, codes::kInvalidRequest,
+               std::string("options.") + name + " must be an integer in " + std::to_string(min) + ".." +
+                   std::to_string(max));
+  }
+  return static_cast<int32_t>(d);
+}
+
+EngineOptions ParseEngineOptions(Napi::Env env, Napi::Value value) {
+  EngineOptions o;
+  if (!value.IsObject()) return o;
+  Napi::Object obj = value.As<Napi::Object>();
+  o.slots = IntOption(env, obj, "slots", o.slots, 1, 256);
+  o.contextSize = IntOption(env, obj, "contextSize", o.contextSize, 16, 1 << 22);
+  o.batchSize = IntOption(env, obj, "batchSize", std::max(o.batchSize, o.slots), 1, 1 << 16);
+  o.threads = IntOption(env, obj, "threads", o.threads, 0, 1024);
+  o.maxQueue = IntOption(env, obj, "maxQueue", o.maxQueue, 0, 1 << 20);
+  o.flashAttention = IntOption(env, obj, "flashAttention", o.flashAttention, -1, 1);
+  if (obj.Get("kvUnified").IsBoolean()) o.kvUnified = obj.Get("kvUnified").As<Napi::Boolean>().Value();
+  if (o.batchSize < o.slots) {
+    ThrowCoded(env, codes::kInvalidRequest, "options.batchSize must be at least options.slots");
+  }
+  return o;
+}
+
+class CreateEngineWorker : public Napi::AsyncWorker {
+ public:
+  CreateEngineWorker(Napi::Env env, std::shared_ptr<ModelHandle> model, EngineOptions options, Napi::Function onEvents)
+      : Napi::AsyncWorker(env, "lmserve.createEngine"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        model_(std::move(model)),
+        options_(options),
+        onEvents_(Napi::Persistent(onEvents)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      core_ = std::make_unique<EngineCore>(model_, options_);
+    } catch (const CodedError& e) {
+      code_ = e.code();
+      SetError(e.what());
+    } catch (const std::exception& e) {
+      SetError(std::string("engine creation failed: ") + e.what());
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    auto* raw = core_.release();
+    auto external = Napi::External<EngineCore>::New(env, raw);
+    Napi::Object engine = EnvRegistry::For(env).engineConstructor.New({external, onEvents_.Value()});
+    deferred_.Resolve(engine);
+  }
+
+  void OnError(const Napi::Error& error) override {
+    deferred_.Reject(MakeCodedError(Env(), code_, error.Message()).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<ModelHandle> model_;
+  EngineOptions options_;
+  Napi::FunctionReference onEvents_;
+  std::unique_ptr<EngineCore> core_;
+  std::string code_ = codes::kInternal;
+};
+
+Napi::Object ToJs(Napi::Env env, const EngineEvent& ev) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("id", ev.id);
+  switch (ev.type) {
+    case EngineEvent::Type::Tokens: {
+      o.Set("type", "tokens");
+      o.Set("text", Napi::String::New(env, ev.text));
+      Napi::Array ids = Napi::Array::New(env, ev.tokens.size());
+      for (size_t i = 0; i < ev.tokens.size(); ++i) ids.Set(static_cast<uint32_t>(i), ev.tokens[i]);
+      o.Set("tokens", ids);
+      break;
+    }
+    case EngineEvent::Type::Done: {
+      o.Set("type", "done");
+      o.Set("finishReason", ev.finishReason);
+      if (!ev.stopString.empty()) o.Set("stopString", ev.stopString);
+      Napi::Object usage = Napi::Object::New(env);
+      usage.Set("tokensIn", ev.tokensIn);
+      usage.Set("tokensOut", ev.tokensOut);
+      usage.Set("cachedTokens", ev.cachedTokens);
+      o.Set("usage", usage);
+      Napi::Object t = Napi::Object::New(env);
+      t.Set("queueMs", ev.queueMs);
+      t.Set("ttftMs", ev.ttftMs);
+      t.Set("prefillMs", ev.prefillMs);
+      t.Set("decodeMs", ev.decodeMs);
+      t.Set("totalMs", ev.totalMs);
+      o.Set("timings", t);
+      break;
+    }
+    case EngineEvent::Type::Error:
+      o.Set("type", "error");
+      o.Set("code", ev.code);
+      o.Set("message", ev.message);
+      break;
+  }
+  return o;
+}
+
+}  // namespace
+
+void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = DefineClass(env, "Engine",
+                                    {
+                                        InstanceMethod("submit", &AddonEngine::Submit),
+                                        InstanceMethod("cancel", &AddonEngine::Cancel),
+                                        InstanceMethod("stats", &AddonEngine::Stats),
+                                        InstanceMethod("dispose", &AddonEngine::Dispose),
+                                        InstanceMethod("options", &AddonEngine::Options),
+                                    });
+  EnvRegistry::For(env).engineConstructor = Napi::Persistent(ctor);
+  exports.Set("Engine", ctor);
+}
+
+Napi::Value AddonEngine::Create(const Napi::CallbackInfo& info, std::shared_ptr<ModelHandle> model) {
+  Napi::Env env = info.Env();
+  EngineOptions options = ParseEngineOptions(env, info.Length() > 0 ? info[0] : env.Undefined());
+  if (info.Length() < 2 || !info[1].IsFunction()) throw Napi::TypeError::New(env, "onEvents must be a function");
+  auto* worker = new CreateEngineWorker(env, std::move(model), options, info[1].As<Napi::Function>());
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+AddonEngine::AddonEngine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonEngine>(info), env_(info.Env()) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsExternal() || !info[1].IsFunction()) {
+    throw Napi::TypeError::New(env, "Engine cannot be constructed directly; use model.createEngine()");
+  }
+  core_.reset(info[0].As<Napi::External<EngineCore>>().Data());
+  tsfn_ = EventTsfn::New(env, info[1].As<Napi::Function>(), "lmserve.engineEvents", 0, 1, this);
+  tsfnLive_ = true;
+  tsfn_.Unref(env);  // only pending requests keep the process alive
+  core_->Start([this](std::vector<EngineEvent>&& events) {
+    auto* batch = new std::vector<EngineEvent>(std::move(events));
+    if (tsfn_.NonBlockingCall(batch) != napi_ok) delete batch;
+  });
+  registryHandle_ = EnvRegistry::For(env).Add([this]() { Shutdown(); });
+}
+
+AddonEngine::~AddonEngine() {
+  if (registryHandle_ != 0) EnvRegistry::For(env_).Remove(registryHandle_);
+  Shutdown();
+}
+
+void AddonEngine::Shutdown() {
+  registryHandle_ = 0;
+  if (core_) {
+    core_->Stop();
+    core_.reset();
+  }
+  if (tsfnLive_) {
+    tsfn_.Release();
+    tsfnLive_ = false;
+  }
+}
+
+EngineCore& AddonEngine::Core(Napi::Env env) {
+  if (!core_) ThrowCoded(env, codes::kDisposed, "the engine has been disposed");
+  return *core_;
+}
+
+void AddonEngine::SetActive(Napi::Env env, int32_t delta) {
+  int32_t before = active_;
+  active_ = std::max(0, active_ + delta);
+  if (!tsfnLive_) return;
+  if (before == 0 && active_ > 0) tsfn_.Ref(env);
+  if (before > 0 && active_ == 0) tsfn_.Unref(env);
+}
+
+void AddonEngine::OnEvents(Napi::Env env, Napi::Function callback, std::vector<EngineEvent>* events) {
+  Napi::HandleScope scope(env);
+  Napi::Array arr = Napi::Array::New(env, events->size());
+  int32_t finished = 0;
+  for (size_t i = 0; i < events->size(); ++i) {
+    const EngineEvent& ev = (*events)[i];
+    if (ev.type != EngineEvent::Type::Tokens) finished++;
+    arr.Set(static_cast<uint32_t>(i), ToJs(env, ev));
+  }
+  if (finished > 0) SetActive(env, -finished);
+  callback.Call({arr});
+}
+
+// submit(id, prompt: string | Int32Array, params, {parseSpecial}) -> {tokensIn}
+Napi::Value AddonEngine::Submit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EngineCore& core = Core(env);
+  if (info.Length() < 2 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "submit(id, prompt, params)");
+  const llama_vocab* vocab = core.model()->vocab();
+  const int32_t nVocab = llama_vocab_n_tokens(vocab);
+  auto request = std::make_unique<Request>();
+  request->id = info[0].As<Napi::Number>().Uint32Value();
+  bool parseSpecial = true;
+  if (info.Length() > 3 && info[3].IsObject()) {
+    Napi::Value ps = info[3].As<Napi::Object>().Get("parseSpecial");
+    if (ps.IsBoolean()) parseSpecial = ps.As<Napi::Boolean>().Value();
+  }
+  if (info[1].IsString()) {
+    request->prompt = TokenizeText(vocab, info[1].As<Napi::String>().Utf8Value(), true, parseSpecial);
+  } else if (info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
+    Napi::Int32Array arr = info[1].As<Napi::Int32Array>();
+    request->prompt.assign(arr.Data(), arr.Data() + arr.ElementLength());
+    for (size_t i = 0; i < request->prompt.size(); ++i) {
+      if (request->prompt[i] < 0 || request->prompt[i] >= nVocab) {
+        ThrowCoded(env, codes::kInvalidRequest, "prompt token " + std::to_string(i) + " is outside the vocabulary");
+      }
+    }
+  } else {
+    ThrowCoded(env, codes::kInvalidRequest, "prompt must be a string or an Int32Array of token ids");
+  }
+  request->params = ParseGenerationParams(env, info.Length() > 2 ? info[2] : env.Undefined(), nVocab);
+  int32_t tokensIn = static_cast<int32_t>(request->prompt.size());
+  try {
+    request->sampler = BuildSamplerChain(core.model()->model(), request->params);
+    core.Submit(std::move(request));
+  } catch (const CodedError& e) {
+    ThrowCoded(env, e.code(), e.what());
+  }
+  SetActive(env, +1);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("tokensIn", tokensIn);
+  return out;
+}
+
+Napi::Value AddonEngine::Cancel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!core_) return env.Undefined();  // cancelling after dispose is a no-op
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "cancel(id)");
+  core_->Cancel(info[0].As<Napi::Number>().Uint32Value());
+  return env.Undefined();
+}
+
+Napi::Value AddonEngine::Stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  EngineStats s = Core(env).Stats();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("slots", s.slots);
+  o.Set("slotsBusy", s.slotsBusy);
+  o.Set("queued", s.queued);
+  o.Set("kvCells", Napi::Number::New(env, static_cast<double>(s.kvCells)));
+  o.Set("kvUsed", Napi::Number::New(env, static_cast<double>(s.kvUsed)));
+  o.Set("kvUsedRatio", s.kvCells > 0 ? static_cast<double>(s.kvUsed) / static_cast<double>(s.kvCells) : 0.0);
+  o.Set("tokensPerSecond", s.tokensPerSecond);
+  o.Set("tokensGenerated", Napi::Number::New(env, static_cast<double>(s.tokensGenerated)));
+  o.Set("promptTokensProcessed", Napi::Number::New(env, static_cast<double>(s.promptTokensProcessed)));
+  o.Set("requestsDone", Napi::Number::New(env, static_cast<double>(s.requestsDone)));
+  o.Set("decodeSteps", Napi::Number::New(env, static_cast<double>(s.decodeSteps)));
+  return o;
+}
+
+Napi::Value AddonEngine::Options(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const EngineOptions& opt = Core(env).options();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("slots", opt.slots);
+  o.Set("contextSize", opt.contextSize);
+  o.Set("batchSize", opt.batchSize);
+  o.Set("threads", opt.threads);
+  o.Set("maxQueue", opt.maxQueue);
+  o.Set("kvUnified", opt.kvUnified);
+  o.Set("flashAttention", opt.flashAttention);
+  return o;
+}
+
+Napi::Value AddonEngine::Dispose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (registryHandle_ != 0) EnvRegistry::For(env).Remove(registryHandle_);
+  Shutdown();
+  return env.Undefined();
+}
+
+}  // namespace lmserve

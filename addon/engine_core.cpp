@@ -1,0 +1,497 @@
+#include "engine_core.h"
+
+#include <algorithm>
+
+#include "errors.h"
+#include "log_capture.h"
+
+namespace lmserve {
+
+namespace {
+
+double Ms(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+size_t CommonPrefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b) {
+  size_t n = std::min(a.size(), b.size()), i = 0;
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
+}
+
+void BatchAdd(llama_batch& batch, llama_token token, llama_pos pos, llama_seq_id seq, bool logits) {
+  int32_t i = batch.n_tokens++;
+  batch.token[i] = token;
+  batch.pos[i] = pos;
+  batch.n_seq_id[i] = 1;
+  batch.seq_id[i][0] = seq;
+  batch.logits[i] = logits;
+}
+
+}  // namespace
+
+EngineCore::EngineCore(std::shared_ptr<ModelHandle> model, const EngineOptions& options)
+    : model_(std::move(model)), options_(options) {
+  llama_context_params cp = llama_context_default_params();
+  cp.n_seq_max = static_cast<uint32_t>(options_.slots);
+  cp.n_ctx = static_cast<uint32_t>(options_.contextSize) * static_cast<uint32_t>(options_.slots);
+  cp.n_batch = static_cast<uint32_t>(options_.batchSize);
+  cp.n_ubatch = static_cast<uint32_t>(std::min(options_.batchSize, 512));
+  if (options_.threads > 0) {
+    cp.n_threads = options_.threads;
+    cp.n_threads_batch = options_.threads;
+  }
+  cp.kv_unified = options_.kvUnified;
+  cp.flash_attn_type = options_.flashAttention < 0    ? LLAMA_FLASH_ATTN_TYPE_AUTO
+                       : options_.flashAttention == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
+                                                      : LLAMA_FLASH_ATTN_TYPE_ENABLED;
+  cp.no_perf = true;
+  cp.abort_callback = [](void* data) { return static_cast<EngineCore*>(data)->abortDecode_.load(); };
+  cp.abort_callback_data = this;
+  {
+    LogCapture capture;
+    ctx_ = llama_init_from_model(model_->model(), cp);
+    if (ctx_ == nullptr) {
+      throw CodedError(codes::kInternal, "llama_init_from_model failed: " + capture.Tail(3));
+    }
+  }
+  batch_ = llama_batch_init(options_.batchSize, 0, 1);
+  slots_.resize(static_cast<size_t>(options_.slots));
+  for (size_t i = 0; i < slots_.size(); ++i) slots_[i].seqId = static_cast<int32_t>(i);
+  stats_.slots = options_.slots;
+  stats_.kvCells = static_cast<int64_t>(options_.contextSize) * options_.slots;
+}
+
+EngineCore::~EngineCore() {
+  Stop();
+  llama_batch_free(batch_);
+  if (ctx_ != nullptr) llama_free(ctx_);
+}
+
+void EngineCore::Start(EventSink sink) {
+  sink_ = std::move(sink);
+  thread_ = std::thread([this]() { Run(); });
+}
+
+void EngineCore::Submit(std::unique_ptr<Request> request) {
+  if (request->prompt.empty()) throw CodedError(codes::kInvalidRequest, "the prompt is empty (no tokens)");
+  if (static_cast<int32_t>(request->prompt.size()) >= options_.contextSize) {
+    throw CodedError(codes::kContextOverflow,
+                     "the prompt has " + std::to_string(request->prompt.size()) +
+                         " tokens; the context holds " + std::to_string(options_.contextSize) +
+                         " per sequence (prompt + output)");
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (stopping_) throw CodedError(codes::kDisposed, "the engine has been disposed");
+  int32_t idle = stats_.slots - stats_.slotsBusy;
+  if (static_cast<int32_t>(queue_.size()) >= options_.maxQueue + idle) {
+    throw CodedError(codes::kQueueFull, "the queue is full (" + std::to_string(options_.maxQueue) +
+                                            " waiting, " + std::to_string(options_.slots) + " slots busy)");
+  }
+  request->submitted = Clock::now();
+  queue_.push_back(std::move(request));
+  stats_.queued = static_cast<int32_t>(queue_.size());
+  wake_.notify_one();
+}
+
+void EngineCore::Cancel(uint32_t id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  cancelIds_.push_back(id);
+  wake_.notify_one();
+}
+
+EngineStats EngineCore::Stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  EngineStats out = stats_;
+  // The loop updates the rate only while it runs; an idle engine's rate decays here.
+  double elapsed = std::chrono::duration<double>(Clock::now() - windowStart_).count();
+  if (elapsed >= 2.0) out.tokensPerSecond = static_cast<double>(windowTokens_) / elapsed;
+  return out;
+}
+
+void EngineCore::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  abortDecode_.store(true);
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+int32_t EngineCore::CellsPerSequence() const { return options_.contextSize; }
+
+// ---------------------------------------------------------------------------------------------
+// The loop: wait, cancel, admit, build a batch, decode, sample and emit; one step per iteration.
+
+void EngineCore::Run() {
+  while (WaitForWork()) {
+    CancelRequested();
+    AdmitPending();
+    BuildBatch();
+    emittedThisStep_ = 0;
+    if (batch_.n_tokens > 0 && DecodeBatch()) SampleAndEmit();
+    FlushEvents();
+    UpdateStats(emittedThisStep_);
+  }
+  DrainOnStop();
+  FlushEvents();
+}
+
+bool EngineCore::WaitForWork() {
+  bool active = std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state != SlotState::Idle; });
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!active) {
+    wake_.wait(lock, [this]() { return stopping_ || !queue_.empty() || !cancelIds_.empty(); });
+  }
+  return !stopping_;
+}
+
+void EngineCore::CancelRequested() {
+  std::vector<uint32_t> ids;
+  std::vector<std::unique_ptr<Request>> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ids.swap(cancelIds_);
+    for (uint32_t id : ids) {
+      auto it = std::find_if(queue_.begin(), queue_.end(), [id](const auto& r) { return r->id == id; });
+      if (it != queue_.end()) {
+        dropped.push_back(std::move(*it));
+        queue_.erase(it);
+      }
+    }
+    stats_.queued = static_cast<int32_t>(queue_.size());
+  }
+  auto now = Clock::now();
+  for (auto& request : dropped) {
+    EngineEvent done;
+    done.type = EngineEvent::Type::Done;
+    done.id = request->id;
+    done.finishReason = "cancelled";
+    done.tokensIn = static_cast<int32_t>(request->prompt.size());
+    done.queueMs = done.totalMs = Ms(request->submitted, now);
+    events_.push_back(std::move(done));
+  }
+  for (auto& slot : slots_) {
+    if (slot.state == SlotState::Idle) continue;
+    bool requested = std::find(ids.begin(), ids.end(), slot.request->id) != ids.end();
+    if (requested || slot.request->cancelled.load()) Finish(slot, "cancelled");
+  }
+}
+
+EngineCore::Slot* EngineCore::PickSlot(const std::vector<llama_token>& prompt, size_t* reuse) {
+  Slot* best = nullptr;
+  size_t bestPrefix = 0;
+  for (auto& slot : slots_) {
+    if (slot.state != SlotState::Idle) continue;
+    size_t prefix = CommonPrefix(slot.cache, prompt);
+    if (best == nullptr || prefix > bestPrefix || (prefix == bestPrefix && slot.cache.size() < best->cache.size())) {
+      best = &slot;
+      bestPrefix = prefix;
+    }
+  }
+  *reuse = bestPrefix;
+  return best;
+}
+
+void EngineCore::AdmitPending() {
+  llama_memory_t mem = llama_get_memory(ctx_);
+  while (true) {
+    bool anyIdle = std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state == SlotState::Idle; });
+    if (!anyIdle) return;
+    std::unique_ptr<Request> request;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (queue_.empty()) return;
+      request = std::move(queue_.front());
+      queue_.pop_front();
+      stats_.queued = static_cast<int32_t>(queue_.size());
+      stats_.slotsBusy++;
+    }
+    size_t reuse = 0;
+    Slot* slot = PickSlot(request->prompt, &reuse);
+    // At least the last prompt token is decoded again: its logits give the first output token.
+    if (reuse >= request->prompt.size()) reuse = request->prompt.size() - 1;
+    if (!llama_memory_seq_rm(mem, slot->seqId, static_cast<llama_pos>(reuse), -1)) {
+      llama_memory_seq_rm(mem, slot->seqId, -1, -1);
+      reuse = 0;
+    }
+    slot->cache.resize(reuse);
+    slot->promptPos = reuse;
+    slot->cachedTokens = static_cast<int32_t>(reuse);
+    slot->generated = 0;
+    slot->pending = -1;
+    slot->batchIndex = -1;
+    slot->text = std::make_unique<TextStream>(request->params.stop);
+    slot->admitted = Clock::now();
+    slot->admitOrder = ++admitCounter_;
+    slot->request = std::move(request);
+    slot->state = SlotState::Prefill;
+  }
+}
+
+void EngineCore::BuildBatch() {
+  batch_.n_tokens = 0;
+  for (auto& slot : slots_) {
+    slot.batchIndex = -1;
+    slot.addedThisStep = 0;
+    if (slot.state != SlotState::Generating) continue;
+    slot.batchIndex = batch_.n_tokens;
+    BatchAdd(batch_, slot.pending, static_cast<llama_pos>(slot.cache.size()), slot.seqId, true);
+    slot.cache.push_back(slot.pending);
+    slot.addedThisStep = 1;
+  }
+  // Prompt chunks fill the rest of the batch, oldest admission first, so a long prompt is
+  // spread over several steps while the generating sequences keep getting a token per step.
+  std::vector<Slot*> prefill;
+  for (auto& slot : slots_) {
+    if (slot.state == SlotState::Prefill) prefill.push_back(&slot);
+  }
+  std::sort(prefill.begin(), prefill.end(), [](Slot* a, Slot* b) { return a->admitOrder < b->admitOrder; });
+  int32_t budget = options_.batchSize - batch_.n_tokens;
+  for (Slot* slot : prefill) {
+    if (budget <= 0) break;
+    const auto& prompt = slot->request->prompt;
+    int32_t n = std::min<int32_t>(budget, static_cast<int32_t>(prompt.size() - slot->promptPos));
+    for (int32_t k = 0; k < n; ++k) {
+      llama_token token = prompt[slot->promptPos];
+      bool last = slot->promptPos + 1 == prompt.size();
+      if (last) slot->batchIndex = batch_.n_tokens;
+      BatchAdd(batch_, token, static_cast<llama_pos>(slot->cache.size()), slot->seqId, last);
+      slot->cache.push_back(token);
+      slot->promptPos++;
+    }
+    slot->addedThisStep = n;
+    budget -= n;
+  }
+}
+
+void EngineCore::RollbackBatch() {
+  for (auto& slot : slots_) {
+    if (slot.addedThisStep == 0) continue;
+    slot.cache.resize(slot.cache.size() - static_cast<size_t>(slot.addedThisStep));
+    if (slot.state == SlotState::Prefill) slot.promptPos -= static_cast<size_t>(slot.addedThisStep);
+    slot.addedThisStep = 0;
+    slot.batchIndex = -1;
+  }
+}
+
+bool EngineCore::DecodeBatch() {
+  int32_t ret = llama_decode(ctx_, batch_);
+  if (ret == 0) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.decodeSteps++;
+    return true;
+  }
+  llama_memory_t mem = llama_get_memory(ctx_);
+  if (ret == 1) {  // no room in the KV cache: memory was restored, make room and try next step
+    RollbackBatch();
+    if (!FreeSpace()) {
+      for (auto& slot : slots_) {
+        if (slot.state == SlotState::Idle) continue;
+        FailRequest(*slot.request, codes::kKvCacheFull, "the KV cache is full");
+        llama_memory_seq_rm(mem, slot.seqId, -1, -1);
+        slot.cache.clear();
+        slot.request.reset();
+        slot.state = SlotState::Idle;
+        std::lock_guard<std::mutex> lock(mutex_);
+        stats_.slotsBusy--;
+      }
+    }
+    return false;
+  }
+  if (abortDecode_.load()) return false;  // stopping: DrainOnStop reports the requests
+  // Any other failure leaves the sequences in an unknown state: fail them and clear their KV.
+  std::string message = "llama_decode failed with status " + std::to_string(ret);
+  for (auto& slot : slots_) {
+    if (slot.addedThisStep == 0 || slot.state == SlotState::Idle) continue;
+    FailRequest(*slot.request, codes::kInternal, message);
+    llama_memory_seq_rm(mem, slot.seqId, -1, -1);
+    slot.cache.clear();
+    slot.request.reset();
+    slot.state = SlotState::Idle;
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.slotsBusy--;
+  }
+  return false;
+}
+
+// Called when the KV cache has no room for a step. In order: drop the prompt caches kept by
+// idle slots; send the newest prefilling request back to the head of the queue (it waits);
+// end the longest generating sequence with finish reason "length".
+bool EngineCore::FreeSpace() {
+  llama_memory_t mem = llama_get_memory(ctx_);
+  bool freed = false;
+  for (auto& slot : slots_) {
+    if (slot.state == SlotState::Idle && !slot.cache.empty()) {
+      llama_memory_seq_rm(mem, slot.seqId, -1, -1);
+      slot.cache.clear();
+      freed = true;
+    }
+  }
+  if (freed) return true;
+  int32_t active = 0;
+  Slot* newestPrefill = nullptr;
+  Slot* longest = nullptr;
+  for (auto& slot : slots_) {
+    if (slot.state == SlotState::Idle) continue;
+    active++;
+    if (slot.state == SlotState::Prefill && (newestPrefill == nullptr || slot.admitOrder > newestPrefill->admitOrder)) {
+      newestPrefill = &slot;
+    }
+    if (slot.state == SlotState::Generating && (longest == nullptr || slot.cache.size() > longest->cache.size())) {
+      longest = &slot;
+    }
+  }
+  if (newestPrefill != nullptr && active > 1) {
+    llama_memory_seq_rm(mem, newestPrefill->seqId, -1, -1);
+    newestPrefill->cache.clear();
+    newestPrefill->state = SlotState::Idle;
+    std::lock_guard<std::mutex> lock(mutex_);
+    queue_.push_front(std::move(newestPrefill->request));
+    stats_.queued = static_cast<int32_t>(queue_.size());
+    stats_.slotsBusy--;
+    return true;
+  }
+  if (longest != nullptr) {
+    Finish(*longest, "length");
+    return true;
+  }
+  return false;
+}
+
+void EngineCore::SampleAndEmit() {
+  for (auto& slot : slots_) {
+    if (slot.batchIndex < 0 || slot.state == SlotState::Idle) continue;
+    if (slot.state == SlotState::Prefill) {
+      slot.state = SlotState::Generating;
+      slot.promptDone = Clock::now();
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stats_.promptTokensProcessed += slot.request->prompt.size() - static_cast<size_t>(slot.cachedTokens);
+      }
+      if (slot.request->params.maxTokens == 0) {
+        Finish(slot, "length");
+        continue;
+      }
+    }
+    llama_token token = llama_sampler_sample(slot.request->sampler.get(), ctx_, slot.batchIndex);
+    EmitToken(slot, token);
+  }
+}
+
+void EngineCore::EmitToken(Slot& slot, llama_token token) {
+  const llama_vocab* vocab = model_->vocab();
+  const GenerationParams& params = slot.request->params;
+  if (llama_vocab_is_eog(vocab, token) && !params.ignoreEos) {
+    Finish(slot, "stop");
+    return;
+  }
+  if (slot.generated == 0) slot.firstToken = Clock::now();
+  slot.generated++;
+  emittedThisStep_++;
+  EngineEvent ev;
+  ev.type = EngineEvent::Type::Tokens;
+  ev.id = slot.request->id;
+  ev.text = slot.text->Push(TokenPiece(vocab, token, false));
+  ev.tokens.push_back(token);
+  events_.push_back(std::move(ev));
+  if (slot.text->stopped()) {
+    Finish(slot, "stop");
+  } else if (params.maxTokens >= 0 && slot.generated >= params.maxTokens) {
+    Finish(slot, "length");
+  } else if (static_cast<int32_t>(slot.cache.size()) >= CellsPerSequence()) {
+    Finish(slot, "length");  // no room in this sequence's context for the next token
+  } else {
+    slot.pending = token;
+  }
+}
+
+void EngineCore::Finish(Slot& slot, const std::string& reason) {
+  auto now = Clock::now();
+  Request& request = *slot.request;
+  if (reason != "cancelled") {
+    std::string rest = slot.text->Flush();
+    if (!rest.empty()) {
+      EngineEvent tail;
+      tail.type = EngineEvent::Type::Tokens;
+      tail.id = request.id;
+      tail.text = std::move(rest);
+      events_.push_back(std::move(tail));
+    }
+  }
+  EngineEvent done;
+  done.type = EngineEvent::Type::Done;
+  done.id = request.id;
+  done.finishReason = reason;
+  done.stopString = slot.text->matchedStop();
+  done.tokensIn = static_cast<int32_t>(request.prompt.size());
+  done.tokensOut = slot.generated;
+  done.cachedTokens = slot.cachedTokens;
+  done.queueMs = Ms(request.submitted, slot.admitted);
+  done.ttftMs = slot.generated > 0 ? Ms(request.submitted, slot.firstToken) : 0;
+  bool prefilled = slot.state == SlotState::Generating;
+  done.prefillMs = prefilled ? Ms(slot.admitted, slot.promptDone) : Ms(slot.admitted, now);
+  done.decodeMs = slot.generated > 0 ? Ms(slot.firstToken, now) : 0;
+  done.totalMs = Ms(request.submitted, now);
+  events_.push_back(std::move(done));
+
+  slot.state = SlotState::Idle;
+  slot.request.reset();
+  slot.text.reset();
+  slot.pending = -1;
+  slot.batchIndex = -1;
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.slotsBusy--;
+  stats_.requestsDone++;
+}
+
+void EngineCore::FailRequest(Request& request, const std::string& code, const std::string& message) {
+  EngineEvent ev;
+  ev.type = EngineEvent::Type::Error;
+  ev.id = request.id;
+  ev.code = code;
+  ev.message = message;
+  events_.push_back(std::move(ev));
+}
+
+void EngineCore::DrainOnStop() {
+  for (auto& slot : slots_) {
+    if (slot.state == SlotState::Idle) continue;
+    FailRequest(*slot.request, codes::kDisposed, "the engine was disposed during generation");
+    slot.request.reset();
+    slot.state = SlotState::Idle;
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto& request : queue_) FailRequest(*request, codes::kDisposed, "the engine was disposed before the request ran");
+  queue_.clear();
+  stats_.queued = 0;
+  stats_.slotsBusy = 0;
+}
+
+void EngineCore::FlushEvents() {
+  if (events_.empty()) return;
+  std::vector<EngineEvent> out;
+  out.swap(events_);
+  if (sink_) sink_(std::move(out));
+}
+
+void EngineCore::UpdateStats(int32_t generatedThisStep) {
+  auto now = Clock::now();
+  int64_t used = 0;
+  for (const auto& slot : slots_) used += static_cast<int64_t>(slot.cache.size());
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.kvUsed = used;
+  stats_.tokensGenerated += static_cast<uint64_t>(generatedThisStep);
+  windowTokens_ += static_cast<uint64_t>(generatedThisStep);
+  double elapsed = std::chrono::duration<double>(now - windowStart_).count();
+  if (elapsed >= 1.0) {
+    stats_.tokensPerSecond = static_cast<double>(windowTokens_) / elapsed;
+    windowTokens_ = 0;
+    windowStart_ = now;
+  } else if (generatedThisStep == 0 && elapsed >= 0.5 && windowTokens_ == 0) {
+    stats_.tokensPerSecond = 0;
+  }
+}
+
+}  // namespace lmserve

@@ -1,0 +1,150 @@
+// The continuous-batching loop: one llama_context, N sequence slots, one decode thread.
+// Pure C++ (no N-API): the AddonEngine wraps it and turns its event batches into JS calls.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "llama.h"
+#include "model.h"
+#include "sampling.h"
+#include "text_stream.h"
+
+namespace lmserve {
+
+using Clock = std::chrono::steady_clock;
+
+struct EngineOptions {
+  int32_t slots = 4;           // parallel sequences (WORKER_CONCURRENCY)
+  int32_t contextSize = 2048;  // tokens each sequence may hold (prompt + output)
+  int32_t batchSize = 512;     // tokens per decode step (generation tokens + prompt chunks)
+  int32_t threads = 0;         // 0: llama.cpp's default
+  int32_t maxQueue = 64;       // requests waiting for a slot before QUEUE_FULL
+  bool kvUnified = false;      // one KV buffer shared by all sequences
+  int32_t flashAttention = -1;  // -1 auto (as llama-server), 0 off, 1 on
+};
+
+// One submitted generation.
+struct Request {
+  uint32_t id = 0;
+  std::vector<llama_token> prompt;
+  GenerationParams params;
+  SamplerPtr sampler;
+  std::atomic<bool> cancelled{false};
+  Clock::time_point submitted = Clock::now();
+};
+
+struct EngineEvent {
+  enum class Type { Tokens, Done, Error };
+  Type type = Type::Tokens;
+  uint32_t id = 0;
+  // Tokens
+  std::string text;
+  std::vector<llama_token> tokens;
+  // Done
+  std::string finishReason;
+  std::string stopString;
+  int32_t tokensIn = 0, tokensOut = 0, cachedTokens = 0;
+  double queueMs = 0, ttftMs = 0, prefillMs = 0, decodeMs = 0, totalMs = 0;
+  // Error
+  std::string code, message;
+};
+
+struct EngineStats {
+  int32_t slots = 0, slotsBusy = 0, queued = 0;
+  int64_t kvCells = 0, kvUsed = 0;
+  double tokensPerSecond = 0;  // generated tokens/s over the last second or so
+  uint64_t tokensGenerated = 0, promptTokensProcessed = 0, requestsDone = 0, decodeSteps = 0;
+};
+
+using EventSink = std::function<void(std::vector<EngineEvent>&&)>;
+
+class EngineCore {
+ public:
+  // Creates the llama_context (slow; call off the JS thread). Throws CodedError.
+  EngineCore(std::shared_ptr<ModelHandle> model, const EngineOptions& options);
+  ~EngineCore();
+  EngineCore(const EngineCore&) = delete;
+  EngineCore& operator=(const EngineCore&) = delete;
+
+  void Start(EventSink sink);
+  // Thread-safe. Throws CodedError (QUEUE_FULL, CONTEXT_OVERFLOW, DISPOSED).
+  void Submit(std::unique_ptr<Request> request);
+  // Thread-safe; unknown or finished ids are ignored.
+  void Cancel(uint32_t id);
+  EngineStats Stats() const;
+  // Stops the loop (ongoing requests end with CANCELLED/DISPOSED) and joins the thread.
+  void Stop();
+
+  const EngineOptions& options() const { return options_; }
+  const std::shared_ptr<ModelHandle>& model() const { return model_; }
+
+ private:
+  enum class SlotState { Idle, Prefill, Generating };
+  struct Slot {
+    int32_t seqId = 0;
+    SlotState state = SlotState::Idle;
+    std::unique_ptr<Request> request;
+    std::vector<llama_token> cache;  // tokens of this sequence now in the KV cache
+    size_t promptPos = 0;            // next prompt token to feed
+    int32_t batchIndex = -1;         // where this slot's logits are in the current batch
+    int32_t addedThisStep = 0;       // tokens this slot put into the current batch
+    llama_token pending = -1;        // sampled, not yet decoded
+    int32_t generated = 0;
+    int32_t cachedTokens = 0;
+    std::unique_ptr<TextStream> text;
+    Clock::time_point admitted, firstToken, promptDone;
+    uint64_t admitOrder = 0;
+  };
+
+  void Run();
+  bool WaitForWork();
+  void AdmitPending();
+  void CancelRequested();
+  Slot* PickSlot(const std::vector<llama_token>& prompt, size_t* reuse);
+  void BuildBatch();
+  bool DecodeBatch();
+  void RollbackBatch();
+  bool FreeSpace();
+  void SampleAndEmit();
+  void EmitToken(Slot& slot, llama_token token);
+  void Finish(Slot& slot, const std::string& reason);
+  void FailRequest(Request& request, const std::string& code, const std::string& message);
+  void DrainOnStop();
+  void FlushEvents();
+  void UpdateStats(int32_t generatedThisStep);
+  int32_t CellsPerSequence() const;
+
+  std::shared_ptr<ModelHandle> model_;
+  EngineOptions options_;
+  llama_context* ctx_ = nullptr;
+  llama_batch batch_{};
+  std::vector<Slot> slots_;
+  uint64_t admitCounter_ = 0;
+  std::vector<EngineEvent> events_;
+  EventSink sink_;
+
+  mutable std::mutex mutex_;  // guards queue_, cancelIds_, stats_, stopping_
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<Request>> queue_;
+  std::vector<uint32_t> cancelIds_;
+  EngineStats stats_;
+  bool stopping_ = false;
+  std::atomic<bool> abortDecode_{false};
+  std::thread thread_;
+
+  // Throughput window
+  Clock::time_point windowStart_ = Clock::now();
+  uint64_t windowTokens_ = 0;
+  int32_t emittedThisStep_ = 0;
+};
+
+}  // namespace lmserve

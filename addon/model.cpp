@@ -1,0 +1,466 @@
+#include "model.h"
+
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "engine.h"
+#include "env_registry.h"
+#include "errors.h"
+#include "log_capture.h"
+
+namespace lmserve {
+
+// ---------------------------------------------------------------------------------------------
+// ModelHandle and the process-wide registry
+
+ModelHandle::ModelHandle(llama_model* model, std::string path, uint64_t fileSize)
+    : model_(model), path_(std::move(path)), fileSize_(fileSize) {}
+
+ModelHandle::~ModelHandle() { llama_model_free(model_); }
+
+namespace {
+
+using RegistryKey = std::tuple<std::string, int, bool>;
+std::mutex gRegistryMutex;
+std::map<RegistryKey, std::weak_ptr<ModelHandle>> gRegistry;
+
+uint64_t CheckModelFile(const std::string& path) {
+  std::ifstream file(path, std::ios::binary | std::ios::ate);
+  if (!file) throw CodedError(codes::kModelFileNotFound, "model file not found or not readable: " + path);
+  uint64_t size = static_cast<uint64_t>(file.tellg());
+  char magic[4] = {0, 0, 0, 0};
+  file.seekg(0);
+  file.read(magic, 4);
+  if (size < 8 || std::memcmp(magic, "GGUF", 4) != 0) {
+    throw CodedError(codes::kInvalidModelFile, "not a GGUF file (bad magic): " + path);
+  }
+  return size;
+}
+
+// llama.cpp reports why a load failed only through its log; classify from that text.
+CodedError LoadFailure(const std::string& path, const LogCapture& capture, bool aborted) {
+  if (aborted) return CodedError(codes::kLoadAborted, "model load aborted: " + path);
+  const std::string& log = capture.text();
+  std::string reason = capture.Tail(3);
+  if (reason.empty()) reason = "llama_model_load_from_file returned NULL";
+  if (log.find("unknown model architecture") != std::string::npos) {
+    return CodedError(codes::kUnsupportedArchitecture, "unsupported model architecture in " + path + ": " + reason);
+  }
+  return CodedError(codes::kInvalidModelFile, "failed to load " + path + ": " + reason);
+}
+
+}  // namespace
+
+std::shared_ptr<ModelHandle> AcquireModel(const std::string& path, const LoadOptions& options,
+                                          bool (*progress)(float, void*), void* progressData) {
+  uint64_t fileSize = CheckModelFile(path);
+  RegistryKey key{path, options.gpuLayers, options.useMmap};
+  {
+    std::lock_guard<std::mutex> lock(gRegistryMutex);
+    auto it = gRegistry.find(key);
+    if (it != gRegistry.end()) {
+      if (auto live = it->second.lock()) {
+        if (progress != nullptr) progress(1.0f, progressData);
+        return live;
+      }
+    }
+  }
+  llama_model_params params = llama_model_default_params();
+  params.n_gpu_layers = options.gpuLayers < 0 ? 999 : options.gpuLayers;
+  params.load_mode = options.useMmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+  params.progress_callback = progress;
+  params.progress_callback_user_data = progressData;
+  bool aborted = false;
+  llama_model* model = nullptr;
+  LogCapture capture;
+  try {
+    model = llama_model_load_from_file(path.c_str(), params);
+  } catch (const std::exception& e) {
+    throw CodedError(codes::kInvalidModelFile, "failed to load " + path + ": " + e.what());
+  }
+  if (model == nullptr) {
+    if (progress != nullptr) aborted = !progress(-1.0f, progressData);
+    throw LoadFailure(path, capture, aborted);
+  }
+  auto handle = std::make_shared<ModelHandle>(model, path, fileSize);
+  std::lock_guard<std::mutex> lock(gRegistryMutex);
+  auto& slot = gRegistry[key];
+  if (auto live = slot.lock()) return live;  // another thread won the race; ours is freed
+  slot = handle;
+  return handle;
+}
+
+std::vector<llama_token> TokenizeText(const llama_vocab* vocab, const std::string& text, bool addSpecial,
+                                      bool parseSpecial) {
+  std::vector<llama_token> tokens(text.size() + 8);
+  int32_t n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
+                             static_cast<int32_t>(tokens.size()), addSpecial, parseSpecial);
+  if (n < 0) {
+    tokens.resize(static_cast<size_t>(-n));
+    n = llama_tokenize(vocab, text.data(), static_cast<int32_t>(text.size()), tokens.data(),
+                       static_cast<int32_t>(tokens.size()), addSpecial, parseSpecial);
+  }
+  if (n < 0) throw CodedError(codes::kInternal, "llama_tokenize failed");
+  tokens.resize(static_cast<size_t>(n));
+  return tokens;
+}
+
+std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special) {
+  char buf[256];
+  int32_t n = llama_token_to_piece(vocab, token, buf, sizeof(buf), 0, special);
+  if (n >= 0) return std::string(buf, static_cast<size_t>(n));
+  std::string big(static_cast<size_t>(-n), '\0');
+  n = llama_token_to_piece(vocab, token, big.data(), static_cast<int32_t>(big.size()), 0, special);
+  big.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return big;
+}
+
+// ---------------------------------------------------------------------------------------------
+// AddonModel
+
+void AddonModel::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = DefineClass(env, "Model",
+                                    {
+                                        InstanceMethod("info", &AddonModel::Info),
+                                        InstanceMethod("tokenize", &AddonModel::Tokenize),
+                                        InstanceMethod("detokenize", &AddonModel::Detokenize),
+                                        InstanceMethod("applyChatTemplate", &AddonModel::ApplyChatTemplate),
+                                        InstanceMethod("createEngine", &AddonModel::CreateEngine),
+                                        InstanceMethod("dispose", &AddonModel::Dispose),
+                                        InstanceAccessor("disposed", &AddonModel::IsDisposed, nullptr),
+                                    });
+  EnvRegistry::For(env).modelConstructor = Napi::Persistent(ctor);
+  exports.Set("Model", ctor);
+}
+
+Napi::Object AddonModel::NewInstance(Napi::Env env, std::shared_ptr<ModelHandle> handle) {
+  auto* holder = new std::shared_ptr<ModelHandle>(std::move(handle));
+  auto external = Napi::External<std::shared_ptr<ModelHandle>>::New(
+      env, holder, [](Napi::Env, std::shared_ptr<ModelHandle>* p) { delete p; });
+  return EnvRegistry::For(env).modelConstructor.New({external});
+}
+
+AddonModel::AddonModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonModel>(info), env_(info.Env()) {
+  if (info.Length() < 1 || !info[0].IsExternal()) {
+    throw Napi::TypeError::New(info.Env(), "Model cannot be constructed directly; use loadModel()");
+  }
+  handle_ = *info[0].As<Napi::External<std::shared_ptr<ModelHandle>>>().Data();
+  reportedMemory_ = static_cast<int64_t>(llama_model_size(handle_->model()));
+  Napi::MemoryManagement::AdjustExternalMemory(env_, reportedMemory_);
+  registryHandle_ = EnvRegistry::For(env_).Add([this]() { Release(); });
+}
+
+AddonModel::~AddonModel() {
+  if (registryHandle_ != 0) {
+    // Finalized by GC without dispose(): the env is still alive, so unregister and free.
+    EnvRegistry::For(env_).Remove(registryHandle_);
+    registryHandle_ = 0;
+  }
+  handle_.reset();
+}
+
+void AddonModel::Release() {
+  registryHandle_ = 0;
+  if (handle_) {
+    handle_.reset();
+  }
+}
+
+std::shared_ptr<ModelHandle> AddonModel::Handle(Napi::Env env) const {
+  if (!handle_) ThrowCoded(env, codes::kDisposed, "the model has been disposed");
+  return handle_;
+}
+
+Napi::Value AddonModel::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto handle = Handle(env);
+  const llama_model* model = handle->model();
+  const llama_vocab* vocab = handle->vocab();
+  Napi::Object out = Napi::Object::New(env);
+
+  char buf[512];
+  auto meta = [&](const char* key) -> std::string {
+    int32_t n = llama_model_meta_val_str(model, key, buf, sizeof(buf));
+    return n >= 0 ? std::string(buf) : std::string();
+  };
+  out.Set("architecture", meta("general.architecture"));
+  out.Set("name", meta("general.name"));
+  llama_model_desc(model, buf, sizeof(buf));
+  out.Set("description", std::string(buf));
+  out.Set("parameterCount", Napi::Number::New(env, static_cast<double>(llama_model_n_params(model))));
+  out.Set("sizeBytes", Napi::Number::New(env, static_cast<double>(llama_model_size(model))));
+  out.Set("fileSize", Napi::Number::New(env, static_cast<double>(handle->fileSize())));
+  out.Set("trainedContextLength", llama_model_n_ctx_train(model));
+  out.Set("embeddingLength", llama_model_n_embd(model));
+  out.Set("layerCount", llama_model_n_layer(model));
+  out.Set("vocabSize", llama_vocab_n_tokens(vocab));
+  const char* tmpl = llama_model_chat_template(model, nullptr);
+  out.Set("chatTemplate", tmpl != nullptr ? Napi::Value(Napi::String::New(env, tmpl)) : env.Null());
+  const char* vocabTypes[] = {"none", "spm", "bpe", "wpm", "ugm", "rwkv", "plamo2"};
+  int vt = static_cast<int>(llama_vocab_type(vocab));
+  out.Set("vocabType", vt >= 0 && vt < 7 ? vocabTypes[vt] : "unknown");
+
+  Napi::Object special = Napi::Object::New(env);
+  auto setToken = [&](const char* name, llama_token id) {
+    if (id < 0) {
+      special.Set(name, env.Null());
+      return;
+    }
+    Napi::Object t = Napi::Object::New(env);
+    t.Set("id", id);
+    const char* text = llama_vocab_get_text(vocab, id);
+    t.Set("text", text != nullptr ? text : "");
+    special.Set(name, t);
+  };
+  setToken("bos", llama_vocab_bos(vocab));
+  setToken("eos", llama_vocab_eos(vocab));
+  setToken("eot", llama_vocab_eot(vocab));
+  setToken("sep", llama_vocab_sep(vocab));
+  setToken("nl", llama_vocab_nl(vocab));
+  setToken("pad", llama_vocab_pad(vocab));
+  out.Set("specialTokens", special);
+  out.Set("addBos", llama_vocab_get_add_bos(vocab));
+  out.Set("addEos", llama_vocab_get_add_eos(vocab));
+
+  Napi::Array eog = Napi::Array::New(env);
+  uint32_t nEog = 0;
+  int32_t nVocab = llama_vocab_n_tokens(vocab);
+  for (llama_token id = 0; id < nVocab; ++id) {
+    if (llama_vocab_is_eog(vocab, id)) eog.Set(nEog++, id);
+  }
+  out.Set("eogTokens", eog);
+  return out;
+}
+
+Napi::Value AddonModel::Tokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto handle = Handle(env);
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "text must be a string");
+  bool addSpecial = info.Length() > 1 && info[1].IsBoolean() ? info[1].As<Napi::Boolean>().Value() : true;
+  bool parseSpecial = info.Length() > 2 && info[2].IsBoolean() ? info[2].As<Napi::Boolean>().Value() : false;
+  std::vector<llama_token> tokens;
+  try {
+    tokens = TokenizeText(handle->vocab(), info[0].As<Napi::String>().Utf8Value(), addSpecial, parseSpecial);
+  } catch (const CodedError& e) {
+    ThrowCoded(env, e.code(), e.what());
+  }
+  Napi::Int32Array out = Napi::Int32Array::New(env, tokens.size());
+  std::memcpy(out.Data(), tokens.data(), tokens.size() * sizeof(llama_token));
+  return out;
+}
+
+Napi::Value AddonModel::Detokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto handle = Handle(env);
+  if (info.Length() < 1 || !info[0].IsTypedArray()) throw Napi::TypeError::New(env, "tokens must be an Int32Array");
+  Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
+  bool special = info.Length() > 1 && info[1].IsBoolean() ? info[1].As<Napi::Boolean>().Value() : false;
+  int32_t nVocab = llama_vocab_n_tokens(handle->vocab());
+  for (size_t i = 0; i < arr.ElementLength(); ++i) {
+    if (arr[i] < 0 || arr[i] >= nVocab) {
+      ThrowCoded(env, codes::kInvalidRequest,
+                 "tokens[" + std::to_string(i) + "] = " + std::to_string(arr[i]) + " is outside the vocabulary (0.." +
+                     std::to_string(nVocab - 1) + ")");
+    }
+  }
+  std::string text(arr.ElementLength() * 8 + 16, '\0');
+  int32_t n = llama_detokenize(handle->vocab(), arr.Data(), static_cast<int32_t>(arr.ElementLength()), text.data(),
+                               static_cast<int32_t>(text.size()), false, special);
+  if (n < 0) {
+    text.resize(static_cast<size_t>(-n));
+    n = llama_detokenize(handle->vocab(), arr.Data(), static_cast<int32_t>(arr.ElementLength()), text.data(),
+                         static_cast<int32_t>(text.size()), false, special);
+  }
+  text.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return Napi::String::New(env, text);
+}
+
+// applyChatTemplate(messages: {role, content}[], addAssistant: boolean, template?: string)
+// Uses llama.cpp's built-in template matcher (no Jinja); unknown templates throw INVALID_REQUEST.
+Napi::Value AddonModel::ApplyChatTemplate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto handle = Handle(env);
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "messages must be an array");
+  Napi::Array arr = info[0].As<Napi::Array>();
+  bool addAssistant = info.Length() > 1 && info[1].IsBoolean() ? info[1].As<Napi::Boolean>().Value() : true;
+  std::string tmpl;
+  if (info.Length() > 2 && info[2].IsString()) {
+    tmpl = info[2].As<Napi::String>().Utf8Value();
+  } else {
+    const char* t = llama_model_chat_template(handle->model(), nullptr);
+    if (t == nullptr) ThrowCoded(env, codes::kInvalidRequest, "the model has no chat template");
+    tmpl = t;
+  }
+  std::vector<std::string> roles, contents;
+  size_t totalChars = 0;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    Napi::Value v = arr.Get(i);
+    if (!v.IsObject()) ThrowCoded(env, codes::kInvalidRequest, "messages[" + std::to_string(i) + "] must be an object");
+    Napi::Object m = v.As<Napi::Object>();
+    if (!m.Get("role").IsString() || !m.Get("content").IsString()) {
+      ThrowCoded(env, codes::kInvalidRequest, "messages[" + std::to_string(i) + "] needs string role and content");
+    }
+    roles.push_back(m.Get("role").As<Napi::String>().Utf8Value());
+    contents.push_back(m.Get("content").As<Napi::String>().Utf8Value());
+    totalChars += roles.back().size() + contents.back().size();
+  }
+  std::vector<llama_chat_message> msgs;
+  for (size_t i = 0; i < roles.size(); ++i) msgs.push_back({roles[i].c_str(), contents[i].c_str()});
+  std::string out(totalChars * 2 + 256, '\0');
+  int32_t n = llama_chat_apply_template(tmpl.c_str(), msgs.data(), msgs.size(), addAssistant, out.data(),
+                                        static_cast<int32_t>(out.size()));
+  if (n > static_cast<int32_t>(out.size())) {
+    out.resize(static_cast<size_t>(n));
+    n = llama_chat_apply_template(tmpl.c_str(), msgs.data(), msgs.size(), addAssistant, out.data(),
+                                  static_cast<int32_t>(out.size()));
+  }
+  if (n < 0) ThrowCoded(env, codes::kInvalidRequest, "the chat template is not one llama.cpp recognises");
+  out.resize(static_cast<size_t>(n));
+  return Napi::String::New(env, out);
+}
+
+Napi::Value AddonModel::CreateEngine(const Napi::CallbackInfo& info) {
+  return AddonEngine::Create(info, Handle(info.Env()));
+}
+
+Napi::Value AddonModel::Dispose(const Napi::CallbackInfo& info) {
+  if (registryHandle_ != 0) EnvRegistry::For(info.Env()).Remove(registryHandle_);
+  if (reportedMemory_ != 0) {
+    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -reportedMemory_);
+    reportedMemory_ = 0;
+  }
+  Release();
+  return info.Env().Undefined();
+}
+
+Napi::Value AddonModel::IsDisposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !handle_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading: an AsyncWorker off the JS thread, progress through a thread-safe function.
+
+namespace {
+
+using ProgressTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, float, nullptr>;
+
+void CallProgress(Napi::Env env, Napi::Function callback, std::nullptr_t*, float* value) {
+  if (env != nullptr && callback != nullptr) callback.Call({Napi::Number::New(env, *value)});
+  delete value;
+}
+
+class LoadWorker : public Napi::AsyncWorker {
+ public:
+  LoadWorker(Napi::Env env, AddonModelLoader* loader, Napi::Object loaderObject, std::string path,
+             LoadOptions options, Napi::Function onProgress)
+      : Napi::AsyncWorker(env, "lmserve.loadModel"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        loader_(loader),
+        path_(std::move(path)),
+        options_(options) {
+    loaderRef_ = Napi::Persistent(loaderObject);
+    if (!onProgress.IsEmpty()) {
+      progress_ = ProgressTsfn::New(env, onProgress, "lmserve.loadProgress", 0, 1);
+      hasProgress_ = true;
+    }
+  }
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      handle_ = AcquireModel(path_, options_, &LoadWorker::OnProgress, this);
+    } catch (const CodedError& e) {
+      code_ = e.code();
+      SetError(e.what());
+    } catch (const std::exception& e) {
+      code_ = codes::kInternal;
+      SetError(std::string("model load failed: ") + e.what());
+    }
+  }
+
+  void OnOK() override {
+    ReleaseProgress();
+    deferred_.Resolve(AddonModel::NewInstance(Env(), std::move(handle_)));
+  }
+
+  void OnError(const Napi::Error& error) override {
+    ReleaseProgress();
+    deferred_.Reject(MakeCodedError(Env(), code_, error.Message()).Value());
+  }
+
+ private:
+  // Called on the worker thread. A negative value is our own "did the user abort?" query.
+  static bool OnProgress(float value, void* data) {
+    auto* self = static_cast<LoadWorker*>(data);
+    if (self->loader_->aborted()) return false;
+    if (value < 0) return true;
+    if (self->hasProgress_ && (value - self->lastReported_ >= 0.01f || value >= 1.0f)) {
+      self->lastReported_ = value;
+      self->progress_.NonBlockingCall(new float(value));
+    }
+    return true;
+  }
+
+  void ReleaseProgress() {
+    if (hasProgress_) {
+      progress_.Release();
+      hasProgress_ = false;
+    }
+  }
+
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference loaderRef_;
+  AddonModelLoader* loader_;
+  std::string path_;
+  LoadOptions options_;
+  ProgressTsfn progress_;
+  bool hasProgress_ = false;
+  float lastReported_ = -1.0f;
+  std::shared_ptr<ModelHandle> handle_;
+  std::string code_ = codes::kInternal;
+};
+
+}  // namespace
+
+void AddonModelLoader::Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("ModelLoader", DefineClass(env, "ModelLoader",
+                                         {
+                                             InstanceMethod("load", &AddonModelLoader::Load),
+                                             InstanceMethod("abort", &AddonModelLoader::Abort),
+                                         }));
+}
+
+AddonModelLoader::AddonModelLoader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonModelLoader>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
+  path_ = info[0].As<Napi::String>().Utf8Value();
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Object o = info[1].As<Napi::Object>();
+    if (o.Get("gpuLayers").IsNumber()) options_.gpuLayers = o.Get("gpuLayers").As<Napi::Number>().Int32Value();
+    if (o.Get("useMmap").IsBoolean()) options_.useMmap = o.Get("useMmap").As<Napi::Boolean>().Value();
+  }
+  if (info.Length() > 2 && info[2].IsFunction()) onProgress_ = Napi::Persistent(info[2].As<Napi::Function>());
+}
+
+Napi::Value AddonModelLoader::Load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (started_) throw Napi::Error::New(env, "ModelLoader.load() may be called once");
+  started_ = true;
+  Napi::Function progress = onProgress_.IsEmpty() ? Napi::Function() : onProgress_.Value();
+  auto* worker = new LoadWorker(env, this, info.This().As<Napi::Object>(), path_, options_, progress);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value AddonModelLoader::Abort(const Napi::CallbackInfo& info) {
+  aborted_.store(true);
+  return info.Env().Undefined();
+}
+
+}  // namespace lmserve

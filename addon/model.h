@@ -1,0 +1,94 @@
+// A loaded llama_model, shared by every engine (and every worker thread) of the process.
+#pragma once
+#include <napi.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "llama.h"
+
+namespace lmserve {
+
+// Owns one llama_model. Shared (reference-counted) across the threads of a process: loading
+// the same file with the same options twice returns the same handle.
+class ModelHandle {
+ public:
+  ModelHandle(llama_model* model, std::string path, uint64_t fileSize);
+  ~ModelHandle();
+  ModelHandle(const ModelHandle&) = delete;
+  ModelHandle& operator=(const ModelHandle&) = delete;
+
+  llama_model* model() const { return model_; }
+  const llama_vocab* vocab() const { return llama_model_get_vocab(model_); }
+  const std::string& path() const { return path_; }
+  uint64_t fileSize() const { return fileSize_; }
+
+ private:
+  llama_model* model_;
+  std::string path_;
+  uint64_t fileSize_;
+};
+
+struct LoadOptions {
+  int gpuLayers = -1;  // negative: all layers that fit (CPU builds ignore it)
+  bool useMmap = true;
+};
+
+// Loads (or finds) a model; throws CodedError. `progress` may return false to abort.
+std::shared_ptr<ModelHandle> AcquireModel(const std::string& path, const LoadOptions& options,
+                                          bool (*progress)(float, void*), void* progressData);
+
+// JS class `Model`: info, tokenize, detokenize, chat template, engine creation, dispose.
+class AddonModel : public Napi::ObjectWrap<AddonModel> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports);
+  static Napi::Object NewInstance(Napi::Env env, std::shared_ptr<ModelHandle> handle);
+  explicit AddonModel(const Napi::CallbackInfo& info);
+  ~AddonModel() override;
+
+  // The handle, or a DISPOSED error thrown into JS.
+  std::shared_ptr<ModelHandle> Handle(Napi::Env env) const;
+
+ private:
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Tokenize(const Napi::CallbackInfo& info);
+  Napi::Value Detokenize(const Napi::CallbackInfo& info);
+  Napi::Value ApplyChatTemplate(const Napi::CallbackInfo& info);
+  Napi::Value CreateEngine(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value IsDisposed(const Napi::CallbackInfo& info);
+  void Release();
+
+  std::shared_ptr<ModelHandle> handle_;
+  uint64_t registryHandle_ = 0;
+  int64_t reportedMemory_ = 0;
+  Napi::Env env_;
+};
+
+// JS class `ModelLoader`: new ModelLoader(path, {gpuLayers, useMmap}, onProgress?) then
+// load() -> Promise<Model>; abort() stops a load in progress (LOAD_ABORTED).
+class AddonModelLoader : public Napi::ObjectWrap<AddonModelLoader> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports);
+  explicit AddonModelLoader(const Napi::CallbackInfo& info);
+
+  bool aborted() const { return aborted_.load(); }
+
+ private:
+  Napi::Value Load(const Napi::CallbackInfo& info);
+  Napi::Value Abort(const Napi::CallbackInfo& info);
+
+  std::string path_;
+  LoadOptions options_;
+  Napi::FunctionReference onProgress_;
+  std::atomic<bool> aborted_{false};
+  bool started_ = false;
+};
+
+// Tokenization helpers shared with the engine.
+std::vector<llama_token> TokenizeText(const llama_vocab* vocab, const std::string& text, bool addSpecial,
+                                      bool parseSpecial);
+std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special);
+
+}  // namespace lmserve

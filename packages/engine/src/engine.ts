@@ -1,0 +1,190 @@
+import { LmError, toLmError, type EngineStats, type GenerationParams } from '@lmserve/protocol';
+import type { NativeEngine, NativeEngineOptions, NativeEvent, NativeModel, NativeParams } from './binding.js';
+import { Generation } from './generation.js';
+
+export interface EngineOptions {
+  /** Parallel sequences decoded together (WORKER_CONCURRENCY). Default 4. */
+  slots?: number;
+  /** Tokens each sequence may hold, prompt and output together. Default 2048. */
+  contextSize?: number;
+  /** Tokens per decode step: one per generating sequence plus prompt chunks. Default 512. */
+  batchSize?: number;
+  /** CPU threads; 0 or undefined lets llama.cpp choose. */
+  threads?: number;
+  /** Requests that may wait for a slot before submit() fails with QUEUE_FULL. Default 64. */
+  maxQueue?: number;
+  /** One KV buffer shared by all sequences (default false: one per sequence). */
+  kvUnified?: boolean;
+  flashAttention?: 'auto' | 'on' | 'off';
+}
+
+export interface SubmitRequest {
+  /** Text (tokenized with the model's BOS and special tokens) or token ids. */
+  prompt: string | readonly number[] | Int32Array;
+  params?: GenerationParams;
+  signal?: AbortSignal;
+  /** Whether special-token text in a string prompt is parsed as special tokens. Default true. */
+  parseSpecial?: boolean;
+}
+
+function positiveInt(name: string, value: unknown, min = 1): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw new LmError('INVALID_REQUEST', `options.${name} must be an integer >= ${min}`, { field: `options.${name}` });
+  }
+  return value;
+}
+
+export function nativeEngineOptions(options: EngineOptions): Partial<NativeEngineOptions> {
+  const out: Partial<NativeEngineOptions> = {};
+  const slots = positiveInt('slots', options.slots);
+  const contextSize = positiveInt('contextSize', options.contextSize, 16);
+  const batchSize = positiveInt('batchSize', options.batchSize);
+  const threads = positiveInt('threads', options.threads, 0);
+  const maxQueue = positiveInt('maxQueue', options.maxQueue, 0);
+  if (slots !== undefined) out.slots = slots;
+  if (contextSize !== undefined) out.contextSize = contextSize;
+  out.batchSize = batchSize ?? Math.max(512, slots ?? 4);
+  if (threads !== undefined) out.threads = threads;
+  if (maxQueue !== undefined) out.maxQueue = maxQueue;
+  if (options.kvUnified !== undefined) out.kvUnified = options.kvUnified;
+  if (options.flashAttention !== undefined) {
+    const map = { auto: -1, off: 0, on: 1 } as const;
+    if (!(options.flashAttention in map)) {
+      throw new LmError('INVALID_REQUEST', 'options.flashAttention must be auto, on or off', { field: 'options.flashAttention' });
+    }
+    out.flashAttention = map[options.flashAttention];
+  }
+  return out;
+}
+
+/** GenerationParams as the addon takes them (validated there, with field names). */
+export function nativeParams(params: GenerationParams = {}): NativeParams {
+  if (typeof params !== 'object' || params === null) {
+    throw new LmError('INVALID_REQUEST', 'params must be an object', { field: 'params' });
+  }
+  const { logitBias, stop, ...rest } = params;
+  const out: NativeParams = { ...rest };
+  if (stop !== undefined) out.stop = typeof stop === 'string' ? [stop] : [...stop];
+  if (logitBias !== undefined) {
+    if (Array.isArray(logitBias)) {
+      out.logitBias = logitBias.map((pair) => [pair[0], pair[1]] as [number, number]);
+    } else if (typeof logitBias === 'object' && logitBias !== null) {
+      out.logitBias = Object.entries(logitBias).map(([k, v]) => {
+        const id = Number(k);
+        if (!/^\d+$/.test(k)) {
+          throw new LmError('INVALID_REQUEST', `params.logitBias key "${k}" is not a token id`, { field: 'params.logitBias' });
+        }
+        return [id, v] as [number, number];
+      });
+    } else {
+      throw new LmError('INVALID_REQUEST', 'params.logitBias must be an object of token id to bias', {
+        field: 'params.logitBias',
+      });
+    }
+  }
+  return out;
+}
+
+/**
+ * Continuous batching over one llama_context: every submitted request gets a sequence slot (or
+ * waits in a bounded queue), and all running sequences advance together, one decode per step.
+ */
+export class Engine {
+  readonly #native: NativeEngine;
+  readonly #live = new Map<number, Generation>();
+  #nextId = 1;
+  #disposed = false;
+  #onDispose: (() => void) | undefined;
+
+  private constructor(native: NativeEngine) {
+    this.#native = native;
+  }
+
+  /** @internal Use Model.createEngine(). */
+  static async create(model: NativeModel, options: EngineOptions, onDispose?: () => void): Promise<Engine> {
+    const nativeOptions = nativeEngineOptions(options);
+    let engine: Engine | undefined;
+    const pendingEvents: NativeEvent[][] = [];
+    const native = await model
+      .createEngine(nativeOptions, (events) => {
+        if (engine) engine.#dispatch(events);
+        else pendingEvents.push(events);
+      })
+      .catch((err: unknown) => {
+        throw toLmError(err);
+      });
+    engine = new Engine(native);
+    engine.#onDispose = onDispose;
+    for (const events of pendingEvents) engine.#dispatch(events);
+    return engine;
+  }
+
+  get options(): NativeEngineOptions {
+    this.#check();
+    return this.#native.options();
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /**
+   * Queues a generation. Throws LmError at once for QUEUE_FULL, CONTEXT_OVERFLOW,
+   * INVALID_GRAMMAR and INVALID_REQUEST; everything later arrives through the Generation.
+   */
+  submit(request: SubmitRequest): Generation {
+    const generation = new Generation(request.signal);
+    this.submitInto(generation, request);
+    return generation;
+  }
+
+  /** @internal Feeds an existing Generation (used by Model.generate). */
+  submitInto(generation: Generation, request: SubmitRequest): void {
+    this.#check();
+    const id = this.#nextId;
+    this.#nextId = this.#nextId >= 0xfffffff0 ? 1 : this.#nextId + 1;
+    const prompt = typeof request.prompt === 'string' || request.prompt instanceof Int32Array
+      ? request.prompt
+      : Int32Array.from(request.prompt);
+    try {
+      this.#native.submit(id, prompt, nativeParams(request.params), { parseSpecial: request.parseSpecial ?? true });
+    } catch (err) {
+      throw toLmError(err, 'INVALID_REQUEST');
+    }
+    this.#live.set(id, generation);
+    generation.attach(() => {
+      if (!this.#disposed) this.#native.cancel(id);
+    });
+  }
+
+  stats(): EngineStats {
+    this.#check();
+    return this.#native.stats();
+  }
+
+  /** Stops the decode thread and frees the context. Running generations fail with DISPOSED. Idempotent. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#native.dispose();
+    for (const generation of this.#live.values()) {
+      generation.fail(new LmError('DISPOSED', 'the engine was disposed'));
+    }
+    this.#live.clear();
+    this.#onDispose?.();
+  }
+
+  #check(): void {
+    if (this.#disposed) throw new LmError('DISPOSED', 'the engine has been disposed');
+  }
+
+  #dispatch(events: NativeEvent[]): void {
+    for (const event of events) {
+      const generation = this.#live.get(event.id);
+      if (!generation) continue;
+      if (event.type !== 'tokens') this.#live.delete(event.id);
+      generation.handle(event);
+    }
+  }
+}

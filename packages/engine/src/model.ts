@@ -1,0 +1,168 @@
+import { stat } from 'node:fs/promises';
+import { LmError, toLmError, type GenerationParams } from '@lmserve/protocol';
+import { binding, type NativeModel, type NativeModelInfo } from './binding.js';
+import { Engine, type EngineOptions, type SubmitRequest } from './engine.js';
+import { Generation } from './generation.js';
+
+export type ModelInfo = NativeModelInfo & { path: string };
+
+export interface LoadOptions {
+  /** Layers to offload to the GPU: 'auto' or a negative number means all that fit; 0 = CPU only. */
+  gpuLayers?: number | 'auto';
+  /** Map the file instead of reading it (default true). */
+  useMmap?: boolean;
+  /** Called with 0..1 while the weights load (on the JS thread, throttled to 1% steps). */
+  onProgress?: (progress: number) => void;
+  /** Aborts the load; the promise rejects with LOAD_ABORTED. */
+  signal?: AbortSignal;
+}
+
+export interface ChatMessage {
+  role: string;
+  content: string;
+}
+
+/** Options of the engine behind Model.generate() (one sequence, created on first use). */
+export interface GenerateOptions {
+  signal?: AbortSignal;
+  contextSize?: number;
+  threads?: number;
+}
+
+/**
+ * Loads a GGUF model off the JS thread. Loading the same file twice in one process shares the
+ * weights (the native side reference-counts them).
+ */
+export async function loadModel(path: string, options: LoadOptions = {}): Promise<Model> {
+  if (typeof path !== 'string' || path.length === 0) {
+    throw new LmError('INVALID_REQUEST', 'path must be a non-empty string', { field: 'path' });
+  }
+  const st = await stat(path).catch(() => undefined);
+  if (!st) throw new LmError('MODEL_FILE_NOT_FOUND', `model file not found: ${path}`);
+  if (!st.isFile()) throw new LmError('MODEL_FILE_NOT_FOUND', `model path is not a file: ${path}`);
+  if (options.signal?.aborted) throw new LmError('LOAD_ABORTED', `model load aborted: ${path}`);
+  const gpuLayers = options.gpuLayers === undefined || options.gpuLayers === 'auto' ? -1 : options.gpuLayers;
+  if (!Number.isInteger(gpuLayers)) {
+    throw new LmError('INVALID_REQUEST', "options.gpuLayers must be an integer or 'auto'", { field: 'options.gpuLayers' });
+  }
+  const loader = new (binding().ModelLoader)(
+    path,
+    { gpuLayers, useMmap: options.useMmap ?? true },
+    options.onProgress ? (p: number) => options.onProgress?.(p) : undefined,
+  );
+  const onAbort = () => loader.abort();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    const native = await loader.load();
+    return new Model(native, path);
+  } catch (err) {
+    throw toLmError(err);
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+export class Model {
+  readonly path: string;
+  readonly info: ModelInfo;
+  readonly #native: NativeModel;
+  readonly #engines = new Set<Engine>();
+  #defaultEngine: Promise<Engine> | undefined;
+  #disposed = false;
+
+  /** @internal Use loadModel(). */
+  constructor(native: NativeModel, path: string) {
+    this.#native = native;
+    this.path = path;
+    this.info = { ...native.info(), path };
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  tokenize(text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): number[] {
+    this.#check();
+    if (typeof text !== 'string') throw new LmError('INVALID_REQUEST', 'text must be a string', { field: 'text' });
+    return Array.from(this.#native.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false));
+  }
+
+  detokenize(tokens: readonly number[] | Int32Array, options: { special?: boolean } = {}): string {
+    this.#check();
+    const arr = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
+    try {
+      return this.#native.detokenize(arr, options.special ?? false);
+    } catch (err) {
+      throw toLmError(err, 'INVALID_REQUEST');
+    }
+  }
+
+  /** Renders messages with the model's chat template (or `template`), via llama.cpp's built-in matcher. */
+  applyChatTemplate(messages: ChatMessage[], options: { addAssistant?: boolean; template?: string } = {}): string {
+    this.#check();
+    try {
+      return this.#native.applyChatTemplate(messages, options.addAssistant ?? true, options.template);
+    } catch (err) {
+      throw toLmError(err, 'INVALID_REQUEST');
+    }
+  }
+
+  /** null when the GBNF grammar parses, else llama.cpp's reason. */
+  checkGrammar(grammar: string, root = 'root'): string | null {
+    this.#check();
+    return binding().checkGrammar(this.#native, grammar, root);
+  }
+
+  /** Creates a continuous-batching engine (its own llama_context) over this model. */
+  async createEngine(options: EngineOptions = {}): Promise<Engine> {
+    this.#check();
+    let engine: Engine | undefined;
+    engine = await Engine.create(this.#native, options, () => {
+      if (engine) this.#engines.delete(engine);
+    });
+    this.#engines.add(engine);
+    return engine;
+  }
+
+  /**
+   * Single-sequence generation: streams token chunks; `result` holds the final text, finish
+   * reason, usage and timings. Calls share one lazily created one-slot engine and run in turn.
+   */
+  generate(prompt: SubmitRequest['prompt'], params: GenerationParams = {}, options: GenerateOptions = {}): Generation {
+    this.#check();
+    const generation = new Generation(options.signal);
+    if (!this.#defaultEngine) {
+      const contextSize = options.contextSize ?? Math.min(this.info.trainedContextLength || 4096, 4096);
+      const engineOptions: EngineOptions = { slots: 1, contextSize, maxQueue: 1024 };
+      if (options.threads !== undefined) engineOptions.threads = options.threads;
+      this.#defaultEngine = this.createEngine(engineOptions);
+      this.#defaultEngine.catch(() => (this.#defaultEngine = undefined));
+    }
+    this.#defaultEngine.then(
+      (engine) => {
+        try {
+          const request: SubmitRequest = { prompt, params };
+          engine.submitInto(generation, request);
+        } catch (err) {
+          generation.fail(toLmError(err));
+        }
+      },
+      (err: unknown) => generation.fail(toLmError(err)),
+    );
+    return generation;
+  }
+
+  /** Disposes the model's engines and releases its weights (once no other thread uses them). Idempotent. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const engine of [...this.#engines]) engine.dispose();
+    this.#engines.clear();
+    this.#defaultEngine = undefined;
+    this.#native.dispose();
+  }
+
+  #check(): void {
+    if (this.#disposed) throw new LmError('DISPOSED', 'the model has been disposed');
+  }
+}

@@ -1,0 +1,69 @@
+/** Sampling and stopping parameters of one generation (engine-level, camelCase). */
+export interface GenerationParams {
+  /** Tokens to generate at most; -1 (default) until the sequence's context is full. */
+  maxTokens?: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repeatPenalty?: number;
+  repeatLastN?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  seed?: number;
+  ignoreEos?: boolean;
+  /** token id -> bias; a bias of -100 or less bans the token. */
+  logitBias?: Record<number, number> | Array<[number, number]>;
+  stop?: string | string[];
+  /** A GBNF grammar the output must match. */
+  grammar?: string;
+  grammarRoot?: string;
+}
+
+export type FinishReason = 'stop' | 'length' | 'cancelled';
+
+export interface TokenChunk {
+  text: string;
+  tokens: number[];
+}
+
+export interface Usage {
+  tokensIn: number;
+  tokensOut: number;
+  /** Prompt tokens reused from the KV cache (prefix reuse). */
+  cachedTokens: number;
+}
+
+export interface Timings {
+  queueMs: number;
+  ttftMs: number;
+  prefillMs: number;
+  decodeMs: number;
+  totalMs: number;
+  /** Prompt tokens evaluated per second (excluding reused ones). */
+  prefillTps: number;
+  /** Output tokens per second after the first. */
+  decodeTps: number;
+}
+
+export interface GenerationResult {
+  text: string;
+  finishReason: FinishReason;
+  stopString?: string;
+  usage: Usage;
+  timings: Timings;
+}
+
+export interface EngineStats {
+  slots: number;
+  slotsBusy: number;
+  queued: number;
+  kvCells: number;
+  kvUsed: number;
+  kvUsedRatio: number;
+  tokensPerSecond: number;
+  tokensGenerated: number;
+  promptTokensProcessed: number;
+  requestsDone: number;
+  decodeSteps: number;
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env node
+// Builds the native addon with cmake-js against the pinned llama.cpp source.
+// Variant: LMSERVE_GPU=cpu|cuda|metal|vulkan, or --cuda/--cpu/...; by default CUDA only when an
+// NVIDIA GPU answers `nvidia-smi` (nvcc alone is not enough: a CUDA build without a GPU is
+// useless), Metal on macOS (ggml's default there), CPU otherwise.
+// Incremental: cmake-js reuses build/; ccache (when installed) makes rebuilds in fresh clones fast.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync, statSync, readdirSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cpus } from 'node:os';
+import { llamaCppDir } from './fetch-llama.mjs';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const ADDON_PATH = join(root, 'build', 'Release', 'lmserve.node');
+
+function log(msg) {
+  process.stderr.write(`[build-addon] ${msg}\n`);
+}
+
+function commandWorks(cmd, args) {
+  const r = spawnSync(cmd, args, { stdio: 'ignore', timeout: 15000 });
+  return r.status === 0;
+}
+
+export function detectVariant(argv = process.argv.slice(2), env = process.env) {
+  const flag = argv.find((a) => /^--(cpu|cuda|metal|vulkan)$/.test(a));
+  const requested = (flag ? flag.slice(2) : env.LMSERVE_GPU || '').toLowerCase();
+  if (requested) {
+    if (!['cpu', 'cuda', 'metal', 'vulkan'].includes(requested)) {
+      throw new Error(`LMSERVE_GPU must be one of cpu, cuda, metal, vulkan (got "${requested}")`);
+    }
+    return requested;
+  }
+  if (process.platform === 'darwin') return 'metal';
+  if (commandWorks('nvidia-smi', ['-L'])) return 'cuda';
+  return 'cpu';
+}
+
+function cmakeDefines(variant, llamaDir) {
+  const defs = [`LLAMA_CPP_DIR=${llamaDir}`, 'CMAKE_BUILD_TYPE=Release'];
+  defs.push(`GGML_CUDA=${variant === 'cuda' ? 'ON' : 'OFF'}`);
+  defs.push(`GGML_VULKAN=${variant === 'vulkan' ? 'ON' : 'OFF'}`);
+  if (process.platform === 'darwin') defs.push(`GGML_METAL=${variant === 'metal' ? 'ON' : 'OFF'}`);
+  if (variant === 'cuda' && env('CMAKE_CUDA_ARCHITECTURES')) defs.push(`CMAKE_CUDA_ARCHITECTURES=${env('CMAKE_CUDA_ARCHITECTURES')}`);
+  // GGML_NATIVE stays at ggml's default (ON): the addon is built on the machine that runs it.
+  if (env('LMSERVE_CMAKE_DEFINES')) defs.push(...env('LMSERVE_CMAKE_DEFINES').split(/\s+/).filter(Boolean));
+  return defs;
+}
+
+function env(name) {
+  return process.env[name];
+}
+
+function newestMtime(dir) {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
+  }
+  return newest;
+}
+
+export function buildAddon({ force = false, argv = process.argv.slice(2) } = {}) {
+  const llamaDir = llamaCppDir();
+  const variant = detectVariant(argv);
+  const defines = cmakeDefines(variant, llamaDir);
+  const stampPath = join(root, 'build', 'lmserve-build.json');
+  const stamp = JSON.stringify({ defines, node: process.versions.modules });
+  const sourcesMtime = Math.max(newestMtime(join(root, 'addon')), statSync(join(root, 'CMakeLists.txt')).mtimeMs);
+  if (!force && existsSync(ADDON_PATH) && existsSync(stampPath) && readFileSync(stampPath, 'utf8') === stamp &&
+      statSync(ADDON_PATH).mtimeMs >= sourcesMtime) {
+    log(`up to date (${variant}): ${ADDON_PATH}`);
+    return ADDON_PATH;
+  }
+  const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
+  if (!existsSync(cmakeJs)) throw new Error('cmake-js is missing: run `npm install` first');
+  const jobs = String(Number(env('LMSERVE_BUILD_JOBS')) || cpus().length);
+  log(`building the addon (${variant}, ${jobs} jobs) against ${llamaDir}; the first build takes several minutes`);
+  const args = [cmakeJs, 'compile', '--out', 'build', '--config', 'Release', '--parallel', jobs];
+  // A changed variant needs a fresh configure; cmake-js "compile" reconfigures when asked.
+  if (existsSync(stampPath) && readFileSync(stampPath, 'utf8') !== stamp) args[1] = 'rebuild';
+  for (const d of defines) args.push(`--CD${d}`);
+  const result = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
+  if (result.status !== 0) throw new Error(`addon build failed (cmake-js exit ${result.status})`);
+  writeFileSync(stampPath, stamp);
+  log(`built ${ADDON_PATH}`);
+  return ADDON_PATH;
+}
+
+/** Builds one of llama.cpp's own tools (e.g. llama-server) from the same configured tree. */
+export function buildLlamaTool(target) {
+  buildAddon();
+  const jobs = String(Number(env('LMSERVE_BUILD_JOBS')) || cpus().length);
+  log(`building ${target} from the same tree and flags as the addon`);
+  execFileSync('cmake', ['--build', join(root, 'build'), '--config', 'Release', '--target', target, '--parallel', jobs], {
+    stdio: 'inherit',
+  });
+  for (const p of [join(root, 'build', 'bin', target), join(root, 'build', 'llama.cpp', 'bin', target), join(root, 'build', 'bin', 'Release', target)]) {
+    if (existsSync(p)) return p;
+  }
+  throw new Error(`built ${target} but cannot find its binary under build/`);
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  try {
+    buildAddon({ force: process.argv.includes('--force') });
+  } catch (err) {
+    process.stderr.write(`[build-addon] ${err.message}\n`);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,308 @@
+#!/usr/bin/env node
+// Deterministically writes small GGUF v3 models with a real architecture (llama / qwen2), a real
+// tokenizer (copied from llama.cpp's vocab-only GGUFs in <llama.cpp>/models/), a chat template and
+// seeded random weights. The models produce garbage text but load and decode like real ones.
+//
+//   node scripts/gen-model.mjs --preset tiny|tiny-bpe|bench [--seed N] [--out PATH] [--force]
+//
+// Same preset + seed + GENERATOR_VERSION => byte-identical file. Output defaults to
+// data/models/<preset>/model.gguf; a sidecar <out>.meta.json caches the result.
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { GGML, buildHeader, encodeTensor, kv, readGGUF, writeAll } from './lib/gguf.mjs';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Bump when the output bytes for a given preset+seed change (invalidates cached models). */
+export const GENERATOR_VERSION = 1;
+export const DEFAULT_SEED = 42;
+
+// Llama-2 style template. llama.cpp's built-in detection maps it to "llama2-sys-bos", whose output
+// equals this jinja's output minus the leading BOS (which the tokenizer adds there).
+const LLAMA2_TEMPLATE =
+  "{%- if messages[0]['role'] == 'system' -%}{%- set system_message = messages[0]['content'] -%}" +
+  "{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set system_message = '' -%}" +
+  "{%- set loop_messages = messages -%}{%- endif -%}" +
+  "{%- for message in loop_messages -%}" +
+  "{%- if message['role'] == 'user' -%}" +
+  "{%- if loop.first and system_message -%}" +
+  "{{- bos_token + '[INST] <<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] + ' [/INST]' -}}" +
+  "{%- else -%}{{- bos_token + '[INST] ' + message['content'] + ' [/INST]' -}}{%- endif -%}" +
+  "{%- elif message['role'] == 'assistant' -%}{{- message['content'] + eos_token -}}" +
+  '{%- endif -%}{%- endfor -%}';
+
+// ChatML (detected by llama.cpp as chatml).
+const CHATML_TEMPLATE =
+  "{%- for message in messages -%}{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' -}}" +
+  "{%- endfor -%}{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}";
+
+const small = { n_embd: 64, n_layer: 2, n_head: 4, n_head_kv: 2, n_ff: 128, n_ctx: 2048 };
+
+/**
+ * @typedef {{arch: 'llama'|'qwen2', vocab: string, n_embd: number, n_layer: number, n_head: number,
+ *   n_head_kv: number, n_ff: number, n_ctx: number, rope_base: number, rms_eps: number,
+ *   matType: number, fileType: number, template: string}} Preset
+ * @type {Record<string, Preset>}
+ */
+export const PRESETS = {
+  tiny: {
+    arch: 'llama', vocab: 'ggml-vocab-llama-spm.gguf', ...small, rope_base: 10000, rms_eps: 1e-5,
+    matType: GGML.F32, fileType: 0 /* ALL_F32 */, template: LLAMA2_TEMPLATE,
+  },
+  'tiny-bpe': {
+    arch: 'qwen2', vocab: 'ggml-vocab-qwen2.gguf', ...small, rope_base: 1000000, rms_eps: 1e-6,
+    matType: GGML.F16, fileType: 1 /* MOSTLY_F16 */, template: CHATML_TEMPLATE,
+  },
+  bench: {
+    arch: 'llama', vocab: 'ggml-vocab-llama-spm.gguf', n_embd: 768, n_layer: 12, n_head: 12,
+    n_head_kv: 12, n_ff: 2048, n_ctx: 4096, rope_base: 10000, rms_eps: 1e-5,
+    matType: GGML.Q8_0, fileType: 7 /* MOSTLY_Q8_0 */, template: LLAMA2_TEMPLATE,
+  },
+};
+
+/** llama.cpp source dir: explicit argument, else $LLAMA_CPP_DIR, else <repo>/deps/llama.cpp. */
+export function resolveLlamaCppDir(dir) {
+  return resolve(dir ?? process.env.LLAMA_CPP_DIR ?? join(root, 'deps', 'llama.cpp'));
+}
+
+// ---- seeded PRNG: xoshiro128** per tensor, seeded via splitmix32 from FNV-1a(seed, name) -------
+
+function fnv1a(str) {
+  let h = 0x811c9dc5;
+  for (const b of Buffer.from(str, 'utf8')) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  return h;
+}
+
+/** @returns {() => number} generator of uint32 values */
+function rng(seed, name) {
+  let x = fnv1a(`${seed}\u0000${name}`);
+  const sm = () => {
+    x = (x + 0x9e3779b9) >>> 0;
+    let z = x;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    return (z ^ (z >>> 16)) >>> 0;
+  };
+  let a = sm(), b = sm(), c = sm(), d = sm();
+  if ((a | b | c | d) === 0) a = 1;
+  return () => {
+    const r = Math.imul(b, 5);
+    const out = Math.imul((r << 7) | (r >>> 25), 9) >>> 0;
+    const t = b << 9;
+    c ^= a; d ^= b; b ^= c; a ^= d; c ^= t; d = (d << 11) | (d >>> 21);
+    return out;
+  };
+}
+
+/**
+ * Fills `buf` with approx N(0, std) samples (Irwin-Hall sum of four 16-bit uniforms; exact
+ * integer/float arithmetic only, so identical on every platform).
+ */
+function fillNormal(next, buf, std) {
+  const k = Math.sqrt(3) * std;
+  for (let i = 0; i < buf.length; i++) {
+    const r1 = next(), r2 = next();
+    const s = (r1 & 0xffff) + (r1 >>> 16) + (r2 & 0xffff) + (r2 >>> 16) + 2;
+    buf[i] = (s / 65536 - 2) * k;
+  }
+}
+
+// ---- model plan ---------------------------------------------------------------------------------
+
+/**
+ * Builds metadata and tensor list for a preset.
+ * @param {string} presetName
+ * @param {number} seed
+ * @param {string} [llamaCppDir]
+ */
+export function modelPlan(presetName, seed = DEFAULT_SEED, llamaCppDir) {
+  const p = PRESETS[presetName];
+  if (!p) throw new Error(`unknown preset "${presetName}" (expected one of ${Object.keys(PRESETS).join(', ')})`);
+  const vocabPath = join(resolveLlamaCppDir(llamaCppDir), 'models', p.vocab);
+  if (!existsSync(vocabPath)) {
+    throw new Error(`vocab file not found: ${vocabPath} (set LLAMA_CPP_DIR or run scripts/fetch-llama.mjs)`);
+  }
+  const vocab = readGGUF(vocabPath);
+  const n_vocab = vocab.kv.get('tokenizer.ggml.tokens')?.value.length;
+  if (!n_vocab) throw new Error(`${vocabPath}: no tokenizer.ggml.tokens`);
+  const { arch, n_embd, n_layer, n_head, n_head_kv, n_ff } = p;
+  const head_dim = n_embd / n_head;
+  const n_embd_kv = head_dim * n_head_kv;
+
+  /** @type {Array<[string, import('./lib/gguf.mjs').GGUFValue]>} */
+  const kvs = [
+    ['general.architecture', kv.str(arch)],
+    ['general.name', kv.str(`lmserve-${presetName}`)],
+    ['general.description', kv.str(`lmserve synthetic random-weight model (preset ${presetName}, seed ${seed}, generator v${GENERATOR_VERSION})`)],
+    ['general.file_type', kv.u32(p.fileType)],
+    ['general.alignment', kv.u32(32)],
+    ...(p.matType === GGML.Q8_0 ? [['general.quantization_version', kv.u32(2)]] : []),
+    [`${arch}.vocab_size`, kv.u32(n_vocab)],
+    [`${arch}.context_length`, kv.u32(p.n_ctx)],
+    [`${arch}.embedding_length`, kv.u32(n_embd)],
+    [`${arch}.block_count`, kv.u32(n_layer)],
+    [`${arch}.feed_forward_length`, kv.u32(n_ff)],
+    [`${arch}.attention.head_count`, kv.u32(n_head)],
+    [`${arch}.attention.head_count_kv`, kv.u32(n_head_kv)],
+    [`${arch}.attention.layer_norm_rms_epsilon`, kv.f32(p.rms_eps)],
+    [`${arch}.rope.freq_base`, kv.f32(p.rope_base)],
+    [`${arch}.rope.dimension_count`, kv.u32(head_dim)],
+  ];
+  for (const [k, v] of vocab.kv) if (k.startsWith('tokenizer.') && k !== 'tokenizer.chat_template') kvs.push([k, v]);
+  kvs.push(['tokenizer.chat_template', kv.str(p.template)]);
+
+  // dims in ggml order (ne0 innermost); init: 'w' = N(0, 0.02), 'one' = 1.0, 'b' = N(0, 0.01)
+  const M = p.matType, F32 = GGML.F32;
+  /** @type {Array<{name: string, dims: number[], type: number, init: string}>} */
+  const tensors = [{ name: 'token_embd.weight', dims: [n_embd, n_vocab], type: M, init: 'w' }];
+  for (let i = 0; i < n_layer; i++) {
+    const b = `blk.${i}.`;
+    tensors.push(
+      { name: `${b}attn_norm.weight`, dims: [n_embd], type: F32, init: 'one' },
+      { name: `${b}attn_q.weight`, dims: [n_embd, n_embd], type: M, init: 'w' },
+      { name: `${b}attn_k.weight`, dims: [n_embd, n_embd_kv], type: M, init: 'w' },
+      { name: `${b}attn_v.weight`, dims: [n_embd, n_embd_kv], type: M, init: 'w' },
+    );
+    if (arch === 'qwen2') {
+      tensors.push(
+        { name: `${b}attn_q.bias`, dims: [n_embd], type: F32, init: 'b' },
+        { name: `${b}attn_k.bias`, dims: [n_embd_kv], type: F32, init: 'b' },
+        { name: `${b}attn_v.bias`, dims: [n_embd_kv], type: F32, init: 'b' },
+      );
+    }
+    tensors.push(
+      { name: `${b}attn_output.weight`, dims: [n_embd, n_embd], type: M, init: 'w' },
+      { name: `${b}ffn_norm.weight`, dims: [n_embd], type: F32, init: 'one' },
+      { name: `${b}ffn_gate.weight`, dims: [n_embd, n_ff], type: M, init: 'w' },
+      { name: `${b}ffn_up.weight`, dims: [n_embd, n_ff], type: M, init: 'w' },
+      { name: `${b}ffn_down.weight`, dims: [n_ff, n_embd], type: M, init: 'w' },
+    );
+  }
+  tensors.push(
+    { name: 'output_norm.weight', dims: [n_embd], type: F32, init: 'one' },
+    { name: 'output.weight', dims: [n_embd, n_vocab], type: M, init: 'w' },
+  );
+  const params = tensors.reduce((s, t) => s + t.dims.reduce((a, d) => a * d, 1), 0);
+  return { preset: p, kvs, tensors, params, n_vocab, vocabPath };
+}
+
+// ---- writer -------------------------------------------------------------------------------------
+
+const CHUNK = 1 << 20; // elements per generated chunk (multiple of the Q8_0 block size)
+
+/** Streams the model to `path`; returns {bytes, sha256}. */
+function writeModel(path, plan, seed) {
+  const { header, sizes } = buildHeader(plan.kvs, plan.tensors.map(({ name, dims, type }) => ({ name, dims, type })));
+  const hash = createHash('sha256');
+  const fd = openSync(path, 'w');
+  let bytes = 0;
+  const put = (buf) => { writeAll(fd, buf); hash.update(buf); bytes += buf.length; };
+  try {
+    put(header);
+    const scratch = new Float32Array(CHUNK);
+    plan.tensors.forEach((t, idx) => {
+      const n = t.dims.reduce((a, d) => a * d, 1);
+      const next = rng(seed, t.name);
+      let written = 0;
+      for (let off = 0; off < n; off += CHUNK) {
+        const x = scratch.subarray(0, Math.min(CHUNK, n - off));
+        if (t.init === 'one') x.fill(1);
+        else fillNormal(next, x, t.init === 'w' ? 0.02 : 0.01);
+        const enc = encodeTensor(x, t.type);
+        put(enc); written += enc.length;
+      }
+      if (written !== sizes[idx]) throw new Error(`internal: ${t.name} wrote ${written} != ${sizes[idx]}`);
+      const pad = (32 - (written % 32)) % 32;
+      if (pad && idx < plan.tensors.length - 1) put(Buffer.alloc(pad));
+    });
+  } finally {
+    closeSync(fd);
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
+
+/**
+ * Generates (or reuses a cached) model file.
+ * @param {{preset: string, seed?: number, out?: string, llamaCppDir?: string, force?: boolean,
+ *   log?: (msg: string) => void}} opts
+ * @returns {Promise<string>} absolute path of the model file
+ */
+export async function generateModel({ preset, seed = DEFAULT_SEED, out, llamaCppDir, force = false, log = () => {} }) {
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`seed must be a non-negative integer, got ${seed}`);
+  if (!PRESETS[preset]) throw new Error(`unknown preset "${preset}" (expected one of ${Object.keys(PRESETS).join(', ')})`);
+  const path = resolve(out ?? join(root, 'data', 'models', preset, 'model.gguf'));
+  const metaPath = `${path}.meta.json`;
+  if (!force && existsSync(path) && existsSync(metaPath)) {
+    try {
+      const m = JSON.parse(readFileSync(metaPath, 'utf8'));
+      if (m.preset === preset && m.seed === seed && m.generatorVersion === GENERATOR_VERSION && m.bytes === statSync(path).size) {
+        log(`cached ${path} (${m.bytes} bytes)`);
+        return path;
+      }
+    } catch { /* regenerate */ }
+  }
+  const t0 = performance.now();
+  const plan = modelPlan(preset, seed, llamaCppDir);
+  mkdirSync(dirname(path), { recursive: true });
+  rmSync(metaPath, { force: true });
+  const tmp = `${path}.part`;
+  let res;
+  try {
+    res = writeModel(tmp, plan, seed);
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw e;
+  }
+  const meta = {
+    generator: 'lmserve scripts/gen-model.mjs', generatorVersion: GENERATOR_VERSION, preset, seed,
+    architecture: plan.preset.arch, vocab: plan.preset.vocab, n_vocab: plan.n_vocab, params: plan.params,
+    tensors: plan.tensors.length, bytes: res.bytes, sha256: res.sha256,
+  };
+  writeFileSync(metaPath, `${JSON.stringify(meta, null, 2)}\n`);
+  log(`wrote ${path} (${res.bytes} bytes, ${plan.params} params, ${((performance.now() - t0) / 1000).toFixed(2)} s)`);
+  return path;
+}
+
+// ---- CLI ----------------------------------------------------------------------------------------
+
+function parseArgs(argv) {
+  const opts = { preset: undefined, seed: DEFAULT_SEED, out: undefined, force: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      const v = a.includes('=') ? a.slice(a.indexOf('=') + 1) : argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a.startsWith('--preset')) opts.preset = val();
+    else if (a.startsWith('--seed')) {
+      const s = val();
+      if (!/^\d+$/.test(s)) throw new Error(`--seed must be a non-negative integer, got ${s}`);
+      opts.seed = Number(s);
+    } else if (a.startsWith('--out')) opts.out = val();
+    else if (a === '--force') opts.force = true;
+    else if (a === '-h' || a === '--help') opts.help = true;
+    else throw new Error(`unknown argument ${a}`);
+  }
+  return opts;
+}
+
+const USAGE = `usage: node scripts/gen-model.mjs --preset ${Object.keys(PRESETS).join('|')} [--seed N] [--out PATH] [--force]`;
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  try {
+    const opts = parseArgs(process.argv.slice(2));
+    if (opts.help || !opts.preset) {
+      console.log(USAGE);
+      process.exit(opts.help ? 0 : 2);
+    }
+    const path = await generateModel({ ...opts, log: (m) => process.stderr.write(`[gen-model] ${m}\n`) });
+    console.log(`${path} ${statSync(path).size}`);
+  } catch (e) {
+    process.stderr.write(`[gen-model] error: ${e.message}\n${USAGE}\n`);
+    process.exit(1);
+  }
+}

@@ -1,0 +1,91 @@
+// Tests for scripts/gen-model.mjs: determinism, GGUF structure and metadata of the `tiny` preset.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { GENERATOR_VERSION, PRESETS, generateModel, modelPlan } from '../scripts/gen-model.mjs';
+import { GGML, T, readGGUF, tensorBytes } from '../scripts/lib/gguf.mjs';
+
+const sha256 = (p) => createHash('sha256').update(readFileSync(p)).digest('hex');
+
+let dir;
+const paths = {};
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'lmserve-gen-model-'));
+  paths.a = await generateModel({ preset: 'tiny', seed: 7, out: join(dir, 'a', 'model.gguf') });
+  paths.b = await generateModel({ preset: 'tiny', seed: 7, out: join(dir, 'b', 'model.gguf') });
+  paths.c = await generateModel({ preset: 'tiny', seed: 8, out: join(dir, 'c', 'model.gguf') });
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('same seed gives byte-identical files, a different seed different bytes', () => {
+  const [a, b, c] = [paths.a, paths.b, paths.c].map(sha256);
+  assert.equal(a, b);
+  assert.notEqual(a, c);
+  assert.equal(statSync(paths.a).size, statSync(paths.c).size);
+  const meta = JSON.parse(readFileSync(`${paths.a}.meta.json`, 'utf8'));
+  assert.equal(meta.sha256, a);
+  assert.deepEqual([meta.preset, meta.seed, meta.generatorVersion], ['tiny', 7, GENERATOR_VERSION]);
+});
+
+test('file starts with the GGUF magic and version 3', () => {
+  const fd = openSync(paths.a, 'r');
+  const head = Buffer.alloc(8);
+  readSync(fd, head, 0, 8, 0);
+  closeSync(fd);
+  assert.equal(head.subarray(0, 4).toString('latin1'), 'GGUF');
+  assert.equal(head.readUInt32LE(4), 3);
+});
+
+test('metadata and tensors are what llama.cpp expects for a llama model', () => {
+  const g = readGGUF(paths.a);
+  const v = (k) => g.kv.get(k)?.value;
+  const p = PRESETS.tiny;
+  assert.equal(v('general.architecture'), 'llama');
+  assert.equal(v('general.alignment'), 32);
+  assert.equal(v('tokenizer.ggml.model'), 'llama');
+  assert.match(v('tokenizer.chat_template'), /\[INST\]/);
+  assert.equal(g.kv.get('tokenizer.ggml.tokens').itemType, T.STRING);
+  const nVocab = v('tokenizer.ggml.tokens').length;
+  assert.equal(nVocab, 32000);
+  assert.equal(v('tokenizer.ggml.scores').length, nVocab);
+  assert.equal(v('llama.embedding_length'), p.n_embd);
+  assert.equal(v('llama.block_count'), p.n_layer);
+  assert.equal(v('llama.attention.head_count_kv'), p.n_head_kv);
+
+  assert.equal(g.tensors.length, 3 + 9 * p.n_layer);
+  assert.equal(g.tensors.length, modelPlan('tiny', 7).tensors.length);
+  const byName = new Map(g.tensors.map((t) => [t.name, t]));
+  assert.deepEqual(byName.get('token_embd.weight').dims, [p.n_embd, nVocab]);
+  assert.deepEqual(byName.get('blk.1.attn_k.weight').dims, [p.n_embd, (p.n_embd / p.n_head) * p.n_head_kv]);
+  assert.deepEqual(byName.get('blk.0.ffn_down.weight').dims, [p.n_ff, p.n_embd]);
+  assert.equal(byName.get('output_norm.weight').type, GGML.F32);
+
+  // Data layout: aligned offsets, no overlap, file exactly covers the last tensor.
+  let end = 0;
+  for (const t of g.tensors) {
+    assert.equal(t.offset % 32, 0, t.name);
+    assert.ok(t.offset >= end, t.name);
+    end = t.offset + tensorBytes(t.type, t.dims);
+  }
+  assert.equal(g.dataOffset % 32, 0);
+  assert.equal(statSync(paths.a).size, g.dataOffset + end);
+});
+
+test('tokenizer metadata is copied verbatim from the llama.cpp vocab file', () => {
+  const plan = modelPlan('tiny', 7);
+  const src = readGGUF(plan.vocabPath);
+  const g = readGGUF(paths.a);
+  for (const [k, val] of src.kv) {
+    if (!k.startsWith('tokenizer.') || k === 'tokenizer.chat_template') continue;
+    assert.deepEqual(g.kv.get(k), val, k);
+  }
+});
+
+test('a matching sidecar makes a second call a cache hit', async () => {
+  const before = statSync(paths.a).mtimeMs;
+  await generateModel({ preset: 'tiny', seed: 7, out: paths.a });
+  assert.equal(statSync(paths.a).mtimeMs, before);
+});
