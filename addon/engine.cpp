@@ -7,9 +7,32 @@
 
 namespace lmserve {
 
-void CallEngineEvents(Napi::Env env, Napi::Function callback, AddonEngine* self, std::vector<EngineEvent>* events) {
-  if (env != nullptr && callback != nullptr && self != nullptr) self->OnEvents(env, callback, events);
-  delete events;
+namespace {
+Napi::Object ToJs(Napi::Env env, const EngineEvent& ev);
+}
+
+void EngineEventState::SetActive(Napi::Env env, int32_t delta) {
+  int32_t before = active;
+  active = std::max(0, active + delta);
+  if (released) return;
+  if (before == 0 && active > 0) tsfn.Ref(env);
+  if (before > 0 && active == 0) tsfn.Unref(env);
+}
+
+void CallEngineEvents(Napi::Env env, Napi::Function callback, EngineEventState* state,
+                      std::vector<EngineEvent>* events) {
+  std::unique_ptr<std::vector<EngineEvent>> owned(events);
+  if (env == nullptr || callback == nullptr || state == nullptr) return;
+  Napi::HandleScope scope(env);
+  Napi::Array arr = Napi::Array::New(env, events->size());
+  int32_t finished = 0;
+  for (size_t i = 0; i < events->size(); ++i) {
+    const EngineEvent& ev = (*events)[i];
+    if (ev.type != EngineEvent::Type::Tokens) finished++;
+    arr.Set(static_cast<uint32_t>(i), ToJs(env, ev));
+  }
+  if (finished > 0) state->SetActive(env, -finished);
+  callback.Call({arr});
 }
 
 namespace {
@@ -157,12 +180,15 @@ AddonEngine::AddonEngine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Addo
     throw Napi::TypeError::New(env, "Engine cannot be constructed directly; use model.createEngine()");
   }
   core_.reset(info[0].As<Napi::External<EngineCore>>().Data());
-  tsfn_ = EventTsfn::New(env, info[1].As<Napi::Function>(), "lmserve.engineEvents", 0, 1, this);
-  tsfnLive_ = true;
-  tsfn_.Unref(env);  // only pending requests keep the process alive
-  core_->Start([this](std::vector<EngineEvent>&& events) {
+  events_ = new EngineEventState();
+  events_->tsfn = EngineEventTsfn::New(env, info[1].As<Napi::Function>(), "lmserve.engineEvents", 0, 1, events_,
+                                       [](Napi::Env, void*, EngineEventState* state) { delete state; });
+  events_->tsfn.Unref(env);  // only pending requests keep the process alive
+  // The loop thread only sees the TSFN (a copyable handle), never this object.
+  EngineEventTsfn tsfn = events_->tsfn;
+  core_->Start([tsfn](std::vector<EngineEvent>&& events) mutable {
     auto* batch = new std::vector<EngineEvent>(std::move(events));
-    if (tsfn_.NonBlockingCall(batch) != napi_ok) delete batch;
+    if (tsfn.NonBlockingCall(batch) != napi_ok) delete batch;
   });
   registryHandle_ = EnvRegistry::For(env).Add([this]() { Shutdown(); });
 }
@@ -178,36 +204,17 @@ void AddonEngine::Shutdown() {
     core_->Stop();
     core_.reset();
   }
-  if (tsfnLive_) {
-    tsfn_.Release();
-    tsfnLive_ = false;
+  if (events_ != nullptr) {
+    // Batches already queued (the DISPOSED errors above included) are still delivered.
+    events_->released = true;
+    events_->tsfn.Release();
+    events_ = nullptr;
   }
 }
 
 EngineCore& AddonEngine::Core(Napi::Env env) {
   if (!core_) ThrowCoded(env, codes::kDisposed, "the engine has been disposed");
   return *core_;
-}
-
-void AddonEngine::SetActive(Napi::Env env, int32_t delta) {
-  int32_t before = active_;
-  active_ = std::max(0, active_ + delta);
-  if (!tsfnLive_) return;
-  if (before == 0 && active_ > 0) tsfn_.Ref(env);
-  if (before > 0 && active_ == 0) tsfn_.Unref(env);
-}
-
-void AddonEngine::OnEvents(Napi::Env env, Napi::Function callback, std::vector<EngineEvent>* events) {
-  Napi::HandleScope scope(env);
-  Napi::Array arr = Napi::Array::New(env, events->size());
-  int32_t finished = 0;
-  for (size_t i = 0; i < events->size(); ++i) {
-    const EngineEvent& ev = (*events)[i];
-    if (ev.type != EngineEvent::Type::Tokens) finished++;
-    arr.Set(static_cast<uint32_t>(i), ToJs(env, ev));
-  }
-  if (finished > 0) SetActive(env, -finished);
-  callback.Call({arr});
 }
 
 // submit(id, prompt: string | Int32Array, params, {parseSpecial}) -> {tokensIn}
@@ -245,7 +252,7 @@ Napi::Value AddonEngine::Submit(const Napi::CallbackInfo& info) {
   } catch (const CodedError& e) {
     ThrowCoded(env, e.code(), e.what());
   }
-  SetActive(env, +1);
+  events_->SetActive(env, +1);
   Napi::Object out = Napi::Object::New(env);
   out.Set("tokensIn", tokensIn);
   return out;

@@ -9,8 +9,19 @@
 
 namespace lmserve {
 
-class AddonEngine;
-void CallEngineEvents(Napi::Env env, Napi::Function callback, AddonEngine* self, std::vector<EngineEvent>* events);
+struct EngineEventState;
+void CallEngineEvents(Napi::Env env, Napi::Function callback, EngineEventState* state,
+                      std::vector<EngineEvent>* events);
+using EngineEventTsfn = Napi::TypedThreadSafeFunction<EngineEventState, std::vector<EngineEvent>, CallEngineEvents>;
+
+// Delivery state, owned by the thread-safe function: it outlives the JS Engine object until the
+// last queued event batch has been delivered (the TSFN finalizer frees it).
+struct EngineEventState {
+  EngineEventTsfn tsfn;
+  int32_t active = 0;     // submitted requests not yet done; the TSFN keeps the loop alive while > 0
+  bool released = false;  // the engine released the TSFN; no more Ref/Unref
+  void SetActive(Napi::Env env, int32_t delta);
+};
 
 class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
  public:
@@ -20,10 +31,8 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
   explicit AddonEngine(const Napi::CallbackInfo& info);
   ~AddonEngine() override;
 
-  void OnEvents(Napi::Env env, Napi::Function callback, std::vector<EngineEvent>* events);
 
  private:
-  using EventTsfn = Napi::TypedThreadSafeFunction<AddonEngine, std::vector<EngineEvent>, CallEngineEvents>;
 
   Napi::Value Submit(const Napi::CallbackInfo& info);
   Napi::Value Cancel(const Napi::CallbackInfo& info);
@@ -32,12 +41,9 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
   Napi::Value Options(const Napi::CallbackInfo& info);
   EngineCore& Core(Napi::Env env);
   void Shutdown();
-  void SetActive(Napi::Env env, int32_t delta);
 
   std::unique_ptr<EngineCore> core_;
-  EventTsfn tsfn_;
-  bool tsfnLive_ = false;
-  int32_t active_ = 0;
+  EngineEventState* events_ = nullptr;  // valid until Shutdown() releases the TSFN
   uint64_t registryHandle_ = 0;
   Napi::Env env_;
 };

@@ -174,8 +174,7 @@ void EngineCore::CancelRequested() {
   }
   for (auto& slot : slots_) {
     if (slot.state == SlotState::Idle) continue;
-    bool requested = std::find(ids.begin(), ids.end(), slot.request->id) != ids.end();
-    if (requested || slot.request->cancelled.load()) Finish(slot, "cancelled");
+    if (std::find(ids.begin(), ids.end(), slot.request->id) != ids.end()) Finish(slot, "cancelled");
   }
 }
 
@@ -277,6 +276,8 @@ void EngineCore::RollbackBatch() {
 }
 
 bool EngineCore::DecodeBatch() {
+  // llama.cpp logs decode failures (and aborts, which are ours) itself; keep them for our errors.
+  LogCapture capture;
   int32_t ret = llama_decode(ctx_, batch_);
   if (ret == 0) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -302,7 +303,7 @@ bool EngineCore::DecodeBatch() {
   }
   if (abortDecode_.load()) return false;  // stopping: DrainOnStop reports the requests
   // Any other failure leaves the sequences in an unknown state: fail them and clear their KV.
-  std::string message = "llama_decode failed with status " + std::to_string(ret);
+  std::string message = "llama_decode failed with status " + std::to_string(ret) + ": " + capture.Tail(2);
   for (auto& slot : slots_) {
     if (slot.addedThisStep == 0 || slot.state == SlotState::Idle) continue;
     FailRequest(*slot.request, codes::kInternal, message);

@@ -38,7 +38,6 @@ struct Request {
   std::vector<llama_token> prompt;
   GenerationParams params;
   SamplerPtr sampler;
-  std::atomic<bool> cancelled{false};
   Clock::time_point submitted = Clock::now();
 };
 

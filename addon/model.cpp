@@ -1,5 +1,6 @@
 #include "model.h"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -63,10 +64,7 @@ std::shared_ptr<ModelHandle> AcquireModel(const std::string& path, const LoadOpt
     std::lock_guard<std::mutex> lock(gRegistryMutex);
     auto it = gRegistry.find(key);
     if (it != gRegistry.end()) {
-      if (auto live = it->second.lock()) {
-        if (progress != nullptr) progress(1.0f, progressData);
-        return live;
-      }
+      if (auto live = it->second.lock()) return live;
     }
   }
   llama_model_params params = llama_model_default_params();
@@ -148,7 +146,9 @@ AddonModel::AddonModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonM
   if (info.Length() < 1 || !info[0].IsExternal()) {
     throw Napi::TypeError::New(info.Env(), "Model cannot be constructed directly; use loadModel()");
   }
-  handle_ = *info[0].As<Napi::External<std::shared_ptr<ModelHandle>>>().Data();
+  // Take the reference out of the External: dispose() must be able to free the model without
+  // waiting for the External to be garbage-collected.
+  handle_ = std::move(*info[0].As<Napi::External<std::shared_ptr<ModelHandle>>>().Data());
   reportedMemory_ = static_cast<int64_t>(llama_model_size(handle_->model()));
   Napi::MemoryManagement::AdjustExternalMemory(env_, reportedMemory_);
   registryHandle_ = EnvRegistry::For(env_).Add([this]() { Release(); });
@@ -267,12 +267,22 @@ Napi::Value AddonModel::Detokenize(const Napi::CallbackInfo& info) {
                      std::to_string(nVocab - 1) + ")");
     }
   }
-  std::string text(arr.ElementLength() * 8 + 16, '\0');
-  int32_t n = llama_detokenize(handle->vocab(), arr.Data(), static_cast<int32_t>(arr.ElementLength()), text.data(),
+  // Without special tokens, control tokens (BOS, EOS, ...) are dropped before detokenizing, so
+  // tokenize("Hi") with its BOS reads back as "Hi" (llama.cpp alone would give " Hi").
+  std::vector<llama_token> tokens(arr.Data(), arr.Data() + arr.ElementLength());
+  if (!special) {
+    tokens.erase(std::remove_if(tokens.begin(), tokens.end(),
+                                [&](llama_token t) {
+                                  return (llama_vocab_get_attr(handle->vocab(), t) & LLAMA_TOKEN_ATTR_CONTROL) != 0;
+                                }),
+                 tokens.end());
+  }
+  std::string text(tokens.size() * 8 + 16, '\0');
+  int32_t n = llama_detokenize(handle->vocab(), tokens.data(), static_cast<int32_t>(tokens.size()), text.data(),
                                static_cast<int32_t>(text.size()), false, special);
   if (n < 0) {
     text.resize(static_cast<size_t>(-n));
-    n = llama_detokenize(handle->vocab(), arr.Data(), static_cast<int32_t>(arr.ElementLength()), text.data(),
+    n = llama_detokenize(handle->vocab(), tokens.data(), static_cast<int32_t>(tokens.size()), text.data(),
                          static_cast<int32_t>(text.size()), false, special);
   }
   text.resize(n > 0 ? static_cast<size_t>(n) : 0);
@@ -346,12 +356,12 @@ Napi::Value AddonModel::IsDisposed(const Napi::CallbackInfo& info) {
 
 namespace {
 
-using ProgressTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, float, nullptr>;
-
 void CallProgress(Napi::Env env, Napi::Function callback, std::nullptr_t*, float* value) {
   if (env != nullptr && callback != nullptr) callback.Call({Napi::Number::New(env, *value)});
   delete value;
 }
+
+using ProgressTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, float, CallProgress>;
 
 class LoadWorker : public Napi::AsyncWorker {
  public:

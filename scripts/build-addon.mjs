@@ -5,7 +5,7 @@
 // useless), Metal on macOS (ggml's default there), CPU otherwise.
 // Incremental: cmake-js reuses build/; ccache (when installed) makes rebuilds in fresh clones fast.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync, statSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpus } from 'node:os';
@@ -52,30 +52,29 @@ function env(name) {
   return process.env[name];
 }
 
-function newestMtime(dir) {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const p = join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(p) : statSync(p).mtimeMs);
-  }
-  return newest;
-}
-
 export function buildAddon({ force = false, argv = process.argv.slice(2) } = {}) {
   const llamaDir = llamaCppDir();
   const variant = detectVariant(argv);
   const defines = cmakeDefines(variant, llamaDir);
   const stampPath = join(root, 'build', 'lmserve-build.json');
   const stamp = JSON.stringify({ defines, node: process.versions.modules });
-  const sourcesMtime = Math.max(newestMtime(join(root, 'addon')), statSync(join(root, 'CMakeLists.txt')).mtimeMs);
-  if (!force && existsSync(ADDON_PATH) && existsSync(stampPath) && readFileSync(stampPath, 'utf8') === stamp &&
-      statSync(ADDON_PATH).mtimeMs >= sourcesMtime) {
-    log(`up to date (${variant}): ${ADDON_PATH}`);
-    return ADDON_PATH;
+  const jobs = String(Number(env('LMSERVE_BUILD_JOBS')) || cpus().length);
+  const configured = existsSync(join(root, 'build', 'CMakeCache.txt'));
+  if (!force && configured && existsSync(stampPath) && readFileSync(stampPath, 'utf8') === stamp) {
+    // Same configuration: let the build tool decide what changed (a no-op takes well under a second).
+    const r = spawnSync('cmake', ['--build', join(root, 'build'), '--config', 'Release', '--target', 'lmserve_addon', '--parallel', jobs], {
+      cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8',
+    });
+    if (r.status === 0 && existsSync(ADDON_PATH)) {
+      const changed = !/no work to do/i.test(r.stdout);
+      if (changed) process.stderr.write(r.stdout);
+      log(`${changed ? 'rebuilt' : 'up to date'} (${variant}): ${ADDON_PATH}`);
+      return ADDON_PATH;
+    }
+    log('incremental build failed; reconfiguring');
   }
   const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
   if (!existsSync(cmakeJs)) throw new Error('cmake-js is missing: run `npm install` first');
-  const jobs = String(Number(env('LMSERVE_BUILD_JOBS')) || cpus().length);
   log(`building the addon (${variant}, ${jobs} jobs) against ${llamaDir}; the first build takes several minutes`);
   const args = [cmakeJs, 'compile', '--out', 'build', '--config', 'Release', '--parallel', jobs];
   // A changed variant needs a fresh configure; cmake-js "compile" reconfigures when asked.

@@ -45,17 +45,29 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   if (!Number.isInteger(gpuLayers)) {
     throw new LmError('INVALID_REQUEST', "options.gpuLayers must be an integer or 'auto'", { field: 'options.gpuLayers' });
   }
+  // Progress calls are queued from the loading thread and may land after the load settles:
+  // drop those, and end with exactly one 1.0.
+  let settled = false;
+  let last = -1;
+  const report = (p: number) => {
+    if (settled || p <= last) return;
+    last = p;
+    options.onProgress?.(p);
+  };
   const loader = new (binding().ModelLoader)(
     path,
     { gpuLayers, useMmap: options.useMmap ?? true },
-    options.onProgress ? (p: number) => options.onProgress?.(p) : undefined,
+    options.onProgress ? report : undefined,
   );
   const onAbort = () => loader.abort();
   options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     const native = await loader.load();
+    report(1);
+    settled = true;
     return new Model(native, path);
   } catch (err) {
+    settled = true;
     throw toLmError(err);
   } finally {
     options.signal?.removeEventListener('abort', onAbort);

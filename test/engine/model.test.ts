@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { test, describe, before, after } from 'node:test';
+import { loadModel, type Model } from '@lmserve/engine';
+import { modelPath, countTicks } from '../helpers.js';
+
+describe('model loading and info', () => {
+  let model: Model;
+  before(async () => {
+    model = await loadModel(await modelPath('tiny'));
+  });
+  after(() => model.dispose());
+
+  test('reports architecture, size, context, template and special tokens', () => {
+    const info = model.info;
+    assert.equal(info.architecture, 'llama');
+    assert.equal(info.vocabSize, 32000);
+    assert.equal(info.vocabType, 'spm');
+    assert.equal(info.trainedContextLength, 2048);
+    assert.ok(info.parameterCount > 4_000_000 && info.parameterCount < 5_000_000, `params ${info.parameterCount}`);
+    assert.ok(info.fileSize > info.sizeBytes * 0.9, 'fileSize covers the tensors');
+    assert.match(info.chatTemplate ?? '', /\[INST\]/);
+    assert.equal(info.specialTokens.bos?.id, 1);
+    assert.equal(info.specialTokens.eos?.id, 2);
+    assert.ok(info.eogTokens.includes(2));
+  });
+
+  test('loads a second architecture with a BPE tokenizer and a ChatML template', async () => {
+    const bpe = await loadModel(await modelPath('tiny-bpe'));
+    try {
+      assert.equal(bpe.info.architecture, 'qwen2');
+      assert.equal(bpe.info.vocabType, 'bpe');
+      const prompt = bpe.applyChatTemplate([{ role: 'user', content: 'hi' }]);
+      assert.equal(prompt, '<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n');
+      const ids = bpe.tokenize(prompt, { parseSpecial: true });
+      assert.ok(ids.includes(151644), '<|im_start|> is one special token');
+    } finally {
+      bpe.dispose();
+    }
+  });
+
+  test('reports load progress from 0 to 1', async () => {
+    const seen: number[] = [];
+    const m = await loadModel(await modelPath('tiny-bpe'), { onProgress: (p) => seen.push(p) });
+    m.dispose();
+    assert.ok(seen.length > 0);
+    assert.equal(seen.at(-1), 1);
+    assert.deepEqual([...seen].sort((a, b) => a - b), seen, 'progress is monotonic');
+  });
+
+  test('the event loop keeps turning while a model loads', async () => {
+    // tiny-bpe has a 152k-token vocabulary: loading takes a few hundred ms off the JS thread.
+    const path = await modelPath('tiny-bpe');
+    const { value: m, ticks } = await countTicks(() => loadModel(path));
+    m.dispose();
+    assert.ok(ticks >= 5, `only ${ticks} ticks during the load`);
+  });
+
+  test('an aborted load rejects with LOAD_ABORTED', async () => {
+    const controller = new AbortController();
+    const pending = loadModel(await modelPath('tiny-bpe'), {
+      signal: controller.signal,
+      useMmap: false,
+      onProgress: () => controller.abort(),
+    });
+    await assert.rejects(pending, { code: 'LOAD_ABORTED' });
+  });
+});
+
+describe('tokenizer', () => {
+  let model: Model;
+  before(async () => {
+    model = await loadModel(await modelPath('tiny'));
+  });
+  after(() => model.dispose());
+
+  for (const text of ['Hello world', '日本語のテキスト、中文文本', 'emoji 🎉🚀 and ZWJ 👩‍💻 naïve café', 'mixed 한국어 ✓ ∑ 𝔘']) {
+    test(`round-trips ${JSON.stringify(text)}`, () => {
+      const ids = model.tokenize(text, { addSpecial: false });
+      assert.ok(ids.length > 0);
+      assert.equal(model.detokenize(ids), text);
+    });
+  }
+
+  test('adds BOS when asked and renders special tokens only when asked', () => {
+    const ids = model.tokenize('Hi', { addSpecial: true });
+    assert.equal(ids[0], 1);
+    assert.equal(model.detokenize(ids), 'Hi');
+    assert.equal(model.detokenize(ids, { special: true }), '<s> Hi');
+  });
+
+  test('detokenize rejects ids outside the vocabulary', () => {
+    assert.throws(() => model.detokenize([5, 32000]), { code: 'INVALID_REQUEST' });
+    assert.throws(() => model.detokenize([-1]), { code: 'INVALID_REQUEST' });
+  });
+});
