@@ -61,6 +61,11 @@ EngineOptions ParseEngineOptions(Napi::Env env, Napi::Value value) {
   o.maxQueue = IntOption(env, obj, "maxQueue", o.maxQueue, 0, 1 << 20);
   o.flashAttention = IntOption(env, obj, "flashAttention", o.flashAttention, -1, 1);
   if (obj.Get("kvUnified").IsBoolean()) o.kvUnified = obj.Get("kvUnified").As<Napi::Boolean>().Value();
+  o.kvSize = IntOption(env, obj, "kvSize", 0, 0, 1 << 24);
+  if (o.kvSize > 0 && !o.kvUnified) ThrowCoded(env, codes::kInvalidRequest, "options.kvSize needs options.kvUnified");
+  if (o.kvSize > 0 && o.kvSize < o.contextSize) {
+    ThrowCoded(env, codes::kInvalidRequest, "options.kvSize must be at least options.contextSize");
+  }
   if (o.batchSize < o.slots) {
     ThrowCoded(env, codes::kInvalidRequest, "options.batchSize must be at least options.slots");
   }
@@ -294,6 +299,7 @@ Napi::Value AddonEngine::Options(const Napi::CallbackInfo& info) {
   o.Set("threads", opt.threads);
   o.Set("maxQueue", opt.maxQueue);
   o.Set("kvUnified", opt.kvUnified);
+  o.Set("kvSize", opt.kvSize);
   o.Set("flashAttention", opt.flashAttention);
   return o;
 }

@@ -34,7 +34,10 @@ EngineCore::EngineCore(std::shared_ptr<ModelHandle> model, const EngineOptions& 
     : model_(std::move(model)), options_(options) {
   llama_context_params cp = llama_context_default_params();
   cp.n_seq_max = static_cast<uint32_t>(options_.slots);
-  cp.n_ctx = static_cast<uint32_t>(options_.contextSize) * static_cast<uint32_t>(options_.slots);
+  const int64_t cells = options_.kvUnified && options_.kvSize > 0
+                            ? options_.kvSize
+                            : static_cast<int64_t>(options_.contextSize) * options_.slots;
+  cp.n_ctx = static_cast<uint32_t>(cells);
   cp.n_batch = static_cast<uint32_t>(options_.batchSize);
   cp.n_ubatch = static_cast<uint32_t>(std::min(options_.batchSize, 512));
   if (options_.threads > 0) {
@@ -59,7 +62,7 @@ EngineCore::EngineCore(std::shared_ptr<ModelHandle> model, const EngineOptions& 
   slots_.resize(static_cast<size_t>(options_.slots));
   for (size_t i = 0; i < slots_.size(); ++i) slots_[i].seqId = static_cast<int32_t>(i);
   stats_.slots = options_.slots;
-  stats_.kvCells = static_cast<int64_t>(options_.contextSize) * options_.slots;
+  stats_.kvCells = cells;
 }
 
 EngineCore::~EngineCore() {

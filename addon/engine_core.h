@@ -29,6 +29,8 @@ struct EngineOptions {
   int32_t threads = 0;         // 0: llama.cpp's default
   int32_t maxQueue = 64;       // requests waiting for a slot before QUEUE_FULL
   bool kvUnified = false;      // one KV buffer shared by all sequences
+  int32_t kvSize = 0;          // unified only: total KV cells (0: slots * contextSize); less
+                               // oversubscribes memory, and a full cache is then handled per request
   int32_t flashAttention = -1;  // -1 auto (as llama-server), 0 off, 1 on
 };
 

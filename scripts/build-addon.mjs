@@ -52,6 +52,10 @@ function env(name) {
   return process.env[name];
 }
 
+// ccache keys include absolute paths; rewriting those under the repo root lets a fresh clone in
+// another folder (CI, a second checkout) hit the cache of the first.
+const buildEnv = { ...process.env, CCACHE_BASEDIR: process.env.CCACHE_BASEDIR ?? root, CCACHE_NOHASHDIR: 'true' };
+
 export function buildAddon({ force = false, argv = process.argv.slice(2) } = {}) {
   const llamaDir = llamaCppDir();
   const variant = detectVariant(argv);
@@ -63,7 +67,7 @@ export function buildAddon({ force = false, argv = process.argv.slice(2) } = {})
   if (!force && configured && existsSync(stampPath) && readFileSync(stampPath, 'utf8') === stamp) {
     // Same configuration: let the build tool decide what changed (a no-op takes well under a second).
     const r = spawnSync('cmake', ['--build', join(root, 'build'), '--config', 'Release', '--target', 'lmserve_addon', '--parallel', jobs], {
-      cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8',
+      cwd: root, env: buildEnv, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8',
     });
     if (r.status === 0 && existsSync(ADDON_PATH)) {
       const changed = !/no work to do/i.test(r.stdout);
@@ -80,7 +84,7 @@ export function buildAddon({ force = false, argv = process.argv.slice(2) } = {})
   // A changed variant needs a fresh configure; cmake-js "compile" reconfigures when asked.
   if (existsSync(stampPath) && readFileSync(stampPath, 'utf8') !== stamp) args[1] = 'rebuild';
   for (const d of defines) args.push(`--CD${d}`);
-  const result = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
+  const result = spawnSync(process.execPath, args, { cwd: root, env: buildEnv, stdio: 'inherit' });
   if (result.status !== 0) throw new Error(`addon build failed (cmake-js exit ${result.status})`);
   writeFileSync(stampPath, stamp);
   log(`built ${ADDON_PATH}`);
@@ -94,6 +98,7 @@ export function buildLlamaTool(target) {
   log(`building ${target} from the same tree and flags as the addon`);
   execFileSync('cmake', ['--build', join(root, 'build'), '--config', 'Release', '--target', target, '--parallel', jobs], {
     stdio: 'inherit',
+    env: buildEnv,
   });
   for (const p of [join(root, 'build', 'bin', target), join(root, 'build', 'llama.cpp', 'bin', target), join(root, 'build', 'bin', 'Release', target)]) {
     if (existsSync(p)) return p;

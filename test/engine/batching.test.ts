@@ -150,3 +150,30 @@ describe('continuous batching engine', () => {
     await Promise.all(generations.map((g) => g.result));
   });
 });
+
+describe('a full KV cache', () => {
+  test('is handled per request: sequences wait or end with length, never an abort', async () => {
+    const model = await loadModel(await modelPath('tiny'));
+    // 4 sequences that want 30 + 120 tokens each share 256 cells: the cache must run out.
+    const engine = await model.createEngine({ slots: 4, contextSize: 256, kvUnified: true, kvSize: 256, batchSize: 64 });
+    try {
+      const prompt = (i: number) => `Sequence ${i} ` + 'padding words here '.repeat(6);
+      const generations = Array.from({ length: 4 }, (_, i) =>
+        engine.submit({ prompt: prompt(i), params: { maxTokens: 120, seed: i, ignoreEos: true } }),
+      );
+      const results = await Promise.all(generations.map((g) => g.result));
+      for (const r of results) {
+        assert.equal(r.finishReason, 'length');
+        assert.ok(r.usage.tokensOut > 0 && r.usage.tokensOut <= 120);
+      }
+      const total = results.reduce((n, r) => n + r.usage.tokensIn + r.usage.tokensOut, 0);
+      assert.ok(total > 256, 'more tokens went through than the cache holds at once');
+      assert.ok(results.some((r) => r.usage.tokensOut < 120), 'some sequence was ended by the full cache');
+      const after = await engine.submit({ prompt: 'still fine', params: { maxTokens: 8, ignoreEos: true } }).result;
+      assert.equal(after.usage.tokensOut, 8);
+    } finally {
+      engine.dispose();
+      model.dispose();
+    }
+  });
+});

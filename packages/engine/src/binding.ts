@@ -45,6 +45,7 @@ export interface NativeEngineOptions {
   threads: number;
   maxQueue: number;
   kvUnified: boolean;
+  kvSize: number;
   flashAttention: -1 | 0 | 1;
 }
 

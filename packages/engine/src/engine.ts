@@ -15,6 +15,12 @@ export interface EngineOptions {
   maxQueue?: number;
   /** One KV buffer shared by all sequences (default false: one per sequence). */
   kvUnified?: boolean;
+  /**
+   * With kvUnified: total KV cells shared by all sequences (default slots × contextSize). Smaller
+   * values oversubscribe: when the cache fills, idle prompt caches are dropped first, then the
+   * newest prompt waits in the queue again, then the longest sequence ends with "length".
+   */
+  kvSize?: number;
   flashAttention?: 'auto' | 'on' | 'off';
 }
 
@@ -48,6 +54,8 @@ export function nativeEngineOptions(options: EngineOptions): Partial<NativeEngin
   if (threads !== undefined) out.threads = threads;
   if (maxQueue !== undefined) out.maxQueue = maxQueue;
   if (options.kvUnified !== undefined) out.kvUnified = options.kvUnified;
+  const kvSize = positiveInt('kvSize', options.kvSize, 0);
+  if (kvSize !== undefined) out.kvSize = kvSize;
   if (options.flashAttention !== undefined) {
     const map = { auto: -1, off: 0, on: 1 } as const;
     if (!(options.flashAttention in map)) {
