@@ -9,3 +9,20 @@ export type {
   TokenChunk,
   Usage,
 } from './generation.js';
+export type {
+  GenerateRequest,
+  GenerationEvent,
+  HostSpec,
+  HostStats,
+  HostToReplica,
+  HostToSupervisor,
+  ModelSummary,
+  PromptTemplate,
+  ReplicaExit,
+  ReplicaToHost,
+  SupervisorToHost,
+  WorkerState,
+} from './messages.js';
+export { createLogger, isLogLevel } from './log.js';
+export type { LogLevel, Logger } from './log.js';
+export type { SupervisorStatus, WorkerInfo } from './admin.js';

@@ -1,0 +1,101 @@
+#!/usr/bin/env node
+/**
+ * The `supervisor` command. `start` runs the service in the foreground; the other commands
+ * talk to a running supervisor through its admin REST.
+ */
+import { Command, InvalidArgumentError } from 'commander';
+import { toLmError } from '@lmserve/protocol';
+import { resolveServicePaths, type ServicePaths } from '@lmserve/supervisor';
+import { AdminClient } from './admin-client.js';
+import { table, workersTable } from './format.js';
+import { runSupervisor } from './run-supervisor.js';
+import { testWorker } from './test-command.js';
+
+interface GlobalOptions {
+  envs?: string;
+  data?: string;
+  root?: string;
+}
+
+const program = new Command('supervisor')
+  .description('lmserve: several GGUF models resident and serving in parallel, one process each')
+  .option('--envs <dir>', 'folder of worker.<name>.env and supervisor.env (env LMSERVE_ENVS_DIR; default <root>/envs)')
+  .option('--data <dir>', 'data folder: models/, logs/, run/ (env LMSERVE_DATA_DIR; default <root>/data)')
+  .option('--root <dir>', 'folder relative MODEL_PATH values resolve against (env LMSERVE_ROOT; default the repo root)')
+  .showHelpAfterError();
+
+function paths(): ServicePaths {
+  const o = program.opts<GlobalOptions>();
+  return resolveServicePaths({ envsDir: o.envs, dataDir: o.data, root: o.root });
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be a positive integer');
+  return n;
+}
+
+program
+  .command('start')
+  .description('run the supervisor in the foreground with every worker (--all) or one worker')
+  .argument('[name]', 'the worker to start (the others stay stopped)')
+  .option('--all', 'start every configured worker')
+  .action(async (name: string | undefined, options: { all?: boolean }) => {
+    if (!options.all && !name) program.error('start needs --all or a worker name');
+    await runSupervisor(paths(), options.all ? 'all' : [name as string]);
+  });
+
+program
+  .command('stop')
+  .description('stop one worker (draining its requests), or the whole supervisor')
+  .argument('[name]', 'the worker to stop; without it, the supervisor stops')
+  .action(async (name: string | undefined) => {
+    const client = AdminClient.fromConfig(paths());
+    if (name) {
+      const worker = await client.action(name, 'stop');
+      console.log(`${worker.name}: ${worker.state}`);
+    } else {
+      await client.shutdown();
+      console.log('supervisor: shutting down');
+    }
+  });
+
+program
+  .command('list-workers')
+  .description('list the workers of the running supervisor')
+  .option('--json', 'print JSON')
+  .action(async (options: { json?: boolean }) => {
+    const workers = await AdminClient.fromConfig(paths()).workers();
+    console.log(options.json ? JSON.stringify(workers, null, 2) : workersTable(workers));
+  });
+
+program
+  .command('status')
+  .description("the running supervisor's status")
+  .option('--json', 'print JSON')
+  .action(async (options: { json?: boolean }) => {
+    const status = await AdminClient.fromConfig(paths()).status();
+    if (options.json) {
+      console.log(JSON.stringify(status, null, 2));
+      return;
+    }
+    console.log(`supervisor pid ${status.pid}, up ${status.uptime_s}s, gateway ${status.gateway}, envs ${status.envs_dir}`);
+    const rows = status.workers.map((w) => [w.name, w.state, w.port === null ? '-' : String(w.port)]);
+    console.log(table([['NAME', 'STATE', 'PORT'], ...rows]));
+  });
+
+program
+  .command('test')
+  .description('send a sample request to a worker and print the answer and its timings')
+  .argument('<name>', 'the worker')
+  .option('--input <text>', 'the prompt', 'Hello! Who are you?')
+  .option('--max-tokens <n>', 'tokens to generate at most', positiveInt, 32)
+  .action(async (name: string, options: { input: string; maxTokens: number }) => {
+    console.log(await testWorker(paths(), name, options));
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  const error = toLmError(err);
+  process.stderr.write(`supervisor: ${error.code}: ${error.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,10 @@
+import { fileURLToPath } from 'node:url';
+
+export { ModelHost } from './model-host.js';
+export type { ModelHostOptions } from './model-host.js';
+export { EventOutbox } from './event-outbox.js';
+
+/** Path of the model host's entry script, for child_process.fork. */
+export function hostMainPath(): string {
+  return fileURLToPath(new URL('./main.js', import.meta.url));
+}

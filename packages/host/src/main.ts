@@ -1,0 +1,65 @@
+/**
+ * Entry point of a model host child process (forked by the supervisor with an IPC channel).
+ * The first message is `init`; the host then serves until `shutdown` or until it is orphaned.
+ */
+import { createLogger, type HostSpec, type HostToSupervisor, type SupervisorToHost } from '@lmserve/protocol';
+import { ModelHost } from './model-host.js';
+import { watchParent } from './parent-watch.js';
+
+const ORPHAN_EXIT_MS = 2000;
+
+let log = createLogger({ component: 'host', pid: process.pid });
+let host: ModelHost | undefined;
+let spec: HostSpec | undefined;
+
+function send(message: HostToSupervisor): void {
+  if (process.connected) process.send?.(message);
+}
+
+if (!process.send) {
+  process.stderr.write('lmserve host: must be started by the supervisor (no IPC channel)\n');
+  process.exit(2);
+}
+
+watchParent((reason) => {
+  log.warn('supervisor is gone, exiting', { reason });
+  const timer = setTimeout(() => process.kill(process.pid, 'SIGKILL'), ORPHAN_EXIT_MS);
+  timer.unref();
+  if (!host) process.exit(0);
+  void host.shutdown(0).finally(() => process.exit(0));
+});
+
+process.on('uncaughtException', (err) => {
+  log.error('uncaught exception', { error: err.stack ?? String(err) });
+  process.exit(1);
+});
+
+// The supervisor decides when a host ends; a terminal's Ctrl-C reaches it through the supervisor.
+process.on('SIGINT', () => undefined);
+// A SIGTERM to the whole process group (systemd, `timeout`) drains like a supervisor's shutdown.
+process.on('SIGTERM', () => {
+  if (host && spec) void host.shutdown(spec.drainGraceMs);
+  else process.exit(0);
+});
+
+process.on('message', (message: SupervisorToHost) => {
+  switch (message.type) {
+    case 'init':
+      if (host) return;
+      spec = message.spec;
+      log = log.child({ worker: message.spec.name });
+      host = new ModelHost({ spec: message.spec, send, log, onExit: (code) => process.exit(code) });
+      host.start();
+      break;
+    case 'generate':
+      host?.generate(message.request);
+      break;
+    case 'cancel':
+      host?.cancel(message.id);
+      break;
+    case 'shutdown':
+      if (host) void host.shutdown(message.graceMs);
+      else process.exit(0);
+      break;
+  }
+});

@@ -1,0 +1,176 @@
+/**
+ * The model host's core: a piscina pool of replicas (worker threads, one Engine each) behind
+ * one typed interface. It routes each request to the least busy replica, forwards the
+ * replicas' batched events to the supervisor, and drains the pool on shutdown.
+ */
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import type {
+  GenerateRequest,
+  GenerationEvent,
+  HostSpec,
+  HostStats,
+  HostToSupervisor,
+  Logger,
+  ModelSummary,
+  ReplicaExit,
+  ReplicaToHost,
+} from '@lmserve/protocol';
+import { EventOutbox } from './event-outbox.js';
+import type { ReplicaTask } from './replica.js';
+
+interface ReplicaHandle {
+  index: number;
+  port: MessagePort;
+  task: Promise<ReplicaExit>;
+  inFlight: number;
+  progress: number;
+  model: ModelSummary | undefined;
+  stats: HostStats | undefined;
+}
+
+export interface ModelHostOptions {
+  spec: HostSpec;
+  send: (message: HostToSupervisor) => void;
+  log: Logger;
+  /** Called once the pool is gone: after shutdown, or when a replica failed. */
+  onExit: (code: number) => void;
+}
+
+export class ModelHost {
+  readonly #spec: HostSpec;
+  readonly #send: (message: HostToSupervisor) => void;
+  readonly #log: Logger;
+  readonly #onExit: (code: number) => void;
+  readonly #outbox: EventOutbox;
+  readonly #replicas: ReplicaHandle[] = [];
+  readonly #owner = new Map<string, ReplicaHandle>();
+  #pool: Piscina<ReplicaTask, ReplicaExit> | undefined;
+  #ready = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: ModelHostOptions) {
+    this.#spec = options.spec;
+    this.#send = options.send;
+    this.#log = options.log;
+    this.#onExit = options.onExit;
+    this.#outbox = new EventOutbox((events) => this.#send({ type: 'events', events }));
+  }
+
+  start(): void {
+    const count = this.#spec.replicas;
+    this.#pool = new Piscina<ReplicaTask, ReplicaExit>({
+      filename: new URL('./replica.js', import.meta.url).href,
+      minThreads: count,
+      maxThreads: count,
+      idleTimeout: Infinity,
+      concurrentTasksPerWorker: 1,
+    });
+    for (let index = 0; index < count; index++) {
+      const { port1, port2 } = new MessageChannel();
+      const task = this.#pool.run({ spec: this.#spec, replica: index, port: port2 }, { transferList: [port2] });
+      const handle: ReplicaHandle = { index, port: port1, task, inFlight: 0, progress: 0, model: undefined, stats: undefined };
+      port1.on('message', (message: ReplicaToHost) => this.#onReplicaMessage(handle, message));
+      task.then(
+        (exit) => this.#onReplicaExit(handle, exit),
+        (err: unknown) => this.#onReplicaExit(handle, { type: 'failed', code: 'INTERNAL', message: String(err) }),
+      );
+      this.#replicas.push(handle);
+    }
+    this.#log.info('pool started', { replicas: count, model: this.#spec.modelPath });
+  }
+
+  generate(request: GenerateRequest): void {
+    const replica = this.#ready && !this.#closing ? this.#leastBusy() : undefined;
+    if (!replica) {
+      this.#outbox.push({ type: 'error', id: request.id, code: 'MODEL_NOT_READY', message: 'the model is not serving' });
+      return;
+    }
+    replica.inFlight++;
+    this.#owner.set(request.id, replica);
+    replica.port.postMessage({ type: 'generate', request });
+  }
+
+  cancel(id: string): void {
+    this.#owner.get(id)?.port.postMessage({ type: 'cancel', id });
+  }
+
+  /** Drains every replica (running generations get up to graceMs), then ends the pool. */
+  shutdown(graceMs: number): Promise<void> {
+    this.#closing ??= this.#close(graceMs);
+    return this.#closing;
+  }
+
+  async #close(graceMs: number): Promise<void> {
+    this.#log.info('draining', { graceMs, inFlight: this.#owner.size });
+    for (const replica of this.#replicas) replica.port.postMessage({ type: 'shutdown', graceMs });
+    await Promise.allSettled(this.#replicas.map((r) => r.task));
+    this.#outbox.flush();
+    await this.#pool?.destroy();
+    this.#onExit(0);
+  }
+
+  #leastBusy(): ReplicaHandle | undefined {
+    let best: ReplicaHandle | undefined;
+    for (const replica of this.#replicas) {
+      if (!best || replica.inFlight < best.inFlight) best = replica;
+    }
+    return best;
+  }
+
+  #onReplicaMessage(replica: ReplicaHandle, message: ReplicaToHost): void {
+    switch (message.type) {
+      case 'events':
+        this.#forward(replica, message.events);
+        break;
+      case 'loading': {
+        replica.progress = message.progress;
+        const progress = this.#replicas.reduce((sum, r) => sum + r.progress, 0) / this.#replicas.length;
+        this.#send({ type: 'loading', progress });
+        break;
+      }
+      case 'ready':
+        replica.model = message.model;
+        if (!this.#ready && this.#replicas.every((r) => r.model)) {
+          this.#ready = true;
+          this.#send({ type: 'ready', model: message.model });
+          this.#log.info('ready', { ...message.model });
+        }
+        break;
+      case 'stats':
+        replica.stats = message.stats;
+        this.#send({ type: 'stats', stats: this.#totalStats() });
+        break;
+    }
+  }
+
+  #forward(replica: ReplicaHandle, events: GenerationEvent[]): void {
+    for (const event of events) {
+      if (event.type !== 'tokens' && this.#owner.delete(event.id)) replica.inFlight--;
+      this.#outbox.push(event);
+    }
+  }
+
+  #totalStats(): HostStats {
+    const total: HostStats = { replicas: 0, slots: 0, slotsBusy: 0, queued: 0, kvUsedRatio: 0, tokensGenerated: 0 };
+    for (const { stats } of this.#replicas) {
+      if (!stats) continue;
+      total.replicas += 1;
+      total.slots += stats.slots;
+      total.slotsBusy += stats.slotsBusy;
+      total.queued += stats.queued;
+      total.kvUsedRatio += stats.kvUsedRatio;
+      total.tokensGenerated += stats.tokensGenerated;
+    }
+    if (total.replicas > 0) total.kvUsedRatio /= total.replicas;
+    return total;
+  }
+
+  #onReplicaExit(replica: ReplicaHandle, exit: ReplicaExit): void {
+    if (exit.type === 'stopped' || this.#closing) return;
+    this.#log.error('replica failed', { replica: replica.index, code: exit.code, reason: exit.message });
+    this.#send({ type: 'fatal', code: exit.code, message: exit.message });
+    this.#closing = this.#pool?.destroy().catch(() => undefined) ?? Promise.resolve();
+    void this.#closing.then(() => this.#onExit(1));
+  }
+}

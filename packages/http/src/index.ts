@@ -1,0 +1,10 @@
+export { createModelApp, bearerMatches } from './model-app.js';
+export type { ModelAppOptions } from './model-app.js';
+export { createAdminApp } from './admin-app.js';
+export { parseCompletionBody } from './completion-schema.js';
+export type { ParsedCompletion } from './completion-schema.js';
+export { parseListenAddress, formatAddress, isLoopback } from './address.js';
+export type { ListenAddress } from './address.js';
+export { listen, closeServer } from './serve.js';
+export { sendError } from './errors.js';
+export type { AdminBackend, CompletionRequest, CompletionResult, ModelBackend, Readiness } from './backend.js';

@@ -1,0 +1,114 @@
+/**
+ * The typed messages of the service's two inner hops:
+ *   supervisor <-> model host   (the child process's IPC channel)
+ *   model host <-> pool replica (a MessagePort handed to each piscina worker thread)
+ * Both ends import these unions; inner hops trust them (public input is validated at the edge).
+ * Token events are batched: one `events` message carries everything a tick produced.
+ */
+import type { ErrorCode } from './errors.js';
+import type { FinishReason, GenerationParams, Timings, Usage } from './generation.js';
+
+/** Wraps a prompt in a model's turn markers (data/models/<name>/prompt_template.json). */
+export interface PromptTemplate {
+  userPrefix: string;
+  userSuffix: string;
+  modelPrefix: string;
+  modelSuffix: string;
+}
+
+/** Everything a model host needs to load and serve one model. */
+export interface HostSpec {
+  /** Worker name (envs/worker.<name>.env). */
+  name: string;
+  /** Model name reported to clients (MODEL_NAME). */
+  model: string;
+  /** Absolute path of the GGUF file. */
+  modelPath: string;
+  gpuLayers: number | 'auto';
+  /** Pool threads, one Engine each. */
+  replicas: number;
+  /** Sequence slots per Engine (WORKER_CONCURRENCY). */
+  slots: number;
+  contextSize: number;
+  threads: number;
+  maxQueue: number;
+  promptTemplate: PromptTemplate | null;
+  /** How long a SIGTERM sent straight to the host lets running requests finish. */
+  drainGraceMs: number;
+}
+
+export interface GenerateRequest {
+  /** Unique among the requests in flight on one host. */
+  id: string;
+  input: string;
+  params: GenerationParams;
+  /** Skip prompt templating: `input` goes to the model as is. */
+  raw: boolean;
+}
+
+export interface ModelSummary {
+  architecture: string;
+  parameterCount: number;
+  sizeBytes: number;
+  trainedContextLength: number;
+  vocabSize: number;
+  hasChatTemplate: boolean;
+}
+
+/** Load and slot figures of one host (all replicas added up). */
+export interface HostStats {
+  replicas: number;
+  slots: number;
+  slotsBusy: number;
+  queued: number;
+  kvUsedRatio: number;
+  tokensGenerated: number;
+}
+
+export type GenerationEvent =
+  | { type: 'tokens'; id: string; text: string; ids: number[] }
+  | { type: 'done'; id: string; text: string; finishReason: FinishReason; usage: Usage; timings: Timings }
+  | { type: 'error'; id: string; code: ErrorCode; message: string };
+
+/** supervisor -> host */
+export type SupervisorToHost =
+  | { type: 'init'; spec: HostSpec }
+  | { type: 'generate'; request: GenerateRequest }
+  | { type: 'cancel'; id: string }
+  | { type: 'shutdown'; graceMs: number };
+
+/** host -> supervisor */
+export type HostToSupervisor =
+  | { type: 'loading'; progress: number }
+  | { type: 'ready'; model: ModelSummary }
+  | { type: 'events'; events: GenerationEvent[] }
+  | { type: 'stats'; stats: HostStats }
+  /** The host cannot serve (its model failed to load) and is about to exit. */
+  | { type: 'fatal'; code: ErrorCode; message: string };
+
+/** host -> replica (pool worker thread) */
+export type HostToReplica =
+  | { type: 'generate'; request: GenerateRequest }
+  | { type: 'cancel'; id: string }
+  | { type: 'shutdown'; graceMs: number };
+
+/** replica -> host */
+export type ReplicaToHost =
+  | { type: 'loading'; progress: number }
+  | { type: 'ready'; model: ModelSummary }
+  | { type: 'events'; events: GenerationEvent[] }
+  | { type: 'stats'; stats: HostStats };
+
+/** What a replica's piscina task resolves with when the replica ends. */
+export type ReplicaExit = { type: 'stopped' } | { type: 'failed'; code: ErrorCode; message: string };
+
+/** Lifecycle of a configured model worker, as the supervisor reports it. */
+export type WorkerState =
+  | 'stopped'
+  | 'starting'
+  | 'ready'
+  | 'stopping'
+  | 'restarting'
+  | 'failed'
+  | 'model-missing'
+  | 'invalid-config';

@@ -1,0 +1,13 @@
+export { Supervisor } from './supervisor.js';
+export type { SupervisorOptions } from './supervisor.js';
+export { ModelWorker } from './model-worker.js';
+export type { ModelWorkerOptions, WorkerTimings } from './model-worker.js';
+export { HostProcess } from './host-process.js';
+export type { HostExit, HostProcessOptions } from './host-process.js';
+export { loadWorkerConfig, parseWorkerConfig, workerFiles, hostSpec, isConfigError, WORKER_KEYS } from './worker-config.js';
+export type { WorkerConfig, WorkerConfigError } from './worker-config.js';
+export { loadSupervisorConfig, adminTokenFile, SUPERVISOR_KEYS } from './supervisor-config.js';
+export type { SupervisorConfig } from './supervisor-config.js';
+export { parseEnvFile } from './env-file.js';
+export { resolveServicePaths, findRepoRoot } from './service-paths.js';
+export type { ServicePaths } from './service-paths.js';
