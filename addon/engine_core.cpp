@@ -182,12 +182,19 @@ void EngineCore::CancelRequested() {
 }
 
 EngineCore::Slot* EngineCore::PickSlot(const std::vector<llama_token>& prompt, size_t* reuse) {
+  // A slot's cache is worth choosing it only for a real shared prefix (as llama-server's
+  // --slot-prompt-similarity 0.1): a lone BOS match is not. Otherwise take the lowest-numbered
+  // idle slot, which keeps busy sequence ids contiguous: with one KV stream per sequence
+  // (kv_unified = false) llama_decode splits a batch into one ubatch per run of consecutive
+  // sequence ids, and every ubatch is another full pass over the weights.
+  const size_t minReuse = std::max<size_t>(2, prompt.size() / 10 + 1);
   Slot* best = nullptr;
   size_t bestPrefix = 0;
   for (auto& slot : slots_) {
     if (slot.state != SlotState::Idle) continue;
     size_t prefix = CommonPrefix(slot.cache, prompt);
-    if (best == nullptr || prefix > bestPrefix || (prefix == bestPrefix && slot.cache.size() < best->cache.size())) {
+    if (prefix < minReuse) prefix = 0;
+    if (best == nullptr || prefix > bestPrefix) {
       best = &slot;
       bestPrefix = prefix;
     }
@@ -251,10 +258,17 @@ void EngineCore::BuildBatch() {
   }
   std::sort(prefill.begin(), prefill.end(), [](Slot* a, Slot* b) { return a->admitOrder < b->admitOrder; });
   int32_t budget = options_.batchSize - batch_.n_tokens;
+  std::vector<std::pair<Slot*, int32_t>> chunks;
   for (Slot* slot : prefill) {
     if (budget <= 0) break;
+    int32_t n = std::min<int32_t>(budget, static_cast<int32_t>(slot->request->prompt.size() - slot->promptPos));
+    chunks.emplace_back(slot, n);
+    budget -= n;
+  }
+  // Batch order by sequence id, so the ubatch split can group consecutive sequences.
+  std::sort(chunks.begin(), chunks.end(), [](const auto& a, const auto& b) { return a.first->seqId < b.first->seqId; });
+  for (auto [slot, n] : chunks) {
     const auto& prompt = slot->request->prompt;
-    int32_t n = std::min<int32_t>(budget, static_cast<int32_t>(prompt.size() - slot->promptPos));
     for (int32_t k = 0; k < n; ++k) {
       llama_token token = prompt[slot->promptPos];
       bool last = slot->promptPos + 1 == prompt.size();
@@ -264,7 +278,6 @@ void EngineCore::BuildBatch() {
       slot->promptPos++;
     }
     slot->addedThisStep = n;
-    budget -= n;
   }
 }
 

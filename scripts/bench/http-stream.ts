@@ -1,0 +1,141 @@
+/**
+ * A streaming HTTP client for completion servers that answer with server-sent events, and the
+ * narrow `StreamProtocol` interface a server's request/response format plugs into. Adding a target
+ * for another HTTP server (our own service once it exists) means writing one StreamProtocol.
+ */
+import { Agent, request as httpRequest } from 'node:http';
+import type { BenchRequest, RequestOutcome } from './target.js';
+
+/** What one SSE `data:` payload told us. */
+export interface StreamEventInfo {
+  /** Generated tokens this event carries (0 for bookkeeping events). */
+  tokens: number;
+  /** Set on the final event: the server's own usage numbers. */
+  final?: { tokensOut: number | null; tokensIn: number | null; cachedTokens: number | null; finishReason: string | null };
+  /** Set when the event reports a failure. */
+  error?: string;
+}
+
+export interface StreamProtocol {
+  /** Request path, e.g. "/completion". */
+  readonly path: string;
+  body(request: BenchRequest): unknown;
+  /** Interprets one parsed `data:` JSON payload. */
+  parseEvent(data: unknown): StreamEventInfo;
+}
+
+export interface HttpStreamClientOptions {
+  host: string;
+  port: number;
+  protocol: StreamProtocol;
+  /** A request that takes longer fails (the benchmark must never hang). */
+  timeoutMs?: number;
+}
+
+/**
+ * Posts requests and reads their SSE streams, one fresh loopback connection per request: reused
+ * keep-alive sockets that the server closed while idle (during the other side's turn) fail with
+ * "socket hang up", and a connect over loopback costs far less than a millisecond.
+ */
+export class HttpStreamClient {
+  readonly #options: HttpStreamClientOptions;
+  readonly #agent = new Agent({ keepAlive: false, maxSockets: Infinity });
+
+  constructor(options: HttpStreamClientOptions) {
+    this.#options = options;
+  }
+
+  run(request: BenchRequest): Promise<RequestOutcome> {
+    const { host, port, protocol, timeoutMs = 300_000 } = this.#options;
+    const payload = Buffer.from(JSON.stringify(protocol.body(request)));
+    const started = performance.now();
+    const outcome: RequestOutcome = {
+      ok: false,
+      ttftMs: null,
+      totalMs: 0,
+      tokensOut: null,
+      tokensIn: null,
+      cachedTokens: null,
+      streamedEvents: 0,
+      finishReason: null,
+    };
+    return new Promise<RequestOutcome>((resolve) => {
+      let settled = false;
+      const finish = (error?: string) => {
+        if (settled) return;
+        settled = true;
+        outcome.totalMs = performance.now() - started;
+        if (error) outcome.error = error;
+        outcome.ok = !error && outcome.tokensOut !== null;
+        if (!error && outcome.tokensOut === null) outcome.error = 'the stream ended without a final event';
+        resolve(outcome);
+      };
+      const req = httpRequest(
+        {
+          host,
+          port,
+          path: protocol.path,
+          method: 'POST',
+          agent: this.#agent,
+          headers: { 'content-type': 'application/json', 'content-length': payload.length, accept: 'text/event-stream' },
+        },
+        (res) => {
+          res.setEncoding('utf8');
+          if (res.statusCode !== 200) {
+            let body = '';
+            res.on('data', (d: string) => (body += d));
+            res.on('end', () => finish(`HTTP ${res.statusCode}: ${body.slice(0, 300)}`));
+            return;
+          }
+          let buffer = '';
+          const onEventBlock = (block: string) => {
+            for (const line of block.split('\n')) {
+              if (!line.startsWith('data:')) continue;
+              const text = line.slice(5).trim();
+              if (text === '' || text === '[DONE]') continue;
+              let info: StreamEventInfo;
+              try {
+                info = protocol.parseEvent(JSON.parse(text));
+              } catch (err) {
+                finish(`unparsable event: ${text.slice(0, 200)} (${(err as Error).message})`);
+                req.destroy();
+                return;
+              }
+              if (info.tokens > 0) {
+                if (outcome.ttftMs === null) outcome.ttftMs = performance.now() - started;
+                outcome.streamedEvents++;
+              }
+              if (info.error) {
+                finish(info.error);
+                return;
+              }
+              if (info.final) Object.assign(outcome, info.final);
+            }
+          };
+          res.on('data', (chunk: string) => {
+            buffer += chunk;
+            let cut: number;
+            while ((cut = buffer.indexOf('\n\n')) >= 0) {
+              onEventBlock(buffer.slice(0, cut));
+              buffer = buffer.slice(cut + 2);
+            }
+          });
+          res.on('end', () => {
+            if (buffer.trim()) onEventBlock(buffer);
+            finish();
+          });
+          res.on('error', (err) => finish(`response error: ${err.message}`));
+        },
+      );
+      req.setTimeout(timeoutMs, () => {
+        req.destroy(new Error(`no answer within ${timeoutMs} ms`));
+      });
+      req.on('error', (err) => finish(`request error: ${err.message}`));
+      req.end(payload);
+    });
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}

@@ -1,0 +1,211 @@
+/**
+ * llama.cpp's own llama-server as a benchmark target: started as a child process on a free
+ * loopback port, driven through POST /completion with "stream": true. The child is killed when
+ * the target stops and, as a last resort, when this process exits.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { HttpStreamClient, type StreamEventInfo, type StreamProtocol } from './http-stream.js';
+import type { BenchRequest, BenchTarget, RequestOutcome } from './target.js';
+
+export interface LlamaServerConfig {
+  binary: string;
+  modelPath: string;
+  slots: number;
+  ctxPerSlot: number;
+  batchSize: number;
+  threads: number;
+  kvUnified: boolean;
+  extraArgs: readonly string[];
+  /** How long loading and warm-up may take. */
+  startTimeoutMs?: number;
+}
+
+/** llama-server's native /completion format (stream of partial results, then a final one). */
+export const llamaCompletionProtocol: StreamProtocol = {
+  path: '/completion',
+  body(request: BenchRequest) {
+    const s = request.sampling;
+    return {
+      prompt: request.prompt,
+      n_predict: request.maxTokens,
+      temperature: s.temperature,
+      top_k: s.topK,
+      top_p: s.topP,
+      min_p: s.minP,
+      repeat_penalty: s.repeatPenalty,
+      presence_penalty: s.presencePenalty,
+      frequency_penalty: s.frequencyPenalty,
+      seed: request.seed,
+      ignore_eos: request.ignoreEos,
+      // `false` bans a token (minus infinity), as our bias of -100 does.
+      logit_bias: request.bannedTokenIds.map((id) => [id, false]),
+      stream: true,
+      cache_prompt: true,
+    };
+  },
+  parseEvent(data: unknown): StreamEventInfo {
+    const d = data as {
+      error?: { message?: string } | string;
+      stop?: boolean;
+      tokens?: number[];
+      tokens_predicted?: number;
+      tokens_evaluated?: number;
+      stop_type?: string;
+      timings?: { predicted_n?: number; prompt_n?: number; cache_n?: number };
+    };
+    if (d.error) return { tokens: 0, error: typeof d.error === 'string' ? d.error : (d.error.message ?? JSON.stringify(d.error)) };
+    const info: StreamEventInfo = { tokens: Array.isArray(d.tokens) ? d.tokens.length : 0 };
+    if (d.stop === true) {
+      const predicted = d.timings?.predicted_n ?? d.tokens_predicted ?? null;
+      if (d.timings?.predicted_n !== undefined && d.tokens_predicted !== undefined && d.timings.predicted_n !== d.tokens_predicted) {
+        info.error = `server usage disagrees: tokens_predicted ${d.tokens_predicted}, timings.predicted_n ${d.timings.predicted_n}`;
+      }
+      info.final = {
+        tokensOut: predicted,
+        tokensIn: d.tokens_evaluated ?? null,
+        cachedTokens: d.timings?.cache_n ?? null,
+        finishReason: d.stop_type ?? null,
+      };
+    }
+    return info;
+  },
+};
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The last few KiB a child wrote, for the error reported when it dies. */
+class OutputTail {
+  #text = '';
+  constructor(readonly limit = 8192) {}
+  push(chunk: string): void {
+    this.#text = (this.#text + chunk).slice(-this.limit);
+  }
+  toString(): string {
+    return this.#text;
+  }
+}
+
+export function llamaServerVersion(binary: string): string {
+  const r = spawnSync(binary, ['--version'], { encoding: 'utf8', timeout: 15_000 });
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.split('\n').find((l) => l.startsWith('version:'))?.trim() ?? 'unknown';
+}
+
+export class LlamaServerTarget implements BenchTarget {
+  readonly label = 'llama-server';
+  readonly transport = 'HTTP POST /completion, "stream": true (SSE), a new loopback connection per request';
+  readonly #config: LlamaServerConfig;
+  readonly #tail = new OutputTail();
+  #child: ChildProcess | undefined;
+  #exit: { code: number | null; signal: string | null } | undefined;
+  #client: HttpStreamClient | undefined;
+  #args: string[] = [];
+  #killOnExit = () => this.#child?.kill('SIGKILL');
+
+  constructor(config: LlamaServerConfig) {
+    this.#config = config;
+  }
+
+  get pid(): number | undefined {
+    return this.#child?.pid;
+  }
+
+  async start(): Promise<void> {
+    const c = this.#config;
+    const port = await freePort();
+    this.#args = [
+      '-m', c.modelPath,
+      '-np', String(c.slots),
+      '-t', String(c.threads),
+      '-tb', String(c.threads),
+      '-c', String(c.slots * c.ctxPerSlot),
+      '-b', String(c.batchSize),
+      '-ub', String(c.batchSize),
+      '-cb',
+      c.kvUnified ? '--kv-unified' : '--no-kv-unified',
+      '-fa', 'auto',
+      // Prompts never repeat in this workload; the host-memory prompt cache (saving idle slots
+      // on each new task) would be work our engine does not do. See docs/benchmarks.md.
+      '--cache-ram', '0',
+      '--no-webui',
+      '--host', '127.0.0.1',
+      '--port', String(port),
+      ...c.extraArgs,
+    ];
+    const child = spawn(c.binary, this.#args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.#child = child;
+    process.on('exit', this.#killOnExit);
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => this.#tail.push(d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => this.#tail.push(d));
+    child.on('exit', (code, signal) => (this.#exit = { code, signal }));
+    child.on('error', (err) => {
+      this.#exit = { code: null, signal: null };
+      this.#tail.push(`\nspawn error: ${err.message}\n`);
+    });
+
+    const deadline = Date.now() + (c.startTimeoutMs ?? 120_000);
+    while (true) {
+      if (this.#exit) throw new Error(`llama-server exited during start (${JSON.stringify(this.#exit)}):\n${this.#tail}`);
+      if (Date.now() > deadline) throw new Error(`llama-server did not become healthy in time:\n${this.#tail}`);
+      const status = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.status, () => 0);
+      if (status === 200) break;
+      await sleep(200);
+    }
+    this.#client = new HttpStreamClient({ host: '127.0.0.1', port, protocol: llamaCompletionProtocol });
+  }
+
+  async run(request: BenchRequest): Promise<RequestOutcome> {
+    if (!this.#client) throw new Error('LlamaServerTarget.run() before start()');
+    const outcome = await this.#client.run(request);
+    if (!outcome.ok && this.#exit) outcome.error = `${outcome.error}; llama-server died: ${this.#tail.toString().slice(-2000)}`;
+    return outcome;
+  }
+
+  cpuSeconds(): number | null {
+    const pid = this.#child?.pid;
+    if (pid === undefined || this.#exit) return null;
+    try {
+      // /proc/<pid>/stat: utime and stime are fields 14 and 15, in clock ticks (100 Hz on Linux).
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / 100;
+    } catch {
+      return null;
+    }
+  }
+
+  describe(): Record<string, unknown> {
+    return {
+      transport: this.transport,
+      binary: this.#config.binary,
+      version: llamaServerVersion(this.#config.binary),
+      args: this.#args,
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.#client?.close();
+    this.#client = undefined;
+    const child = this.#child;
+    if (child && !this.#exit) {
+      child.kill('SIGTERM');
+      const deadline = Date.now() + 5000;
+      while (!this.#exit && Date.now() < deadline) await sleep(50);
+      if (!this.#exit) child.kill('SIGKILL');
+    }
+    process.off('exit', this.#killOnExit);
+  }
+}

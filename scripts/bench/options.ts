@@ -1,0 +1,126 @@
+/** Command-line options of `npm run bench`, validated with messages that name the flag. */
+
+export interface BenchOptions {
+  concurrency: number[];
+  rounds: number;
+  maxTokens: number;
+  threads: number;
+  /** Requests each concurrent client sends back to back in one round. */
+  requestsPerClient: number;
+  /** KV cells per sequence on both sides (llama-server gets -c slots*ctxPerSlot). */
+  ctxPerSlot: number;
+  /** Parallel sequences on both sides (our slots, llama-server -np). */
+  slots: number;
+  /** Logical and physical batch size on both sides (-b / -ub). */
+  batchSize: number;
+  /** One KV buffer shared by all sequences, on both sides (llama-server -kvu / --no-kv-unified). */
+  kvUnified: boolean;
+  /** Approximate prompt length in tokens (the fixed text is trimmed to it). */
+  promptTokens: number;
+  quick: boolean;
+  /** Use this llama-server binary instead of building one. */
+  serverBin: string | undefined;
+  /** Extra arguments appended to the llama-server command line. */
+  serverArgs: string[];
+  /** Where the JSON goes (default bench/results/<timestamp>.json). */
+  out: string | undefined;
+  help: boolean;
+}
+
+export const DEFAULTS: BenchOptions = {
+  concurrency: [1, 4, 8, 16],
+  rounds: 2,
+  maxTokens: 128,
+  threads: 2,
+  requestsPerClient: 3,
+  ctxPerSlot: 512,
+  slots: 16,
+  batchSize: 512,
+  kvUnified: false,
+  promptTokens: 64,
+  quick: false,
+  serverBin: undefined,
+  serverArgs: [],
+  out: undefined,
+  help: false,
+};
+
+export const USAGE = `usage: npm run bench -- [options]
+
+Compares our engine (in-process) with llama.cpp's llama-server (HTTP, streaming) on the generated
+bench model: same GGUF, same llama.cpp build, same threads, context per slot, batch and sampling.
+
+  --concurrency 1,4,8,16   concurrent clients per level (default 1,4,8,16)
+  --rounds N               A,B alternations per level; medians are reported (default 2)
+  --max-tokens N           tokens generated per request, EOS ignored (default 128)
+  --threads N              CPU threads on both sides (default 2)
+  --requests-per-client N  requests each client sends back to back per round (default 3)
+  --ctx-per-slot N         KV cells per sequence on both sides (default 512)
+  --slots N                parallel sequences on both sides (default 16)
+  --batch-size N           n_batch = n_ubatch on both sides (default 512)
+  --prompt-tokens N        prompt length in tokens, about (default 64)
+  --kv-unified             one KV buffer for all sequences on both sides (default: one per sequence)
+  --quick                  smoke test: concurrency 1,4, 32 tokens, 1 round, 1 request per client
+  --server-bin PATH        use this llama-server instead of building it from build/
+  --server-arg ARG         extra llama-server argument (repeatable, e.g. --server-arg=--cache-ram=8192)
+  --out PATH               JSON output (default bench/results/<timestamp>.json)
+`;
+
+function int(flag: string, value: string, min: number): number {
+  if (!/^\d+$/.test(value) || Number(value) < min) throw new Error(`${flag} must be an integer >= ${min} (got "${value}")`);
+  return Number(value);
+}
+
+export function parseOptions(argv: readonly string[]): BenchOptions {
+  const o: BenchOptions = { ...DEFAULTS, concurrency: [...DEFAULTS.concurrency], serverArgs: [] };
+  const explicit = new Set<string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const eq = arg.indexOf('=');
+    const flag = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg;
+    const value = (): string => {
+      if (eq > 0 && arg.startsWith('--')) return arg.slice(eq + 1);
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${flag} needs a value`);
+      return v;
+    };
+    explicit.add(flag);
+    switch (flag) {
+      case '--concurrency': {
+        const list = value().split(',').map((s) => int('--concurrency', s.trim(), 1));
+        if (list.length === 0) throw new Error('--concurrency needs at least one level');
+        o.concurrency = list;
+        break;
+      }
+      case '--rounds': o.rounds = int(flag, value(), 1); break;
+      case '--max-tokens': o.maxTokens = int(flag, value(), 1); break;
+      case '--threads': o.threads = int(flag, value(), 1); break;
+      case '--requests-per-client': o.requestsPerClient = int(flag, value(), 1); break;
+      case '--ctx-per-slot': o.ctxPerSlot = int(flag, value(), 32); break;
+      case '--slots': o.slots = int(flag, value(), 1); break;
+      case '--batch-size': o.batchSize = int(flag, value(), 1); break;
+      case '--prompt-tokens': o.promptTokens = int(flag, value(), 8); break;
+      case '--kv-unified': o.kvUnified = true; break;
+      case '--quick': o.quick = true; break;
+      case '--server-bin': o.serverBin = value(); break;
+      case '--server-arg': o.serverArgs.push(value()); break;
+      case '--out': o.out = value(); break;
+      case '-h':
+      case '--help': o.help = true; break;
+      default: throw new Error(`unknown option ${arg} (see --help)`);
+    }
+  }
+  if (o.quick) {
+    // Explicit flags win over the --quick presets.
+    if (!explicit.has('--concurrency')) o.concurrency = [1, 4];
+    if (!explicit.has('--max-tokens')) o.maxTokens = 32;
+    if (!explicit.has('--rounds')) o.rounds = 1;
+    if (!explicit.has('--requests-per-client')) o.requestsPerClient = 1;
+  }
+  const top = Math.max(...o.concurrency);
+  if (top > o.slots) throw new Error(`--concurrency ${top} exceeds --slots ${o.slots}: requests would queue on one side`);
+  if (o.promptTokens + o.maxTokens + 16 > o.ctxPerSlot) {
+    throw new Error(`--ctx-per-slot ${o.ctxPerSlot} is too small for --prompt-tokens ${o.promptTokens} + --max-tokens ${o.maxTokens}`);
+  }
+  return o;
+}

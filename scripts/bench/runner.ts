@@ -1,0 +1,155 @@
+/**
+ * Runs the comparison: for each round, for each concurrency level, every target in turn
+ * (A, B, A, B, ...) gets the same requests from the same number of closed-loop clients.
+ */
+import { median, percentile } from './stats.js';
+import type { BenchRequest, BenchTarget, RequestOutcome } from './target.js';
+import { roundRequests, type WorkloadSpec } from './workload.js';
+
+export interface LevelRun {
+  target: string;
+  round: number;
+  concurrency: number;
+  requests: number;
+  wallMs: number;
+  /** Sum of the server-reported generated tokens. */
+  tokensOut: number;
+  tokensPerSecond: number;
+  ttftMs: number[];
+  promptTokens: number[];
+  cachedTokens: number[];
+  failures: string[];
+  /** Requests whose reported token count differs from max_tokens. */
+  countMismatches: number;
+  /** CPU seconds the other targets' processes burnt meanwhile (they should be idle). */
+  othersCpuSeconds: Record<string, number>;
+}
+
+export interface LevelSummary {
+  concurrency: number;
+  flagged: boolean;
+  notes: string[];
+  perTarget: Record<string, {
+    tokensPerSecondMedian: number | null;
+    tokensPerSecondRounds: number[];
+    ttftP50: number | null;
+    ttftP95: number | null;
+    promptTokensMedian: number | null;
+    cachedTokensMax: number | null;
+  }>;
+}
+
+export interface RunPlan {
+  concurrency: number[];
+  rounds: number;
+  requestsPerClient: number;
+  workload: WorkloadSpec;
+  log: (line: string) => void;
+}
+
+/** Sends `requests` through `clients` closed-loop clients (client k takes k, k+clients, ...). */
+export async function runLevel(target: BenchTarget, requests: readonly BenchRequest[], clients: number): Promise<{
+  wallMs: number;
+  outcomes: RequestOutcome[];
+}> {
+  const outcomes: RequestOutcome[] = new Array(requests.length);
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async (_, k) => {
+      for (let i = k; i < requests.length; i += clients) outcomes[i] = await target.run(requests[i]!);
+    }),
+  );
+  return { wallMs: performance.now() - started, outcomes };
+}
+
+function summarizeRun(target: BenchTarget, round: number, concurrency: number, maxTokens: number, result: {
+  wallMs: number;
+  outcomes: RequestOutcome[];
+}): LevelRun {
+  const { wallMs, outcomes } = result;
+  const failures = outcomes.filter((o) => !o.ok).map((o) => o.error ?? 'failed');
+  const tokensOut = outcomes.reduce((sum, o) => sum + (o.tokensOut ?? 0), 0);
+  return {
+    target: target.label,
+    round,
+    concurrency,
+    requests: outcomes.length,
+    wallMs,
+    tokensOut,
+    tokensPerSecond: (tokensOut * 1000) / wallMs,
+    ttftMs: outcomes.flatMap((o) => (o.ttftMs === null ? [] : [o.ttftMs])),
+    promptTokens: outcomes.flatMap((o) => (o.tokensIn === null ? [] : [o.tokensIn])),
+    cachedTokens: outcomes.flatMap((o) => (o.cachedTokens === null ? [] : [o.cachedTokens])),
+    failures,
+    countMismatches: outcomes.filter((o) => o.ok && o.tokensOut !== maxTokens).length,
+    othersCpuSeconds: {},
+  };
+}
+
+/** Short requests on every target first: loads weights into the page cache, sizes compute buffers. */
+export async function warmUp(targets: readonly BenchTarget[], plan: RunPlan): Promise<void> {
+  const top = Math.max(...plan.concurrency);
+  const spec = { ...plan.workload, maxTokens: Math.min(8, plan.workload.maxTokens) };
+  for (const target of targets) {
+    const requests = roundRequests(spec, top, 900_000);
+    const { outcomes } = await runLevel(target, requests, top);
+    const failed = outcomes.find((o) => !o.ok);
+    if (failed) throw new Error(`warm-up request to ${target.label} failed: ${failed.error}`);
+  }
+}
+
+export async function runRounds(targets: readonly BenchTarget[], plan: RunPlan): Promise<LevelRun[]> {
+  const runs: LevelRun[] = [];
+  let sequence = 0;
+  for (let round = 0; round < plan.rounds; round++) {
+    for (const concurrency of plan.concurrency) {
+      const requests = roundRequests(plan.workload, concurrency * plan.requestsPerClient, sequence);
+      sequence += requests.length;
+      for (const target of targets) {
+        const others = targets.filter((t) => t !== target);
+        const cpuBefore = others.map((t) => t.cpuSeconds?.() ?? null);
+        const result = await runLevel(target, requests, concurrency);
+        const run = summarizeRun(target, round, concurrency, plan.workload.maxTokens, result);
+        others.forEach((t, i) => {
+          const after = t.cpuSeconds?.() ?? null;
+          const before = cpuBefore[i];
+          if (after !== null && before !== null && before !== undefined) run.othersCpuSeconds[t.label] = after - before;
+        });
+        runs.push(run);
+        const ttft = percentile(run.ttftMs, 50);
+        plan.log(
+          `round ${round + 1}/${plan.rounds} c=${concurrency} ${target.label}: ${run.tokensPerSecond.toFixed(1)} tok/s, ` +
+            `${run.tokensOut} tokens in ${(run.wallMs / 1000).toFixed(2)} s, TTFT p50 ${ttft?.toFixed(0) ?? '-'} ms` +
+            (run.failures.length ? `, ${run.failures.length} FAILED (${run.failures[0]})` : '') +
+            (run.countMismatches ? `, ${run.countMismatches} token-count mismatches` : ''),
+        );
+      }
+    }
+  }
+  return runs;
+}
+
+export function summarize(runs: readonly LevelRun[], labels: readonly string[], concurrency: readonly number[]): LevelSummary[] {
+  return concurrency.map((c) => {
+    const summary: LevelSummary = { concurrency: c, flagged: false, notes: [], perTarget: {} };
+    for (const label of labels) {
+      const mine = runs.filter((r) => r.concurrency === c && r.target === label);
+      const ttfts = mine.flatMap((r) => r.ttftMs);
+      const failures = mine.reduce((n, r) => n + r.failures.length, 0);
+      const mismatches = mine.reduce((n, r) => n + r.countMismatches, 0);
+      if (failures) summary.notes.push(`${label}: ${failures} failed requests (${mine.flatMap((r) => r.failures)[0]})`);
+      if (mismatches) summary.notes.push(`${label}: ${mismatches} requests generated a token count other than max_tokens`);
+      if (failures || mismatches) summary.flagged = true;
+      const cached = mine.flatMap((r) => r.cachedTokens);
+      summary.perTarget[label] = {
+        tokensPerSecondMedian: median(mine.map((r) => r.tokensPerSecond)),
+        tokensPerSecondRounds: mine.map((r) => r.tokensPerSecond),
+        ttftP50: percentile(ttfts, 50),
+        ttftP95: percentile(ttfts, 95),
+        promptTokensMedian: median(mine.flatMap((r) => r.promptTokens)),
+        cachedTokensMax: cached.length ? Math.max(...cached) : null,
+      };
+    }
+    return summary;
+  });
+}
