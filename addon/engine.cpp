@@ -195,16 +195,22 @@ AddonEngine::AddonEngine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Addo
     auto* batch = new std::vector<EngineEvent>(std::move(events));
     if (tsfn.NonBlockingCall(batch) != napi_ok) delete batch;
   });
-  registryHandle_ = EnvRegistry::For(env).Add([this]() { Shutdown(); });
+  cleanupHook_ = env.AddCleanupHook(&AddonEngine::OnEnvCleanup, this);
+  hookLive_ = true;
 }
 
-AddonEngine::~AddonEngine() {
-  if (registryHandle_ != 0) EnvRegistry::For(env_).Remove(registryHandle_);
-  Shutdown();
+AddonEngine::~AddonEngine() { Shutdown(); }
+
+void AddonEngine::OnEnvCleanup(AddonEngine* self) {
+  self->hookLive_ = false;  // a hook that ran must not be removed
+  self->Shutdown();
 }
 
 void AddonEngine::Shutdown() {
-  registryHandle_ = 0;
+  if (hookLive_) {
+    cleanupHook_.Remove(env_);
+    hookLive_ = false;
+  }
   if (core_) {
     core_->Stop();
     core_.reset();
@@ -305,10 +311,8 @@ Napi::Value AddonEngine::Options(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value AddonEngine::Dispose(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (registryHandle_ != 0) EnvRegistry::For(env).Remove(registryHandle_);
   Shutdown();
-  return env.Undefined();
+  return info.Env().Undefined();
 }
 
 }  // namespace lmserve

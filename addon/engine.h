@@ -41,10 +41,14 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
   Napi::Value Options(const Napi::CallbackInfo& info);
   EngineCore& Core(Napi::Env env);
   void Shutdown();
+  static void OnEnvCleanup(AddonEngine* self);
 
   std::unique_ptr<EngineCore> core_;
   EngineEventState* events_ = nullptr;  // valid until Shutdown() releases the TSFN
-  uint64_t registryHandle_ = 0;
+  // Registered after the TSFN, so it runs before the TSFN's own teardown (hooks run in reverse
+  // order): the decode thread is joined while the TSFN it calls is still valid.
+  Napi::Env::CleanupHook<void (*)(AddonEngine*), AddonEngine> cleanupHook_;
+  bool hookLive_ = false;
   Napi::Env env_;
 };
 

@@ -3,10 +3,7 @@
 namespace lmserve {
 
 namespace {
-void CleanupEnv(Napi::Env, EnvRegistry* registry) {
-  registry->DisposeAll();
-  delete registry;
-}
+void CleanupEnv(Napi::Env, EnvRegistry* registry) { delete registry; }
 }  // namespace
 
 EnvRegistry& EnvRegistry::For(Napi::Env env) {
@@ -17,20 +14,6 @@ EnvRegistry& EnvRegistry::For(Napi::Env env) {
     env.SetInstanceData<EnvRegistry, CleanupEnv>(registry);
   }
   return *registry;
-}
-
-uint64_t EnvRegistry::Add(std::function<void()> dispose) {
-  uint64_t handle = next_++;
-  live_.emplace(handle, std::move(dispose));
-  return handle;
-}
-
-void EnvRegistry::Remove(uint64_t handle) { live_.erase(handle); }
-
-void EnvRegistry::DisposeAll() {
-  auto live = std::move(live_);
-  live_.clear();
-  for (auto& [handle, dispose] : live) dispose();
 }
 
 }  // namespace lmserve

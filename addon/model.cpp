@@ -151,23 +151,23 @@ AddonModel::AddonModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonM
   handle_ = std::move(*info[0].As<Napi::External<std::shared_ptr<ModelHandle>>>().Data());
   reportedMemory_ = static_cast<int64_t>(llama_model_size(handle_->model()));
   Napi::MemoryManagement::AdjustExternalMemory(env_, reportedMemory_);
-  registryHandle_ = EnvRegistry::For(env_).Add([this]() { Release(); });
+  cleanupHook_ = env_.AddCleanupHook(&AddonModel::OnEnvCleanup, this);
+  hookLive_ = true;
 }
 
-AddonModel::~AddonModel() {
-  if (registryHandle_ != 0) {
-    // Finalized by GC without dispose(): the env is still alive, so unregister and free.
-    EnvRegistry::For(env_).Remove(registryHandle_);
-    registryHandle_ = 0;
-  }
-  handle_.reset();
+AddonModel::~AddonModel() { Release(); }
+
+void AddonModel::OnEnvCleanup(AddonModel* self) {
+  self->hookLive_ = false;  // a hook that ran must not be removed
+  self->Release();
 }
 
 void AddonModel::Release() {
-  registryHandle_ = 0;
-  if (handle_) {
-    handle_.reset();
+  if (hookLive_) {
+    cleanupHook_.Remove(env_);
+    hookLive_ = false;
   }
+  handle_.reset();
 }
 
 std::shared_ptr<ModelHandle> AddonModel::Handle(Napi::Env env) const {
@@ -338,7 +338,6 @@ Napi::Value AddonModel::CreateEngine(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value AddonModel::Dispose(const Napi::CallbackInfo& info) {
-  if (registryHandle_ != 0) EnvRegistry::For(info.Env()).Remove(registryHandle_);
   if (reportedMemory_ != 0) {
     Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -reportedMemory_);
     reportedMemory_ = 0;

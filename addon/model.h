@@ -59,10 +59,13 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value IsDisposed(const Napi::CallbackInfo& info);
   void Release();
+  static void OnEnvCleanup(AddonModel* self);
 
   std::shared_ptr<ModelHandle> handle_;
-  uint64_t registryHandle_ = 0;
   int64_t reportedMemory_ = 0;
+  // Frees the weights when the thread's env goes away without dispose().
+  Napi::Env::CleanupHook<void (*)(AddonModel*), AddonModel> cleanupHook_;
+  bool hookLive_ = false;
   Napi::Env env_;
 };
 
