@@ -11,6 +11,7 @@
 #include "sampling.h"
 #include "errors.h"
 #include "json-schema-to-grammar.h"
+#include "log.h"
 
 namespace lmserve {
 
@@ -64,6 +65,9 @@ Napi::Value JsonSchemaToGrammarJs(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   std::call_once(gBackendOnce, []() {
     InstallLogHandler();
+    // llama.cpp's common library logs through its own worker thread; the failures it reports
+    // (e.g. a chat template Jinja cannot parse) reach callers as errors, so discard that log.
+    common_log_pause(common_log_main());
     llama_backend_init();
   });
   EnvRegistry::For(env);

@@ -12,6 +12,7 @@
 #include "env_registry.h"
 #include "errors.h"
 #include "log_capture.h"
+#include "chat.h"
 
 namespace lmserve {
 
@@ -21,7 +22,82 @@ namespace lmserve {
 ModelHandle::ModelHandle(llama_model* model, std::string path, uint64_t fileSize)
     : model_(model), path_(std::move(path)), fileSize_(fileSize) {}
 
-ModelHandle::~ModelHandle() { llama_model_free(model_); }
+ModelHandle::~ModelHandle() {
+  templates_.reset();
+  llama_model_free(model_);
+}
+
+namespace {
+std::shared_ptr<common_chat_templates> InitTemplates(const llama_model* model, const std::string& override) {
+  try {
+    LogCapture quiet;
+    return std::shared_ptr<common_chat_templates>(common_chat_templates_init(model, override).release(),
+                                                  common_chat_templates_free);
+  } catch (const std::exception&) {
+    return nullptr;
+  }
+}
+
+std::string BuiltinTemplate(const std::string& tmpl, const std::vector<std::pair<std::string, std::string>>& messages,
+                            bool addAssistant) {
+  std::vector<llama_chat_message> msgs;
+  size_t totalChars = 0;
+  for (const auto& [role, content] : messages) {
+    msgs.push_back({role.c_str(), content.c_str()});
+    totalChars += role.size() + content.size();
+  }
+  std::string out(totalChars * 2 + 256, '\0');
+  int32_t n = llama_chat_apply_template(tmpl.c_str(), msgs.data(), msgs.size(), addAssistant, out.data(),
+                                        static_cast<int32_t>(out.size()));
+  if (n > static_cast<int32_t>(out.size())) {
+    out.resize(static_cast<size_t>(n));
+    n = llama_chat_apply_template(tmpl.c_str(), msgs.data(), msgs.size(), addAssistant, out.data(),
+                                  static_cast<int32_t>(out.size()));
+  }
+  if (n < 0) throw CodedError(codes::kInvalidRequest, "the chat template can be rendered neither by Jinja nor by llama.cpp's built-in matcher");
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+}  // namespace
+
+std::string ModelHandle::ApplyChatTemplate(const std::vector<std::pair<std::string, std::string>>& messages,
+                                           bool addAssistant, const std::string& templateOverride) {
+  std::shared_ptr<common_chat_templates> templates;
+  if (!templateOverride.empty()) {
+    templates = InitTemplates(model_, templateOverride);
+  } else {
+    std::lock_guard<std::mutex> lock(templatesMutex_);
+    if (!templatesTried_) {
+      templates_ = InitTemplates(model_, "");
+      templatesTried_ = true;
+    }
+    templates = templates_;
+  }
+  if (templates) {
+    common_chat_templates_inputs inputs;
+    for (const auto& [role, content] : messages) {
+      common_chat_msg msg;
+      msg.role = role;
+      msg.content = content;
+      inputs.messages.push_back(std::move(msg));
+    }
+    inputs.add_generation_prompt = addAssistant;
+    inputs.use_jinja = true;
+    try {
+      LogCapture quiet;
+      return common_chat_templates_apply(templates.get(), inputs).prompt;
+    } catch (const std::exception&) {
+      // fall through to the built-in matcher
+    }
+  }
+  std::string tmpl = templateOverride;
+  if (tmpl.empty()) {
+    const char* t = llama_model_chat_template(model_, nullptr);
+    if (t == nullptr) throw CodedError(codes::kInvalidRequest, "the model has no chat template");
+    tmpl = t;
+  }
+  return BuiltinTemplate(tmpl, messages, addAssistant);
+}
 
 namespace {
 
@@ -290,47 +366,29 @@ Napi::Value AddonModel::Detokenize(const Napi::CallbackInfo& info) {
 }
 
 // applyChatTemplate(messages: {role, content}[], addAssistant: boolean, template?: string)
-// Uses llama.cpp's built-in template matcher (no Jinja); unknown templates throw INVALID_REQUEST.
 Napi::Value AddonModel::ApplyChatTemplate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto handle = Handle(env);
   if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "messages must be an array");
   Napi::Array arr = info[0].As<Napi::Array>();
   bool addAssistant = info.Length() > 1 && info[1].IsBoolean() ? info[1].As<Napi::Boolean>().Value() : true;
-  std::string tmpl;
-  if (info.Length() > 2 && info[2].IsString()) {
-    tmpl = info[2].As<Napi::String>().Utf8Value();
-  } else {
-    const char* t = llama_model_chat_template(handle->model(), nullptr);
-    if (t == nullptr) ThrowCoded(env, codes::kInvalidRequest, "the model has no chat template");
-    tmpl = t;
-  }
-  std::vector<std::string> roles, contents;
-  size_t totalChars = 0;
+  std::string tmpl = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "";
+  std::vector<std::pair<std::string, std::string>> messages;
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     Napi::Value v = arr.Get(i);
-    if (!v.IsObject()) ThrowCoded(env, codes::kInvalidRequest, "messages[" + std::to_string(i) + "] must be an object");
+    std::string field = "messages[" + std::to_string(i) + "]";
+    if (!v.IsObject()) ThrowCoded(env, codes::kInvalidRequest, field + " must be an object");
     Napi::Object m = v.As<Napi::Object>();
     if (!m.Get("role").IsString() || !m.Get("content").IsString()) {
-      ThrowCoded(env, codes::kInvalidRequest, "messages[" + std::to_string(i) + "] needs string role and content");
+      ThrowCoded(env, codes::kInvalidRequest, field + " needs string role and content");
     }
-    roles.push_back(m.Get("role").As<Napi::String>().Utf8Value());
-    contents.push_back(m.Get("content").As<Napi::String>().Utf8Value());
-    totalChars += roles.back().size() + contents.back().size();
+    messages.emplace_back(m.Get("role").As<Napi::String>().Utf8Value(), m.Get("content").As<Napi::String>().Utf8Value());
   }
-  std::vector<llama_chat_message> msgs;
-  for (size_t i = 0; i < roles.size(); ++i) msgs.push_back({roles[i].c_str(), contents[i].c_str()});
-  std::string out(totalChars * 2 + 256, '\0');
-  int32_t n = llama_chat_apply_template(tmpl.c_str(), msgs.data(), msgs.size(), addAssistant, out.data(),
-                                        static_cast<int32_t>(out.size()));
-  if (n > static_cast<int32_t>(out.size())) {
-    out.resize(static_cast<size_t>(n));
-    n = llama_chat_apply_template(tmpl.c_str(), msgs.data(), msgs.size(), addAssistant, out.data(),
-                                  static_cast<int32_t>(out.size()));
+  try {
+    return Napi::String::New(env, handle->ApplyChatTemplate(messages, addAssistant, tmpl));
+  } catch (const CodedError& e) {
+    ThrowCoded(env, e.code(), e.what());
   }
-  if (n < 0) ThrowCoded(env, codes::kInvalidRequest, "the chat template is not one llama.cpp recognises");
-  out.resize(static_cast<size_t>(n));
-  return Napi::String::New(env, out);
 }
 
 Napi::Value AddonModel::CreateEngine(const Napi::CallbackInfo& info) {

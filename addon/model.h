@@ -4,9 +4,13 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "llama.h"
+
+struct common_chat_templates;  // llama.cpp common/chat.h
 
 namespace lmserve {
 
@@ -20,6 +24,11 @@ class ModelHandle {
   ModelHandle& operator=(const ModelHandle&) = delete;
 
   llama_model* model() const { return model_; }
+  // Renders messages with the model's chat template through llama.cpp's Jinja engine (the same
+  // code llama-server uses), falling back to llama.cpp's built-in template matcher. Thread-safe.
+  // Throws CodedError(INVALID_REQUEST) when neither can render the template.
+  std::string ApplyChatTemplate(const std::vector<std::pair<std::string, std::string>>& messages, bool addAssistant,
+                                const std::string& templateOverride);
   const llama_vocab* vocab() const { return llama_model_get_vocab(model_); }
   const std::string& path() const { return path_; }
   uint64_t fileSize() const { return fileSize_; }
@@ -28,6 +37,9 @@ class ModelHandle {
   llama_model* model_;
   std::string path_;
   uint64_t fileSize_;
+  std::mutex templatesMutex_;
+  std::shared_ptr<::common_chat_templates> templates_;  // parsed on first use
+  bool templatesTried_ = false;
 };
 
 struct LoadOptions {

@@ -1,7 +1,9 @@
 /**
- * `npm run bench`: our engine against llama.cpp's llama-server on the same model, build, threads,
- * context per slot, batch size, sampling and workload. Prints a comparison table and saves the
- * figures as JSON under bench/results/. See docs/benchmarks.md for what is compared and why.
+ * `npm run bench`: our service (through its per-model HTTP port; `--ours engine` drives the engine
+ * in-process instead) against llama.cpp's llama-server on the same model, build, threads, context
+ * per slot, batch size, sampling and workload; then the two-model row (model B's TTFT while model
+ * A is idle and while A is saturated). Prints the tables and saves the figures as JSON under
+ * bench/results/. See docs/benchmarks.md for what is compared and why.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -10,30 +12,51 @@ import { fileURLToPath } from 'node:url';
 import { buildLlamaTool } from './build-addon.mjs';
 import { generateModel } from './gen-model.mjs';
 import { EngineTarget } from './bench/engine-target.js';
+import { formatIsolation, measureIsolation, type IsolationResult } from './bench/isolation.js';
 import { LlamaServerTarget } from './bench/llama-server-target.js';
 import { machineInfo } from './bench/machine.js';
 import { parseOptions, USAGE, type BenchOptions } from './bench/options.js';
 import { batchingGain, comparisonRows, formatTable } from './bench/report.js';
 import { runRounds, summarize, warmUp, type RunPlan } from './bench/runner.js';
+import { ServiceTarget } from './bench/service-target.js';
 import type { BenchTarget } from './bench/target.js';
 import { BANNED_SPM_IDS, fitBaseText, requestTag, SAMPLING } from './bench/workload.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
 
-const targets: BenchTarget[] = [];
+/** Everything that must be stopped on exit, errors and signals (targets, the two-model service). */
+const running: Array<{ stop(): Promise<void> }> = [];
 let stopping = false;
 
 async function stopTargets(): Promise<void> {
-  await Promise.allSettled(targets.map((t) => t.stop()));
+  await Promise.allSettled(running.map((t) => t.stop()));
+}
+
+/** The model's own tokenizer (llama.cpp's, as on both servers), to size the prompt. */
+async function withTokenizer<T>(modelPath: string, use: (count: (text: string) => number) => T): Promise<T> {
+  const { loadModel } = await import('@lmserve/engine');
+  const model = await loadModel(modelPath, { gpuLayers: 0 });
+  try {
+    return use((text) => model.tokenize(text, { addSpecial: true }).length);
+  } finally {
+    model.dispose();
+  }
+}
+
+function fitPrompt(tokens: number, count: (text: string) => number): { baseText: string; promptTokens: number } {
+  const baseText = fitBaseText(tokens, count);
+  return { baseText, promptTokens: count(`${requestTag(1000)} ${baseText}`) };
 }
 
 function onSignal(signal: NodeJS.Signals): void {
   if (stopping) return;
   stopping = true;
-  log(`${signal}: stopping llama-server and the engine`);
+  log(`${signal}: stopping llama-server and our side`);
   const code = signal === 'SIGINT' ? 130 : 143;
-  const force = setTimeout(() => process.exit(code), 6000);
+  // The service drains within its SHUTDOWN_GRACE_MS (2 s) and is SIGKILLed 8 s later; process exit
+  // SIGKILLs whatever is still there.
+  const force = setTimeout(() => process.exit(code), 15_000);
   force.unref();
   void stopTargets().finally(() => process.exit(code));
 }
@@ -47,16 +70,22 @@ async function main(options: BenchOptions): Promise<void> {
   }
   const serverBin = options.serverBin ? resolve(options.serverBin) : buildLlamaTool('llama-server');
   const modelPath: string = await generateModel({ preset: 'bench', log });
+  const tinyPath: string | null = options.isolationRequests > 0 ? await generateModel({ preset: 'tiny', log }) : null;
 
   const shared = { modelPath, slots: options.slots, ctxPerSlot: options.ctxPerSlot, batchSize: options.batchSize, threads: options.threads, kvUnified: options.kvUnified };
-  const ours = new EngineTarget(shared);
+  const ours: EngineTarget | ServiceTarget = options.ours === 'engine' ? new EngineTarget(shared) : new ServiceTarget({ ...shared, root, log });
   const server = new LlamaServerTarget({ ...shared, binary: serverBin, extraArgs: options.serverArgs });
-  targets.push(ours, server);
-  log('loading the model in-process and starting llama-server');
+  const targets: BenchTarget[] = [ours, server];
+  running.push(ours, server);
+  log(options.ours === 'engine'
+    ? 'loading the model in-process and starting llama-server'
+    : 'starting our supervisor (one worker for the bench model) and llama-server');
   await ours.start();
   await server.start();
 
-  const baseText = fitBaseText(options.promptTokens, (text) => ours.countTokens(text));
+  const { baseText, promptTokens } = ours instanceof EngineTarget
+    ? fitPrompt(options.promptTokens, (text) => ours.countTokens(text))
+    : await withTokenizer(modelPath, (count) => fitPrompt(options.promptTokens, count));
   const plan: RunPlan = {
     concurrency: options.concurrency,
     rounds: options.rounds,
@@ -64,7 +93,7 @@ async function main(options: BenchOptions): Promise<void> {
     workload: { baseText, maxTokens: options.maxTokens, sampling: SAMPLING },
     log,
   };
-  log(`prompt: about ${ours.countTokens(`${requestTag(1000)} ${baseText}`)} tokens; ${options.maxTokens} generated per request; ` +
+  log(`prompt: about ${promptTokens} tokens; ${options.maxTokens} generated per request; ` +
     `levels ${options.concurrency.join(',')}; ${options.rounds} rounds; ${options.requestsPerClient} requests per client`);
   log('warming up both sides');
   await warmUp(targets, plan);
@@ -75,6 +104,7 @@ async function main(options: BenchOptions): Promise<void> {
   const rows = comparisonRows(summaries, ours.label, server.label);
   const gain = batchingGain(rows);
   const idleServerCpu = runs.filter((r) => r.target === ours.label).map((r) => r.othersCpuSeconds[server.label] ?? 0);
+  const idleOursCpu = runs.filter((r) => r.target === server.label).map((r) => r.othersCpuSeconds[ours.label] ?? null);
 
   process.stdout.write(`\n${formatTable(rows)}\n`);
   if (gain) {
@@ -83,7 +113,46 @@ async function main(options: BenchOptions): Promise<void> {
         `llama-server ${gain.server?.toFixed(2) ?? '-'}x\n`,
     );
   }
-  process.stdout.write(`ours: in-process engine (no HTTP); llama-server: HTTP + SSE over loopback\n`);
+  process.stdout.write(
+    options.ours === 'engine'
+      ? `ours: in-process engine (no HTTP); llama-server: HTTP + SSE over loopback\n`
+      : `ours: the service's model port, POST /v1/completions + SSE over loopback (supervisor -> host process -> engine); ` +
+          `llama-server: POST /completion + SSE over loopback\n`,
+  );
+
+  // The comparison's processes go first: the two-model row gets the machine to itself.
+  if (ours instanceof ServiceTarget) await ours.snapshot();
+  const targetInfo = { ours: ours.describe(), 'llama-server': server.describe() };
+  await stopTargets();
+  let isolation: IsolationResult | { error: string } | null = null;
+  if (tinyPath && !stopping) {
+    try {
+      isolation = await measureIsolation({
+        root,
+        modelA: modelPath,
+        modelB: tinyPath,
+        slots: options.slots,
+        ctxPerSlot: options.ctxPerSlot,
+        batchSize: options.batchSize,
+        threads: options.threads,
+        bThreads: 1,
+        requests: options.isolationRequests,
+        bMaxTokens: options.isolationMaxTokens,
+        aMaxTokens: options.maxTokens,
+        workload: plan.workload,
+        log,
+        register: (service) => running.push(service),
+      });
+      process.stdout.write(`\n${formatIsolation(isolation)}\n`);
+    } catch (err) {
+      if (stopping) throw err;
+      // The comparison above still gets saved.
+      const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
+      isolation = { error: message };
+      log(`two-model isolation failed: ${message}`);
+      process.stdout.write(`\ntwo-model isolation: FAILED (${message.split('\n')[0]})\n`);
+    }
+  }
 
   const finishedAt = new Date();
   const out = options.out
@@ -110,13 +179,15 @@ async function main(options: BenchOptions): Promise<void> {
       tokensPerSecond: 'sum of server-reported generated tokens / wall time of the level (first send to last stream end)',
       ttft: 'client side: request sent to first streamed token',
     },
-    targets: { ours: ours.describe(), 'llama-server': server.describe() },
+    targets: targetInfo,
     rows,
     batchingGain: gain,
     idleCheck: {
-      note: 'CPU seconds llama-server used while our engine ran (it should be idle)',
+      note: 'CPU seconds each side used while the other ran (both should be idle); ours = supervisor + host (null in-process)',
       llamaServerCpuSecondsDuringOurs: idleServerCpu,
+      oursCpuSecondsDuringLlamaServer: idleOursCpu,
     },
+    isolation,
     summaries,
     runs,
   };

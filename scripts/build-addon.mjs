@@ -75,13 +75,17 @@ export function buildAddon({ force = false, argv = process.argv.slice(2) } = {})
       log(`${changed ? 'rebuilt' : 'up to date'} (${variant}): ${ADDON_PATH}`);
       return ADDON_PATH;
     }
-    log('incremental build failed; reconfiguring');
+    // A compile error: show it and stop. (Reconfiguring or cleaning would only hide it, and a
+    // clean rebuild throws away llama-server and every object in build/.)
+    process.stderr.write(r.stdout);
+    throw new Error('addon build failed (see the compiler output above)');
   }
   const cmakeJs = join(root, 'node_modules', 'cmake-js', 'bin', 'cmake-js');
   if (!existsSync(cmakeJs)) throw new Error('cmake-js is missing: run `npm install` first');
   log(`building the addon (${variant}, ${jobs} jobs) against ${llamaDir}; the first build takes several minutes`);
-  const args = [cmakeJs, 'compile', '--out', 'build', '--config', 'Release', '--parallel', jobs];
-  // A changed variant needs a fresh configure; cmake-js "compile" reconfigures when asked.
+  // `build` configures when needed and builds; unlike `compile` it never falls back to a clean
+  // rebuild on a compile error. A changed variant needs a fresh configure: `rebuild`.
+  const args = [cmakeJs, 'build', '--out', 'build', '--config', 'Release', '--parallel', jobs];
   if (existsSync(stampPath) && readFileSync(stampPath, 'utf8') !== stamp) args[1] = 'rebuild';
   for (const d of defines) args.push(`--CD${d}`);
   const result = spawnSync(process.execPath, args, { cwd: root, env: buildEnv, stdio: 'inherit' });

@@ -1,7 +1,7 @@
 /**
  * A streaming HTTP client for completion servers that answer with server-sent events, and the
- * narrow `StreamProtocol` interface a server's request/response format plugs into. Adding a target
- * for another HTTP server (our own service once it exists) means writing one StreamProtocol.
+ * narrow `StreamProtocol` interface a server's request/response format plugs into (llama-server's
+ * /completion and our /v1/completions are the two there are).
  */
 import { Agent, request as httpRequest } from 'node:http';
 import type { BenchRequest, RequestOutcome } from './target.js';
@@ -11,7 +11,14 @@ export interface StreamEventInfo {
   /** Generated tokens this event carries (0 for bookkeeping events). */
   tokens: number;
   /** Set on the final event: the server's own usage numbers. */
-  final?: { tokensOut: number | null; tokensIn: number | null; cachedTokens: number | null; finishReason: string | null };
+  final?: {
+    tokensOut: number | null;
+    tokensIn: number | null;
+    cachedTokens: number | null;
+    finishReason: string | null;
+    /** The server's own time to first token, when it reports one. */
+    serverTtftMs?: number | null;
+  };
   /** Set when the event reports a failure. */
   error?: string;
 }
@@ -45,7 +52,8 @@ export class HttpStreamClient {
     this.#options = options;
   }
 
-  run(request: BenchRequest): Promise<RequestOutcome> {
+  /** `signal` aborts the request (the connection is closed; the outcome reports the abort). */
+  run(request: BenchRequest, signal?: AbortSignal): Promise<RequestOutcome> {
     const { host, port, protocol, timeoutMs = 300_000 } = this.#options;
     const payload = Buffer.from(JSON.stringify(protocol.body(request)));
     const started = performance.now();
@@ -131,6 +139,17 @@ export class HttpStreamClient {
         req.destroy(new Error(`no answer within ${timeoutMs} ms`));
       });
       req.on('error', (err) => finish(`request error: ${err.message}`));
+      if (signal) {
+        const onAbort = () => {
+          finish('aborted');
+          req.destroy();
+        };
+        if (signal.aborted) onAbort();
+        else {
+          signal.addEventListener('abort', onAbort, { once: true });
+          req.on('close', () => signal.removeEventListener('abort', onAbort));
+        }
+      }
       req.end(payload);
     });
   }

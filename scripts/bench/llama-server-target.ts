@@ -73,7 +73,7 @@ export const llamaCompletionProtocol: StreamProtocol = {
   },
 };
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
@@ -85,10 +85,10 @@ async function freePort(): Promise<number> {
   });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The last few KiB a child wrote, for the error reported when it dies. */
-class OutputTail {
+export class OutputTail {
   #text = '';
   constructor(readonly limit = 8192) {}
   push(chunk: string): void {

@@ -1,6 +1,8 @@
 /** Command-line options of `npm run bench`, validated with messages that name the flag. */
 
 export interface BenchOptions {
+  /** How our side is driven: through the service's HTTP port (default) or the engine in-process. */
+  ours: 'http' | 'engine';
   concurrency: number[];
   rounds: number;
   maxTokens: number;
@@ -24,10 +26,15 @@ export interface BenchOptions {
   serverArgs: string[];
   /** Where the JSON goes (default bench/results/<timestamp>.json). */
   out: string | undefined;
+  /** Sequential requests to model B per phase of the two-model row (0 skips the row). */
+  isolationRequests: number;
+  /** Tokens each of B's requests generates. */
+  isolationMaxTokens: number;
   help: boolean;
 }
 
 export const DEFAULTS: BenchOptions = {
+  ours: 'http',
   concurrency: [1, 4, 8, 16],
   rounds: 2,
   maxTokens: 128,
@@ -42,14 +49,19 @@ export const DEFAULTS: BenchOptions = {
   serverBin: undefined,
   serverArgs: [],
   out: undefined,
+  isolationRequests: 10,
+  isolationMaxTokens: 16,
   help: false,
 };
 
 export const USAGE = `usage: npm run bench -- [options]
 
-Compares our engine (in-process) with llama.cpp's llama-server (HTTP, streaming) on the generated
-bench model: same GGUF, same llama.cpp build, same threads, context per slot, batch and sampling.
+Compares our service (its per-model HTTP port, streaming) with llama.cpp's llama-server (HTTP,
+streaming) on the generated bench model: same GGUF, same llama.cpp build, same threads, context per
+slot, batch and sampling. Then the two-model row: model B's time to first token while model A is
+idle and while A is saturated, both served by one supervisor.
 
+  --ours http|engine       our side: the service over HTTP (default) or the engine in-process
   --concurrency 1,4,8,16   concurrent clients per level (default 1,4,8,16)
   --rounds N               A,B alternations per level; medians are reported (default 2)
   --max-tokens N           tokens generated per request, EOS ignored (default 128)
@@ -60,9 +72,12 @@ bench model: same GGUF, same llama.cpp build, same threads, context per slot, ba
   --batch-size N           n_batch = n_ubatch on both sides (default 512)
   --prompt-tokens N        prompt length in tokens, about (default 64)
   --kv-unified             one KV buffer for all sequences on both sides (default: one per sequence)
-  --quick                  smoke test: concurrency 1,4, 32 tokens, 1 round, 1 request per client
+  --quick                  smoke test: concurrency 1,4, 32 tokens, 1 round, 1 request per client,
+                           5 requests per phase of the two-model row
   --server-bin PATH        use this llama-server instead of building it from build/
   --server-arg ARG         extra llama-server argument (repeatable, e.g. --server-arg=--cache-ram=8192)
+  --isolation-requests N   B requests per phase of the two-model row; 0 skips the row (default 10)
+  --isolation-max-tokens N tokens per B request in the two-model row (default 16)
   --out PATH               JSON output (default bench/results/<timestamp>.json)
 `;
 
@@ -105,6 +120,14 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       case '--server-bin': o.serverBin = value(); break;
       case '--server-arg': o.serverArgs.push(value()); break;
       case '--out': o.out = value(); break;
+      case '--ours': {
+        const v = value();
+        if (v !== 'http' && v !== 'engine') throw new Error(`--ours must be http or engine (got "${v}")`);
+        o.ours = v;
+        break;
+      }
+      case '--isolation-requests': o.isolationRequests = int(flag, value(), 0); break;
+      case '--isolation-max-tokens': o.isolationMaxTokens = int(flag, value(), 1); break;
       case '-h':
       case '--help': o.help = true; break;
       default: throw new Error(`unknown option ${arg} (see --help)`);
@@ -116,6 +139,10 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     if (!explicit.has('--max-tokens')) o.maxTokens = 32;
     if (!explicit.has('--rounds')) o.rounds = 1;
     if (!explicit.has('--requests-per-client')) o.requestsPerClient = 1;
+    if (!explicit.has('--isolation-requests')) o.isolationRequests = 5;
+  }
+  if (o.ours === 'http' && o.kvUnified) {
+    throw new Error('--kv-unified needs --ours engine: the service has no worker key for a unified KV cache (it always uses one buffer per sequence)');
   }
   const top = Math.max(...o.concurrency);
   if (top > o.slots) throw new Error(`--concurrency ${top} exceeds --slots ${o.slots}: requests would queue on one side`);

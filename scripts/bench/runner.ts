@@ -2,6 +2,7 @@
  * Runs the comparison: for each round, for each concurrency level, every target in turn
  * (A, B, A, B, ...) gets the same requests from the same number of closed-loop clients.
  */
+import { readFileSync } from 'node:fs';
 import { median, percentile } from './stats.js';
 import type { BenchRequest, BenchTarget, RequestOutcome } from './target.js';
 import { roundRequests, type WorkloadSpec } from './workload.js';
@@ -23,6 +24,24 @@ export interface LevelRun {
   countMismatches: number;
   /** CPU seconds the other targets' processes burnt meanwhile (they should be idle). */
   othersCpuSeconds: Record<string, number>;
+  /**
+   * CPU seconds the target's own processes used during the level (null in-process), and the
+   * seconds the hypervisor stole from this machine's CPUs meanwhile: a slow level with the usual
+   * CPU seconds but a longer wall time points at the machine, not at the server.
+   */
+  ownCpuSeconds: number | null;
+  stealSeconds: number | null;
+}
+
+/** Steal time of all CPUs so far (/proc/stat, clock ticks at 100 Hz); null where unknown. */
+function stealSeconds(): number | null {
+  try {
+    const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/);
+    const steal = Number(fields[8]);
+    return Number.isFinite(steal) ? steal / 100 : null;
+  } catch {
+    return null;
+  }
 }
 
 export interface LevelSummary {
@@ -83,6 +102,8 @@ function summarizeRun(target: BenchTarget, round: number, concurrency: number, m
     failures,
     countMismatches: outcomes.filter((o) => o.ok && o.tokensOut !== maxTokens).length,
     othersCpuSeconds: {},
+    ownCpuSeconds: null,
+    stealSeconds: null,
   };
 }
 
@@ -108,8 +129,14 @@ export async function runRounds(targets: readonly BenchTarget[], plan: RunPlan):
       for (const target of targets) {
         const others = targets.filter((t) => t !== target);
         const cpuBefore = others.map((t) => t.cpuSeconds?.() ?? null);
+        const ownBefore = target.cpuSeconds?.() ?? null;
+        const stealBefore = stealSeconds();
         const result = await runLevel(target, requests, concurrency);
         const run = summarizeRun(target, round, concurrency, plan.workload.maxTokens, result);
+        const ownAfter = target.cpuSeconds?.() ?? null;
+        const stealAfter = stealSeconds();
+        if (ownBefore !== null && ownAfter !== null) run.ownCpuSeconds = ownAfter - ownBefore;
+        if (stealBefore !== null && stealAfter !== null) run.stealSeconds = stealAfter - stealBefore;
         others.forEach((t, i) => {
           const after = t.cpuSeconds?.() ?? null;
           const before = cpuBefore[i];
@@ -120,6 +147,8 @@ export async function runRounds(targets: readonly BenchTarget[], plan: RunPlan):
         plan.log(
           `round ${round + 1}/${plan.rounds} c=${concurrency} ${target.label}: ${run.tokensPerSecond.toFixed(1)} tok/s, ` +
             `${run.tokensOut} tokens in ${(run.wallMs / 1000).toFixed(2)} s, TTFT p50 ${ttft?.toFixed(0) ?? '-'} ms` +
+            (run.ownCpuSeconds !== null ? `, ${run.ownCpuSeconds.toFixed(1)} CPU s` : '') +
+            (run.stealSeconds ? `, ${run.stealSeconds.toFixed(1)} s stolen` : '') +
             (run.failures.length ? `, ${run.failures.length} FAILED (${run.failures[0]})` : '') +
             (run.countMismatches ? `, ${run.countMismatches} token-count mismatches` : ''),
         );

@@ -1,8 +1,8 @@
 /**
  * What the benchmark drives: anything that can run one generation request and report, from the
  * client's side, when the first token arrived and how many tokens the server says it generated.
- * One implementation per serving stack (our engine in-process, llama-server over HTTP, later our
- * own HTTP service); the runner knows nothing else about them.
+ * One implementation per serving stack (our service over HTTP, our engine in-process, llama-server
+ * over HTTP); the runner knows nothing else about them.
  */
 
 /** Sampling parameters, identical on every side of a comparison. */
@@ -46,6 +46,8 @@ export interface RequestOutcome {
   /** Streamed events that carried tokens (a sanity check against tokensOut). */
   streamedEvents: number;
   finishReason: string | null;
+  /** The server's own time to first token (ours: timings.ttft_ms), when it reports one. */
+  serverTtftMs?: number | null;
 }
 
 export interface BenchTarget {

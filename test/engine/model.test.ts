@@ -38,6 +38,19 @@ describe('model loading and info', () => {
     }
   });
 
+  test('renders chat templates with Jinja, including ones the built-in matcher does not know', async () => {
+    const messages = [
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: 'Hi' },
+    ];
+    assert.equal(model.applyChatTemplate(messages), '[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]');
+    const custom = '{% for m in messages %}<<{{ m.role }}:{{ m.content }}>>{% endfor %}{% if add_generation_prompt %}<<assistant:{% endif %}';
+    assert.equal(model.applyChatTemplate(messages, { template: custom }), '<<system:Be brief.>><<user:Hi>><<assistant:');
+    assert.equal(model.applyChatTemplate(messages, { template: custom, addAssistant: false }), '<<system:Be brief.>><<user:Hi>>');
+    assert.throws(() => model.applyChatTemplate(messages, { template: '{% for m in messages %}' }), { code: 'INVALID_REQUEST' });
+    assert.throws(() => model.applyChatTemplate([{ role: 'user' } as never]), { code: 'INVALID_REQUEST' });
+  });
+
   test('reports load progress from 0 to 1', async () => {
     const seen: number[] = [];
     const m = await loadModel(await modelPath('tiny-bpe'), { onProgress: (p) => seen.push(p) });

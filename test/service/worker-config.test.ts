@@ -24,6 +24,7 @@ describe('worker configuration', () => {
     assert.equal(config.replicas, 1);
     assert.equal(config.threads, 0);
     assert.equal(config.contextSize, 4096);
+    assert.equal(config.batchSize, 0);
     assert.equal(config.gpuLayers, 'auto');
     assert.equal(config.jetstream, false);
     assert.equal(config.maxQueue, 64);
@@ -41,6 +42,7 @@ describe('worker configuration', () => {
       'MODEL_PATH=data/models/tiny/model.gguf',
       'HTTP_ADDR=0.0.0.0:5773',
       'WORKER_CONCURRENCY=8',
+      'BATCH_SIZE=256',
       'GPU_LAYERS=12',
       'JETSTREAM=on',
       'API_KEY="s3cret # not a comment"',
@@ -52,6 +54,7 @@ describe('worker configuration', () => {
     assert.equal(config.modelPath, '/srv/lmserve/data/models/tiny/model.gguf');
     assert.deepEqual(config.httpAddr, { host: '0.0.0.0', port: 5773 });
     assert.equal(config.concurrency, 8);
+    assert.equal(config.batchSize, 256);
     assert.equal(config.gpuLayers, 12);
     assert.equal(config.jetstream, true);
     assert.equal(config.apiKey, 's3cret # not a comment');
@@ -62,6 +65,7 @@ describe('worker configuration', () => {
       ['WORKER_CONCURRENCY=abc', 'WORKER_CONCURRENCY'],
       ['WORKER_CONCURRENCY=0', 'WORKER_CONCURRENCY'],
       ['CTX_SIZE=1.5', 'CTX_SIZE'],
+      ['BATCH_SIZE=-1', 'BATCH_SIZE'],
       ['MODEL_THREADS=-1', 'MODEL_THREADS'],
       ['MAX_QUEUE=lots', 'MAX_QUEUE'],
       ['GPU_LAYERS=some', 'GPU_LAYERS'],

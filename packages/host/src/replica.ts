@@ -66,6 +66,7 @@ class Replica {
       this.#engine = await this.#model.createEngine({
         slots: spec.slots,
         contextSize: spec.contextSize,
+        ...(spec.batchSize > 0 ? { batchSize: spec.batchSize } : {}),
         threads: spec.threads,
         maxQueue: spec.maxQueue,
       });

@@ -30,6 +30,8 @@ export interface HostSpec {
   /** Sequence slots per Engine (WORKER_CONCURRENCY). */
   slots: number;
   contextSize: number;
+  /** Tokens per decode step (BATCH_SIZE); 0: the engine's default. */
+  batchSize: number;
   threads: number;
   maxQueue: number;
   promptTemplate: PromptTemplate | null;

@@ -21,6 +21,7 @@ export const WORKER_KEYS = [
   'REPLICAS',
   'MODEL_THREADS',
   'CTX_SIZE',
+  'BATCH_SIZE',
   'GPU_LAYERS',
   'DB_PATH',
   'NATS_URL',
@@ -43,6 +44,8 @@ export interface WorkerConfig {
   replicas: number;
   threads: number;
   contextSize: number;
+  /** Tokens per decode step (n_batch = n_ubatch); 0: the engine's default, max(512, WORKER_CONCURRENCY). */
+  batchSize: number;
   gpuLayers: number | 'auto';
   dbPath: string;
   natsUrl: string | null;
@@ -122,6 +125,7 @@ export function parseWorkerConfig(name: string, file: string, text: string, path
     replicas: r.int('REPLICAS', 1, 1, 64),
     threads: r.int('MODEL_THREADS', 0, 0, 1024),
     contextSize: r.int('CTX_SIZE', 4096, 64, 1 << 24),
+    batchSize: r.int('BATCH_SIZE', 0, 0, 1 << 20),
     gpuLayers,
     dbPath: resolve(paths.root, r.string('DB_PATH', join(paths.dataDir, 'logs', `${name}.sqlite`))),
     natsUrl: r.url('NATS_URL', ['nats:', 'tls:', 'ws:', 'wss:']),
@@ -154,6 +158,7 @@ export function hostSpec(config: WorkerConfig, drainGraceMs: number): HostSpec {
     replicas: config.replicas,
     slots: config.concurrency,
     contextSize: config.contextSize,
+    batchSize: config.batchSize,
     threads: config.threads,
     maxQueue: config.maxQueue,
     promptTemplate: config.promptTemplate,

@@ -1,0 +1,153 @@
+/**
+ * Our service as a benchmark target: the supervisor (started by ServiceProcess over a temporary
+ * envs/ folder) with one worker for the bench model, driven through its per-model HTTP port with
+ * POST /v1/completions, "stream": true, "raw": true (no prompt template: the prompt goes to the
+ * model as is, as llama-server's /completion does). Token counts come from the service's own
+ * `usage.tokens_out` in the final `done` event.
+ */
+import { HttpStreamClient, type StreamEventInfo, type StreamProtocol } from './http-stream.js';
+import { ServiceProcess } from './service.js';
+import type { BenchRequest, BenchTarget, RequestOutcome } from './target.js';
+
+export interface ServiceTargetConfig {
+  root: string;
+  modelPath: string;
+  slots: number;
+  ctxPerSlot: number;
+  batchSize: number;
+  threads: number;
+  log?: (line: string) => void;
+}
+
+/**
+ * Our /v1/completions SSE format: `event: token` with `{id, text, tokens}`, then `event: done`
+ * with `{id, model, output, finish_reason, usage: {tokens_in, tokens_out}, timings: {ttft_ms,
+ * dur_ms}}`, or `event: error` with `{error: {code, message}}` (packages/http/src/model-app.ts).
+ */
+export const serviceCompletionProtocol: StreamProtocol = {
+  path: '/v1/completions',
+  body(request: BenchRequest) {
+    const s = request.sampling;
+    return {
+      input: request.prompt,
+      params: {
+        max_tokens: request.maxTokens,
+        temperature: s.temperature,
+        top_k: s.topK,
+        top_p: s.topP,
+        min_p: s.minP,
+        repeat_penalty: s.repeatPenalty,
+        presence_penalty: s.presencePenalty,
+        frequency_penalty: s.frequencyPenalty,
+        seed: request.seed,
+        ignore_eos: request.ignoreEos,
+        // -100 bans a token (minus infinity), as llama-server's `false` does.
+        logit_bias: Object.fromEntries(request.bannedTokenIds.map((id) => [String(id), -100])),
+        stream: true,
+        raw: true,
+      },
+    };
+  },
+  parseEvent(data: unknown): StreamEventInfo {
+    const d = data as {
+      error?: { code?: string; message?: string } | string;
+      tokens?: number[];
+      finish_reason?: string;
+      usage?: { tokens_in?: number; tokens_out?: number };
+      timings?: { ttft_ms?: number; dur_ms?: number };
+    };
+    if (d.error) {
+      const e = d.error;
+      return { tokens: 0, error: typeof e === 'string' ? e : `${e.code ?? 'ERROR'}: ${e.message ?? JSON.stringify(e)}` };
+    }
+    if (d.usage) {
+      return {
+        tokens: 0,
+        final: {
+          tokensOut: d.usage.tokens_out ?? null,
+          tokensIn: d.usage.tokens_in ?? null,
+          // Not part of the public response (the engine knows it; the HTTP API does not say).
+          cachedTokens: null,
+          finishReason: d.finish_reason ?? null,
+          serverTtftMs: d.timings?.ttft_ms ?? null,
+        },
+      };
+    }
+    return { tokens: Array.isArray(d.tokens) ? d.tokens.length : 0 };
+  },
+};
+
+/** worker.<name>.env keys that give the service the engine settings llama-server gets on its command line. */
+export function benchWorkerEnv(c: Omit<ServiceTargetConfig, 'root' | 'log'>, maxQueue: number): Record<string, string> {
+  return {
+    MODEL_PATH: c.modelPath,
+    WORKER_CONCURRENCY: String(c.slots), // -np
+    REPLICAS: '1',
+    MODEL_THREADS: String(c.threads), // -t and -tb (the engine uses one count for both)
+    CTX_SIZE: String(c.ctxPerSlot), // per sequence; llama-server -c slots*ctxPerSlot with --no-kv-unified
+    BATCH_SIZE: String(c.batchSize), // -b and -ub
+    GPU_LAYERS: 'auto', // both sides' default (CPU build: nothing to offload)
+    MAX_QUEUE: String(maxQueue),
+    JETSTREAM: 'off',
+  };
+}
+
+export class ServiceTarget implements BenchTarget {
+  readonly label = 'ours';
+  readonly transport =
+    'HTTP POST /v1/completions, "stream": true, "raw": true (SSE) to the supervisor\'s model port; ' +
+    'engine in a host process (piscina worker thread); a new loopback connection per request';
+  readonly #config: ServiceTargetConfig;
+  readonly #service: ServiceProcess;
+  #client: HttpStreamClient | undefined;
+  #finalWorkers: unknown = null;
+
+  constructor(config: ServiceTargetConfig) {
+    this.#config = config;
+    const { root, log, ...engine } = config;
+    this.#service = new ServiceProcess({
+      root,
+      workers: [{ name: 'bench', env: benchWorkerEnv(engine, 1024) }],
+      shutdownGraceMs: 2000,
+      ...(log ? { log } : {}),
+    });
+  }
+
+  get service(): ServiceProcess {
+    return this.#service;
+  }
+
+  async start(): Promise<void> {
+    await this.#service.start();
+    this.#client = new HttpStreamClient({ host: '127.0.0.1', port: this.#service.port('bench'), protocol: serviceCompletionProtocol });
+  }
+
+  async run(request: BenchRequest): Promise<RequestOutcome> {
+    if (!this.#client) throw new Error('ServiceTarget.run() before start()');
+    return this.#client.run(request);
+  }
+
+  cpuSeconds(): number | null {
+    return this.#service.cpuSeconds();
+  }
+
+  /** Reads the admin API's view of the worker (counters, restarts) for the JSON; call before stop(). */
+  async snapshot(): Promise<void> {
+    this.#finalWorkers = await this.#service.workers().catch((err: unknown) => `unavailable: ${String(err)}`);
+  }
+
+  describe(): Record<string, unknown> {
+    return {
+      transport: this.transport,
+      addonPathEnv: process.env.LMSERVE_ADDON_PATH ?? null,
+      service: this.#service.describe(),
+      workersAtEnd: this.#finalWorkers,
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.#client?.close();
+    this.#client = undefined;
+    await this.#service.stop();
+  }
+}
