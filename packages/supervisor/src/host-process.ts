@@ -1,5 +1,6 @@
 /**
- * One model host child process: forked with an IPC channel (advanced serialization), its
+ * One model host child process: forked with an IPC channel (JSON serialization: cheaper than
+ * 'advanced' per message, which matters when every decode step is one message), its
  * stderr forwarded line by line to the supervisor's and its last lines kept. A narrow facade
  * (send, kill, pid, exited) so ModelWorker never touches the ChildProcess itself.
  */
@@ -32,7 +33,7 @@ export class HostProcess {
     const forward = options.forwardLine ?? ((line: string) => process.stderr.write(`${line}\n`));
     this.#child = fork(hostMainPath(), ['--lmserve-host', options.name], {
       stdio: ['pipe', 'pipe', 'pipe', 'ipc'],
-      serialization: 'advanced',
+      serialization: 'json',
       // The supervisor may run under a loader (tsx in tests); the host is plain JS.
       execArgv: [],
       env: { ...process.env, LMSERVE_WORKER: options.name },
