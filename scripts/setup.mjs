@@ -5,7 +5,7 @@
 //   3. the locally generated models the tests and the `demo` worker use.
 // `npm test` and `npm start` call it again; when nothing changed it takes about a second.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { chmodSync, existsSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { buildAddon } from './build-addon.mjs';
@@ -29,6 +29,9 @@ async function main() {
     if (!existsSync(tsc)) throw new Error('typescript is missing: run `npm install` first');
     const r = spawnSync(process.execPath, [tsc, '-b', join(root, 'tsconfig.json')], { cwd: root, stdio: 'inherit' });
     if (r.status !== 0) throw new Error('tsc -b failed');
+    // npm links the `supervisor` bin before tsc has written it, so it cannot mark it executable.
+    const cli = join(root, 'packages', 'cli', 'dist', 'main.js');
+    if (existsSync(cli)) chmodSync(cli, 0o755);
   });
   for (const preset of ['tiny', 'tiny-bpe']) {
     await generateModel({ preset, log: () => undefined });
