@@ -12,13 +12,15 @@ const paramsSchema = z
     max_tokens: z
       .number()
       .int()
+      .max(1 << 30)
       .refine((v) => v === -1 || v >= 1, 'must be -1 (until the context is full) or a positive integer'),
-    temperature: finite().min(0),
-    top_k: z.number().int().min(0),
+    // Upper bounds match the engine's, so every range error names the public field.
+    temperature: finite().min(0).max(100),
+    top_k: z.number().int().min(0).max(1 << 30),
     top_p: finite().min(0).max(1),
     min_p: finite().min(0).max(1),
-    repeat_penalty: finite().min(0),
-    repeat_last_n: z.number().int().min(-1),
+    repeat_penalty: finite().min(0).max(100),
+    repeat_last_n: z.number().int().min(-1).max(1 << 20),
     presence_penalty: finite().min(-2).max(2),
     frequency_penalty: finite().min(-2).max(2),
     seed: z.number().int().min(0).max(0xffffffff),
