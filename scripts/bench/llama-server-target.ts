@@ -97,6 +97,17 @@ export class OutputTail {
   toString(): string {
     return this.#text;
   }
+
+  /** Collects a child's output here and reports how it ended (exit, or a failed spawn). */
+  watch(child: ChildProcess, onExit: (exit: { code: number | null; signal: NodeJS.Signals | null }) => void): void {
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => this.push(d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => this.push(d));
+    child.on('exit', (code, signal) => onExit({ code, signal }));
+    child.on('error', (err) => {
+      onExit({ code: null, signal: null });
+      this.push(`\nspawn error: ${err.message}\n`);
+    });
+  }
 }
 
 export function llamaServerVersion(binary: string): string {
@@ -148,13 +159,7 @@ export class LlamaServerTarget implements BenchTarget {
     const child = spawn(c.binary, this.#args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
     process.on('exit', this.#killOnExit);
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => this.#tail.push(d));
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => this.#tail.push(d));
-    child.on('exit', (code, signal) => (this.#exit = { code, signal }));
-    child.on('error', (err) => {
-      this.#exit = { code: null, signal: null };
-      this.#tail.push(`\nspawn error: ${err.message}\n`);
-    });
+    this.#tail.watch(child, (exit) => (this.#exit = exit));
 
     const deadline = Date.now() + (c.startTimeoutMs ?? 120_000);
     while (true) {

@@ -127,13 +127,7 @@ export class ServiceProcess {
     });
     this.#child = child;
     process.on('exit', this.#killOnExit);
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => this.#tail.push(d));
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => this.#tail.push(d));
-    child.on('exit', (code, signal) => (this.#exit = { code, signal }));
-    child.on('error', (err) => {
-      this.#exit ??= { code: null, signal: null };
-      this.#tail.push(`\nspawn error: ${err.message}\n`);
-    });
+    this.#tail.watch(child, (exit) => (this.#exit ??= exit));
 
     const deadline = Date.now() + (o.startTimeoutMs ?? 180_000);
     const pending = new Set(o.workers.map((w) => w.name));
