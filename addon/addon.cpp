@@ -82,6 +82,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace lmserve
 
-static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return lmserve::Init(env, exports); }
+// A worker thread terminated while it loads the addon makes every N-API call in Init fail; the
+// exception must not reach node-addon-api's registration wrapper, whose re-throw would abort
+// the whole process. The env is going away, so there is nothing left to initialise.
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
+  try {
+    return lmserve::Init(env, exports);
+  } catch (...) {
+    return exports;
+  }
+}
 
 NODE_API_MODULE(lmserve, InitAddon)

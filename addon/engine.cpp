@@ -23,16 +23,20 @@ void CallEngineEvents(Napi::Env env, Napi::Function callback, EngineEventState* 
                       std::vector<EngineEvent>* events) {
   std::unique_ptr<std::vector<EngineEvent>> owned(events);
   if (env == nullptr || callback == nullptr || state == nullptr) return;
-  Napi::HandleScope scope(env);
-  Napi::Array arr = Napi::Array::New(env, events->size());
-  int32_t finished = 0;
-  for (size_t i = 0; i < events->size(); ++i) {
-    const EngineEvent& ev = (*events)[i];
-    if (ev.type != EngineEvent::Type::Tokens) finished++;
-    arr.Set(static_cast<uint32_t>(i), ToJs(env, ev));
+  try {
+    Napi::HandleScope scope(env);
+    Napi::Array arr = Napi::Array::New(env, events->size());
+    int32_t finished = 0;
+    for (size_t i = 0; i < events->size(); ++i) {
+      const EngineEvent& ev = (*events)[i];
+      if (ev.type != EngineEvent::Type::Tokens) finished++;
+      arr.Set(static_cast<uint32_t>(i), ToJs(env, ev));
+    }
+    if (finished > 0) state->SetActive(env, -finished);
+    CallJsSafely(callback, {arr});
+  } catch (...) {
+    // The env is going away (a terminated worker thread): nobody is left to deliver to.
   }
-  if (finished > 0) state->SetActive(env, -finished);
-  callback.Call({arr});
 }
 
 namespace {
@@ -94,16 +98,24 @@ class CreateEngineWorker : public Napi::AsyncWorker {
     }
   }
 
+  // Both completions run on the JS thread, which may be a worker being terminated: then every
+  // N-API call throws, and an exception escaping here would abort the process.
   void OnOK() override {
-    Napi::Env env = Env();
-    auto* raw = core_.release();
-    auto external = Napi::External<EngineCore>::New(env, raw);
-    Napi::Object engine = EnvRegistry::For(env).engineConstructor.New({external, onEvents_.Value()});
-    deferred_.Resolve(engine);
+    try {
+      Napi::Env env = Env();
+      auto external = Napi::External<EngineCore>::New(env, core_.get());
+      Napi::Object engine = EnvRegistry::For(env).engineConstructor.New({external, onEvents_.Value()});
+      core_.release();  // the Engine object owns it now
+      deferred_.Resolve(engine);
+    } catch (...) {
+    }
   }
 
   void OnError(const Napi::Error& error) override {
-    deferred_.Reject(MakeCodedError(Env(), code_, error.Message()).Value());
+    try {
+      deferred_.Reject(MakeCodedError(Env(), code_, error.Message()).Value());
+    } catch (...) {
+    }
   }
 
  private:

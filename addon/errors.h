@@ -36,6 +36,21 @@ inline Napi::Error MakeCodedError(Napi::Env env, const std::string& code, const 
   return err;
 }
 
+// Calls JS from a thread-safe-function callback, which must not let a C++ exception escape: a
+// thread being terminated makes every call fail. A JS exception thrown by the callback itself is
+// re-raised as uncaught (as Node does for event handlers); a failing env is ignored.
+inline void CallJsSafely(Napi::Function callback, const std::initializer_list<napi_value>& args) {
+  try {
+    callback.Call(args);
+  } catch (const Napi::Error& e) {
+    try {
+      e.ThrowAsJavaScriptException();
+    } catch (...) {
+    }
+  } catch (...) {
+  }
+}
+
 [[noreturn]] inline void ThrowCoded(Napi::Env env, const std::string& code, const std::string& message) {
   throw MakeCodedError(env, code, message);
 }

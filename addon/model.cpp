@@ -212,9 +212,10 @@ void AddonModel::Init(Napi::Env env, Napi::Object exports) {
 }
 
 Napi::Object AddonModel::NewInstance(Napi::Env env, std::shared_ptr<ModelHandle> handle) {
-  auto* holder = new std::shared_ptr<ModelHandle>(std::move(handle));
+  auto holder = std::make_unique<std::shared_ptr<ModelHandle>>(std::move(handle));
   auto external = Napi::External<std::shared_ptr<ModelHandle>>::New(
-      env, holder, [](Napi::Env, std::shared_ptr<ModelHandle>* p) { delete p; });
+      env, holder.get(), [](Napi::Env, std::shared_ptr<ModelHandle>* p) { delete p; });
+  holder.release();  // the External's finalizer owns it now
   return EnvRegistry::For(env).modelConstructor.New({external});
 }
 
@@ -414,8 +415,12 @@ Napi::Value AddonModel::IsDisposed(const Napi::CallbackInfo& info) {
 namespace {
 
 void CallProgress(Napi::Env env, Napi::Function callback, std::nullptr_t*, float* value) {
-  if (env != nullptr && callback != nullptr) callback.Call({Napi::Number::New(env, *value)});
-  delete value;
+  std::unique_ptr<float> owned(value);
+  if (env == nullptr || callback == nullptr) return;
+  try {
+    CallJsSafely(callback, {Napi::Number::New(env, *value)});
+  } catch (...) {
+  }
 }
 
 using ProgressTsfn = Napi::TypedThreadSafeFunction<std::nullptr_t, float, CallProgress>;
@@ -450,14 +455,22 @@ class LoadWorker : public Napi::AsyncWorker {
     }
   }
 
+  // Both completions run on the JS thread, which may be a worker being terminated: then every
+  // N-API call throws, and an exception escaping here would abort the process.
   void OnOK() override {
-    ReleaseProgress();
-    deferred_.Resolve(AddonModel::NewInstance(Env(), std::move(handle_)));
+    try {
+      ReleaseProgress();
+      deferred_.Resolve(AddonModel::NewInstance(Env(), std::move(handle_)));
+    } catch (...) {
+    }
   }
 
   void OnError(const Napi::Error& error) override {
-    ReleaseProgress();
-    deferred_.Reject(MakeCodedError(Env(), code_, error.Message()).Value());
+    try {
+      ReleaseProgress();
+      deferred_.Reject(MakeCodedError(Env(), code_, error.Message()).Value());
+    } catch (...) {
+    }
   }
 
  private:

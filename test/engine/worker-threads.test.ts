@@ -55,4 +55,21 @@ describe('the addon in worker threads', () => {
     assert.equal(result.usage.tokensOut, 4);
     model.dispose();
   });
+
+  test('terminating threads while they load the addon or a model leaves the process alive', async () => {
+    // tiny-bpe takes a few hundred ms to load; stop threads at several points of that.
+    const path = await modelPath('tiny-bpe');
+    for (const delayMs of [0, 15, 40, 80, 150, 300]) {
+      const worker = new Worker(workerUrl, {
+        execArgv: [],
+        workerData: { modelPath: path, prompt: 'x', maxTokens: 4, signalAfter: 1, dispose: true },
+      });
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+      await worker.terminate();
+    }
+    const model = await loadModel(path);
+    const result = await model.generate('after', { maxTokens: 4, ignoreEos: true }).result;
+    assert.equal(result.usage.tokensOut, 4);
+    model.dispose();
+  });
 });
