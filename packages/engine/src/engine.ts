@@ -112,19 +112,17 @@ export class Engine {
   /** @internal Use Model.createEngine(). */
   static async create(model: NativeModel, options: EngineOptions, onDispose?: () => void): Promise<Engine> {
     const nativeOptions = nativeEngineOptions(options);
+    // Events only follow a submit(), so `engine` is always set when the callback runs.
     let engine: Engine | undefined;
-    const pendingEvents: NativeEvent[][] = [];
     const native = await model
       .createEngine(nativeOptions, (events) => {
         if (engine) engine.#dispatch(events);
-        else pendingEvents.push(events);
       })
       .catch((err: unknown) => {
         throw toLmError(err);
       });
     engine = new Engine(native);
     engine.#onDispose = onDispose;
-    for (const events of pendingEvents) engine.#dispatch(events);
     return engine;
   }
 
