@@ -300,19 +300,11 @@ bool EngineCore::DecodeBatch() {
     stats_.decodeSteps++;
     return true;
   }
-  llama_memory_t mem = llama_get_memory(ctx_);
   if (ret == 1) {  // no room in the KV cache: memory was restored, make room and try next step
     RollbackBatch();
     if (!FreeSpace()) {
       for (auto& slot : slots_) {
-        if (slot.state == SlotState::Idle) continue;
-        FailRequest(*slot.request, codes::kKvCacheFull, "the KV cache is full");
-        llama_memory_seq_rm(mem, slot.seqId, -1, -1);
-        slot.cache.clear();
-        slot.request.reset();
-        slot.state = SlotState::Idle;
-        std::lock_guard<std::mutex> lock(mutex_);
-        stats_.slotsBusy--;
+        if (slot.state != SlotState::Idle) FailSlot(slot, codes::kKvCacheFull, "the KV cache is full");
       }
     }
     return false;
@@ -321,16 +313,19 @@ bool EngineCore::DecodeBatch() {
   // Any other failure leaves the sequences in an unknown state: fail them and clear their KV.
   std::string message = "llama_decode failed with status " + std::to_string(ret) + ": " + capture.Tail(2);
   for (auto& slot : slots_) {
-    if (slot.addedThisStep == 0 || slot.state == SlotState::Idle) continue;
-    FailRequest(*slot.request, codes::kInternal, message);
-    llama_memory_seq_rm(mem, slot.seqId, -1, -1);
-    slot.cache.clear();
-    slot.request.reset();
-    slot.state = SlotState::Idle;
-    std::lock_guard<std::mutex> lock(mutex_);
-    stats_.slotsBusy--;
+    if (slot.addedThisStep != 0 && slot.state != SlotState::Idle) FailSlot(slot, codes::kInternal, message);
   }
   return false;
+}
+
+void EngineCore::FailSlot(Slot& slot, const std::string& code, const std::string& message) {
+  FailRequest(*slot.request, code, message);
+  llama_memory_seq_rm(llama_get_memory(ctx_), slot.seqId, -1, -1);
+  slot.cache.clear();
+  slot.request.reset();
+  slot.state = SlotState::Idle;
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.slotsBusy--;
 }
 
 // Called when the KV cache has no room for a step. In order: drop the prompt caches kept by

@@ -119,6 +119,8 @@ class EngineCore {
   void EmitToken(Slot& slot, llama_token token);
   void Finish(Slot& slot, const std::string& reason);
   void FailRequest(Request& request, const std::string& code, const std::string& message);
+  // Fails a running slot's request and frees the slot and its KV cells.
+  void FailSlot(Slot& slot, const std::string& code, const std::string& message);
   void DrainOnStop();
   void FlushEvents();
   void UpdateStats(int32_t generatedThisStep);
