@@ -207,22 +207,13 @@ AddonEngine::AddonEngine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Addo
     auto* batch = new std::vector<EngineEvent>(std::move(events));
     if (tsfn.NonBlockingCall(batch) != napi_ok) delete batch;
   });
-  cleanupHook_ = env.AddCleanupHook(&AddonEngine::OnEnvCleanup, this);
-  hookLive_ = true;
+  teardown_.Install(env, [this]() { Shutdown(); });
 }
 
 AddonEngine::~AddonEngine() { Shutdown(); }
 
-void AddonEngine::OnEnvCleanup(AddonEngine* self) {
-  self->hookLive_ = false;  // a hook that ran must not be removed
-  self->Shutdown();
-}
-
 void AddonEngine::Shutdown() {
-  if (hookLive_) {
-    cleanupHook_.Remove(env_);
-    hookLive_ = false;
-  }
+  teardown_.Remove();
   if (core_) {
     core_->Stop();
     core_.reset();

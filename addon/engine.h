@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "engine_core.h"
+#include "env_registry.h"
 
 namespace lmserve {
 
@@ -41,14 +42,11 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
   Napi::Value Options(const Napi::CallbackInfo& info);
   EngineCore& Core(Napi::Env env);
   void Shutdown();
-  static void OnEnvCleanup(AddonEngine* self);
 
   std::unique_ptr<EngineCore> core_;
   EngineEventState* events_ = nullptr;  // valid until Shutdown() releases the TSFN
-  // Registered after the TSFN, so it runs before the TSFN's own teardown (hooks run in reverse
-  // order): the decode thread is joined while the TSFN it calls is still valid.
-  Napi::Env::CleanupHook<void (*)(AddonEngine*), AddonEngine> cleanupHook_;
-  bool hookLive_ = false;
+  // Installed after the TSFN: the decode thread is joined while the TSFN it calls is valid.
+  EnvTeardownHook teardown_;
   Napi::Env env_;
 };
 

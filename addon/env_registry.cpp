@@ -16,4 +16,24 @@ EnvRegistry& EnvRegistry::For(Napi::Env env) {
   return *registry;
 }
 
+void EnvTeardownHook::Install(Napi::Env env, std::function<void()> onTeardown) {
+  Remove();
+  env_ = env;
+  onTeardown_ = std::move(onTeardown);
+  hook_ = env.AddCleanupHook(&EnvTeardownHook::Run, this);
+  live_ = true;
+}
+
+void EnvTeardownHook::Remove() {
+  if (!live_) return;
+  live_ = false;
+  hook_.Remove(Napi::Env(env_));
+}
+
+void EnvTeardownHook::Run(EnvTeardownHook* self) {
+  self->live_ = false;  // a hook that ran must not be removed
+  auto onTeardown = std::move(self->onTeardown_);
+  onTeardown();
+}
+
 }  // namespace lmserve

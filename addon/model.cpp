@@ -228,22 +228,13 @@ AddonModel::AddonModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonM
   handle_ = std::move(*info[0].As<Napi::External<std::shared_ptr<ModelHandle>>>().Data());
   reportedMemory_ = static_cast<int64_t>(llama_model_size(handle_->model()));
   Napi::MemoryManagement::AdjustExternalMemory(env_, reportedMemory_);
-  cleanupHook_ = env_.AddCleanupHook(&AddonModel::OnEnvCleanup, this);
-  hookLive_ = true;
+  teardown_.Install(env_, [this]() { Release(); });
 }
 
 AddonModel::~AddonModel() { Release(); }
 
-void AddonModel::OnEnvCleanup(AddonModel* self) {
-  self->hookLive_ = false;  // a hook that ran must not be removed
-  self->Release();
-}
-
 void AddonModel::Release() {
-  if (hookLive_) {
-    cleanupHook_.Remove(env_);
-    hookLive_ = false;
-  }
+  teardown_.Remove();
   handle_.reset();
 }
 

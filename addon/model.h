@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "env_registry.h"
 #include "llama.h"
 
 struct common_chat_templates;  // llama.cpp common/chat.h
@@ -71,13 +72,11 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value IsDisposed(const Napi::CallbackInfo& info);
   void Release();
-  static void OnEnvCleanup(AddonModel* self);
 
   std::shared_ptr<ModelHandle> handle_;
   int64_t reportedMemory_ = 0;
   // Frees the weights when the thread's env goes away without dispose().
-  Napi::Env::CleanupHook<void (*)(AddonModel*), AddonModel> cleanupHook_;
-  bool hookLive_ = false;
+  EnvTeardownHook teardown_;
   Napi::Env env_;
 };
 
