@@ -34,6 +34,11 @@ process.on('uncaughtException', (err) => {
   process.exit(1);
 });
 
+// A rejection nobody handled is a bug to report, not a reason to drop every running request.
+process.on('unhandledRejection', (reason) => {
+  log.error('unhandled rejection', { error: reason instanceof Error ? (reason.stack ?? reason.message) : String(reason) });
+});
+
 // The supervisor decides when a host ends; a terminal's Ctrl-C reaches it through the supervisor.
 process.on('SIGINT', () => undefined);
 // A SIGTERM to the whole process group (systemd, `timeout`) drains like a supervisor's shutdown.
@@ -47,7 +52,7 @@ process.on('message', (message: SupervisorToHost) => {
     case 'init':
       if (host) return;
       spec = message.spec;
-      log = log.child({ worker: message.spec.name });
+      log = createLogger({ component: 'host', pid: process.pid, worker: message.spec.name }, { level: message.spec.logLevel });
       host = new ModelHost({ spec: message.spec, send, log, onExit: (code) => process.exit(code) });
       host.start();
       break;

@@ -6,7 +6,9 @@
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type {
+  ErrorCode,
   GenerateRequest,
+  LoadReport,
   GenerationEvent,
   HostSpec,
   HostStats,
@@ -17,6 +19,7 @@ import type {
   ReplicaToHost,
 } from '@lmserve/protocol';
 import { EventOutbox } from './event-outbox.js';
+import { GrammarChecker, GrammarCheckerUnavailable } from './grammar-checker.js';
 import type { ReplicaTask } from './replica.js';
 
 interface ReplicaHandle {
@@ -26,6 +29,7 @@ interface ReplicaHandle {
   inFlight: number;
   progress: number;
   model: ModelSummary | undefined;
+  load: LoadReport | undefined;
   stats: HostStats | undefined;
 }
 
@@ -45,6 +49,9 @@ export class ModelHost {
   readonly #outbox: EventOutbox;
   readonly #replicas: ReplicaHandle[] = [];
   readonly #owner = new Map<string, ReplicaHandle>();
+  /** Requests whose grammar is being checked; a cancel while checking ends them here. */
+  readonly #checking = new Set<string>();
+  readonly #grammars: GrammarChecker;
   #pool: Piscina<ReplicaTask, ReplicaExit> | undefined;
   #ready = false;
   #closing: Promise<void> | undefined;
@@ -55,6 +62,7 @@ export class ModelHost {
     this.#log = options.log;
     this.#onExit = options.onExit;
     this.#outbox = new EventOutbox((events) => this.#send({ type: 'events', events }));
+    this.#grammars = new GrammarChecker({ modelPath: this.#spec.modelPath, log: this.#log });
   }
 
   start(): void {
@@ -69,7 +77,7 @@ export class ModelHost {
     for (let index = 0; index < count; index++) {
       const { port1, port2 } = new MessageChannel();
       const task = this.#pool.run({ spec: this.#spec, replica: index, port: port2 }, { transferList: [port2] });
-      const handle: ReplicaHandle = { index, port: port1, task, inFlight: 0, progress: 0, model: undefined, stats: undefined };
+      const handle: ReplicaHandle = { index, port: port1, task, inFlight: 0, progress: 0, model: undefined, load: undefined, stats: undefined };
       port1.on('message', (message: ReplicaToHost) => this.#onReplicaMessage(handle, message));
       task.then(
         (exit) => this.#onReplicaExit(handle, exit),
@@ -80,19 +88,51 @@ export class ModelHost {
     this.#log.info('pool started', { replicas: count, model: this.#spec.modelPath });
   }
 
+  /** A request with a grammar is routed once its grammar passed the checker process. */
   generate(request: GenerateRequest): void {
+    const { id, params } = request;
+    if (params.grammar === undefined) {
+      this.#route(request);
+      return;
+    }
+    this.#checking.add(id);
+    this.#grammars.check(params.grammar, params.grammarRoot ?? 'root').then(
+      (reason) => {
+        if (!this.#checking.delete(id)) return;
+        if (reason === null) this.#route(request);
+        else this.#fail(id, 'INVALID_GRAMMAR', `params.grammar is not valid: ${reason}`);
+      },
+      (err: unknown) => {
+        if (!this.#checking.delete(id)) return;
+        const unavailable = err instanceof GrammarCheckerUnavailable;
+        this.#fail(id, 'INTERNAL', unavailable ? err.message : `the grammar could not be checked: ${String(err)}`);
+      },
+    );
+  }
+
+  cancel(id: string): void {
+    if (this.#checking.delete(id)) {
+      this.#fail(id, 'CANCELLED', 'the request was cancelled while its grammar was checked');
+      return;
+    }
+    this.#owner.get(id)?.port.postMessage({ type: 'cancel', id });
+  }
+
+  #route(request: GenerateRequest): void {
     const replica = this.#ready && !this.#closing ? this.#leastBusy() : undefined;
     if (!replica) {
-      this.#outbox.push({ type: 'error', id: request.id, code: 'MODEL_NOT_READY', message: 'the model is not serving' });
+      this.#fail(request.id, 'MODEL_NOT_READY', 'the model is not serving');
       return;
     }
     replica.inFlight++;
     this.#owner.set(request.id, replica);
+    this.#log.debug('request routed', { reqId: request.id, replica: replica.index });
     replica.port.postMessage({ type: 'generate', request });
   }
 
-  cancel(id: string): void {
-    this.#owner.get(id)?.port.postMessage({ type: 'cancel', id });
+  #fail(id: string, code: ErrorCode, message: string): void {
+    this.#log.debug('request refused', { reqId: id, code, reason: message });
+    this.#outbox.push({ type: 'error', id, code, message });
   }
 
   /** Drains every replica (running generations get up to graceMs), then ends the pool. */
@@ -103,6 +143,8 @@ export class ModelHost {
 
   async #close(graceMs: number): Promise<void> {
     this.#log.info('draining', { graceMs, inFlight: this.#owner.size });
+    this.#grammars.close();
+    for (const id of [...this.#checking]) this.cancel(id);
     for (const replica of this.#replicas) replica.port.postMessage({ type: 'shutdown', graceMs });
     await Promise.allSettled(this.#replicas.map((r) => r.task));
     this.#outbox.flush();
@@ -131,10 +173,14 @@ export class ModelHost {
       }
       case 'ready':
         replica.model = message.model;
+        replica.load = message.load;
         if (!this.#ready && this.#replicas.every((r) => r.model)) {
           this.#ready = true;
-          this.#send({ type: 'ready', model: message.model });
-          this.#log.info('ready', { ...message.model });
+          // The host is ready when its slowest replica is.
+          const seconds = Math.max(...this.#replicas.map((r) => r.load?.seconds ?? 0));
+          const load = { ...message.load, seconds };
+          this.#send({ type: 'ready', model: message.model, load });
+          this.#log.info('ready', { ...message.model, loadSeconds: seconds, backend: load.backend });
         }
         break;
       case 'stats':
@@ -146,7 +192,10 @@ export class ModelHost {
 
   #forward(replica: ReplicaHandle, events: GenerationEvent[]): void {
     for (const event of events) {
-      if (event.type !== 'tokens' && this.#owner.delete(event.id)) replica.inFlight--;
+      if (event.type !== 'tokens' && this.#owner.delete(event.id)) {
+        replica.inFlight--;
+        this.#log.debug('request finished', { reqId: event.id, replica: replica.index, outcome: event.type === 'done' ? event.finishReason : event.code });
+      }
       this.#outbox.push(event);
     }
   }
@@ -170,6 +219,7 @@ export class ModelHost {
     if (exit.type === 'stopped' || this.#closing) return;
     this.#log.error('replica failed', { replica: replica.index, code: exit.code, reason: exit.message });
     this.#send({ type: 'fatal', code: exit.code, message: exit.message });
+    this.#grammars.close();
     this.#closing = this.#pool?.destroy().catch(() => undefined) ?? Promise.resolve();
     void this.#closing.then(() => this.#onExit(1));
   }

@@ -4,9 +4,12 @@
  * so each replica keeps a thread of its own.
  */
 import type { MessagePort } from 'node:worker_threads';
-import { loadModel, type Engine, type Generation, type Model } from '@lmserve/engine';
+import { loadModel, systemInfo, type Engine, type Generation, type Model } from '@lmserve/engine';
 import {
+  createLogger,
   toLmError,
+  type LoadReport,
+  type Logger,
   type GenerateRequest,
   type HostSpec,
   type HostToReplica,
@@ -37,8 +40,22 @@ function summarize(model: Model): ModelSummary {
   };
 }
 
+/** Where the weights went: the first GPU-like device when layers are offloaded, else the CPU. */
+function loadReport(spec: HostSpec, seconds: number): LoadReport {
+  let devices: string[] = [];
+  try {
+    devices = systemInfo().devices.map((d) => d.name);
+  } catch {
+    // device listing is informative only
+  }
+  const gpu = devices.find((d) => !/^cpu/i.test(d));
+  const backend = spec.gpuLayers !== 0 && gpu ? gpu.replace(/\d+$/, '').toLowerCase() : 'cpu';
+  return { seconds, backend, devices };
+}
+
 class Replica {
   readonly #spec: HostSpec;
+  readonly #log: Logger;
   readonly #port: MessagePort;
   readonly #outbox: EventOutbox;
   readonly #live = new Map<string, Generation>();
@@ -49,14 +66,16 @@ class Replica {
   #stopped!: () => void;
   readonly #stoppedPromise = new Promise<void>((resolve) => (this.#stopped = resolve));
 
-  constructor(spec: HostSpec, port: MessagePort) {
+  constructor(spec: HostSpec, port: MessagePort, index: number) {
     this.#spec = spec;
+    this.#log = createLogger({ component: 'replica', pid: process.pid, worker: spec.name, replica: index }, { level: spec.logLevel });
     this.#port = port;
     this.#outbox = new EventOutbox((events) => this.#post({ type: 'events', events }));
     port.on('message', (message: HostToReplica) => this.#onMessage(message));
   }
 
   async run(): Promise<ReplicaExit> {
+    const started = performance.now();
     try {
       const spec = this.#spec;
       this.#model = await loadModel(spec.modelPath, {
@@ -83,7 +102,7 @@ class Replica {
       this.#model.dispose();
       return { type: 'stopped' };
     }
-    this.#post({ type: 'ready', model: summarize(this.#model) });
+    this.#post({ type: 'ready', model: summarize(this.#model), load: loadReport(this.#spec, (performance.now() - started) / 1000) });
     const timer = setInterval(() => this.#postStats(), STATS_INTERVAL_MS);
     await this.#stoppedPromise;
     clearInterval(timer);
@@ -138,9 +157,11 @@ class Replica {
       generation = engine.submit({ prompt, params: request.params });
     } catch (err) {
       const error = toLmError(err);
+      this.#log.debug('generation refused', { reqId: id, code: error.code, reason: error.message });
       this.#outbox.push({ type: 'error', id, code: error.code, message: error.message });
       return;
     }
+    this.#log.debug('generation queued', { reqId: id });
     this.#live.set(id, generation);
     const running = this.#stream(id, generation).finally(() => {
       this.#live.delete(id);
@@ -155,16 +176,19 @@ class Replica {
         this.#outbox.push({ type: 'tokens', id, text: chunk.text, ids: chunk.tokens });
       }
       const result = await generation.result;
+      this.#log.debug('generation ended', { reqId: id, finishReason: result.finishReason, tokensIn: result.usage.tokensIn, tokensOut: result.usage.tokensOut });
       this.#outbox.push({
         type: 'done',
         id,
         text: result.text,
         finishReason: result.finishReason,
+        ...(result.stopString !== undefined ? { stopString: result.stopString } : {}),
         usage: result.usage,
         timings: result.timings,
       });
     } catch (err) {
       const error = toLmError(err);
+      this.#log.debug('generation failed', { reqId: id, code: error.code, reason: error.message });
       this.#outbox.push({ type: 'error', id, code: error.code, message: error.message });
     }
   }
@@ -186,5 +210,5 @@ class Replica {
 }
 
 export default async function runReplica(task: ReplicaTask): Promise<ReplicaExit> {
-  return new Replica(task.spec, task.port).run();
+  return new Replica(task.spec, task.port, task.replica).run();
 }

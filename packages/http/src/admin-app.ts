@@ -1,9 +1,27 @@
 /** Admin REST under /admin on the gateway address, behind `Authorization: Bearer ADMIN_TOKEN`. */
 import express, { type Express, type Request, type Response } from 'express';
 import { LmError, type WorkerInfo } from '@lmserve/protocol';
-import type { AdminBackend } from './backend.js';
+import type { AdminBackend, RecentQuery } from './admin-backend.js';
 import { errorMiddleware, sendError } from './errors.js';
 import { bearerMatches } from './model-app.js';
+
+function recentQuery(query: Request['query']): RecentQuery {
+  const number = (value: unknown, fallback: number, max: number, field: string) => {
+    if (value === undefined) return fallback;
+    const n = Number(value);
+    if (typeof value !== 'string' || !Number.isInteger(n) || n < 0 || n > max) {
+      throw new LmError('INVALID_REQUEST', `${field} must be an integer from 0 to ${max}`, { field });
+    }
+    return n;
+  };
+  const worker = query.worker;
+  if (worker !== undefined && typeof worker !== 'string') throw new LmError('INVALID_REQUEST', 'worker must be a name', { field: 'worker' });
+  return {
+    since: number(query.since, 0, Number.MAX_SAFE_INTEGER, 'since'),
+    worker: worker ?? null,
+    limit: number(query.limit, 1000, 100_000, 'limit'),
+  };
+}
 
 export function createAdminApp(backend: AdminBackend, token: string): Express {
   const app = express();
@@ -21,6 +39,17 @@ export function createAdminApp(backend: AdminBackend, token: string): Express {
 
   app.get('/admin/workers', (_req, res) => {
     res.json({ workers: backend.listWorkers() });
+  });
+
+  // Recent lifecycle events and request ends, oldest first: ?since=<seq>&worker=<name>&limit=<n>.
+  app.get('/admin/events', (req, res) => {
+    const query = recentQuery(req.query);
+    res.json({ events: backend.recentEvents(query).slice(-query.limit) });
+  });
+
+  app.get('/admin/requests', (req, res) => {
+    const query = recentQuery(req.query);
+    res.json({ requests: backend.recentRequests(query).slice(-query.limit) });
   });
 
   const action = (run: (name: string) => Promise<WorkerInfo>) => (req: Request, res: Response) => {

@@ -1,27 +1,40 @@
 import type { ErrorRequestHandler, Response } from 'express';
 import { LmError, toLmError } from '@lmserve/protocol';
 
-/** Sends `{error: {code, message, field?}}` with the code's HTTP status. */
+/**
+ * Sends `{error: {code, message, field?}}` with the code's HTTP status. A 503 or a 429 carries
+ * Retry-After (whole seconds, at least 1), so clients back off instead of hammering.
+ */
 export function sendError(res: Response, err: unknown, retryAfterS?: number): void {
   const error = toLmError(err);
-  if (res.headersSent) {
-    res.end();
-    return;
+  try {
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    if (error.status === 503 || error.status === 429) {
+      res.setHeader('Retry-After', String(Math.max(1, Math.ceil(retryAfterS ?? 1))));
+    }
+    res.status(error.status).json({ error: error.toJSON() });
+  } catch {
+    // the connection is gone: nobody is left to tell
+    res.destroy();
   }
-  if (error.status === 503 && retryAfterS !== undefined) res.setHeader('Retry-After', String(Math.max(1, Math.ceil(retryAfterS))));
-  res.status(error.status).json({ error: error.toJSON() });
 }
 
-/** Body-parser failures (malformed JSON, too large) and anything else thrown in a route. */
-export const errorMiddleware: ErrorRequestHandler = (err, _req, res, _next) => {
-  const type = (err as { type?: unknown }).type;
-  if (type === 'entity.parse.failed') {
-    sendError(res, new LmError('INVALID_REQUEST', 'the request body is not valid JSON', { field: 'body' }));
-  } else if (type === 'entity.too.large') {
-    sendError(res, new LmError('INVALID_REQUEST', 'the request body is too large', { field: 'body' }));
-  } else if (typeof type === 'string') {
-    sendError(res, new LmError('INVALID_REQUEST', `the request body could not be read (${type})`, { field: 'body' }));
-  } else {
-    sendError(res, err);
+/** Body-parser failures (malformed JSON, too large) as LmErrors naming the body. */
+export function bodyError(err: unknown): LmError {
+  const type = (err as { type?: unknown } | null)?.type;
+  if (type === 'entity.parse.failed') return new LmError('INVALID_REQUEST', 'the request body is not valid JSON', { field: 'body' });
+  if (type === 'entity.too.large') {
+    const limit = (err as { limit?: unknown }).limit;
+    return new LmError('PAYLOAD_TOO_LARGE', `the request body is larger than ${typeof limit === 'number' ? `${limit} bytes` : 'the limit'}`, { field: 'body' });
   }
+  if (typeof type === 'string') return new LmError('INVALID_REQUEST', `the request body could not be read (${type})`, { field: 'body' });
+  return toLmError(err);
+}
+
+/** Anything thrown in a route that no route handled. */
+export const errorMiddleware: ErrorRequestHandler = (err, _req, res, _next) => {
+  sendError(res, bodyError(err));
 };

@@ -1,10 +1,10 @@
-export { createModelApp, bearerMatches } from './model-app.js';
+export { createModelApp, bearerMatches, HTTP_TRANSPORT } from './model-app.js';
 export type { ModelAppOptions } from './model-app.js';
+export { HttpTransport } from './http-transport.js';
 export { createAdminApp } from './admin-app.js';
-export { parseCompletionBody } from './completion-schema.js';
-export type { ParsedCompletion } from './completion-schema.js';
-export { parseListenAddress, formatAddress, isLoopback } from './address.js';
-export type { ListenAddress } from './address.js';
 export { listen, closeServer } from './serve.js';
 export { sendError } from './errors.js';
-export type { AdminBackend, CompletionRequest, CompletionResult, ModelBackend, Readiness } from './backend.js';
+export type { AdminBackend, RecentQuery } from './admin-backend.js';
+// Kept for configuration code that parsed addresses through this package.
+export { parseListenAddress, formatAddress, isLoopback } from '@lmserve/core';
+export type { ListenAddress } from '@lmserve/core';

@@ -1,23 +1,26 @@
 /**
  * The per-model HTTP API: POST /v1/completions (JSON or SSE), GET /healthz, GET /readyz.
- * A client that disconnects cancels its generation.
+ * Every completion goes through the core's RequestPath (ids, the observer); this file only
+ * speaks HTTP. A client that disconnects cancels its generation.
  */
-import { randomUUID, timingSafeEqual } from 'node:crypto';
-import express, { type Express, type Request, type Response } from 'express';
-import { LmError, toLmError, type Logger } from '@lmserve/protocol';
-import type { CompletionResult, ModelBackend } from './backend.js';
-import { parseCompletionBody } from './completion-schema.js';
-import { errorMiddleware, sendError } from './errors.js';
+import { timingSafeEqual } from 'node:crypto';
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import { parseGenerateBody, type ActiveRequest, type RequestPath } from '@lmserve/core';
+import { LmError, toLmError, type GenerationResult, type Logger } from '@lmserve/protocol';
+import { bodyError, errorMiddleware, sendError } from './errors.js';
 import { SseStream } from './sse.js';
 
 export interface ModelAppOptions {
-  backend: ModelBackend;
+  requests: RequestPath;
   log: Logger;
-  /** Largest request body accepted (default 4 MiB: grammars can be long). */
+  /** Largest request body accepted (default 4 MiB). */
   bodyLimit?: string;
 }
 
-function completionBody(id: string, model: string, result: CompletionResult) {
+/** The transport name in request ids and the audit trail. */
+export const HTTP_TRANSPORT = 'http';
+
+function completionBody(id: string, model: string, result: GenerationResult) {
   return {
     id,
     model,
@@ -37,7 +40,8 @@ export function bearerMatches(header: string | undefined, token: string): boolea
 }
 
 export function createModelApp(options: ModelAppOptions): Express {
-  const { backend, log } = options;
+  const { requests, log } = options;
+  const backend = requests.backend;
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -52,36 +56,54 @@ export function createModelApp(options: ModelAppOptions): Express {
     res.status(r.ready ? 200 : 503).json({ model: backend.model, state: r.state, reason: r.reason });
   });
 
-  app.use('/v1', (req, res, next) => {
-    if (backend.apiKey === null || bearerMatches(req.headers.authorization, backend.apiKey)) {
-      next();
+  // Every POST /v1/completions is a request of the core from its first byte on: its id is
+  // created before authentication and parsing, so refused ones are published too.
+  app.post('/v1/completions', (req, res, next) => {
+    res.locals.request = requests.begin(HTTP_TRANSPORT);
+    const apiKey = backend.apiKey;
+    if (apiKey !== null && !bearerMatches(req.headers.authorization, apiKey)) {
+      const error = (res.locals.request as ActiveRequest).fail(
+        new LmError('UNAUTHORIZED', 'missing or wrong API key (Authorization: Bearer <API_KEY>)'),
+      );
+      sendError(res, error);
       return;
     }
-    sendError(res, new LmError('UNAUTHORIZED', 'missing or wrong API key (Authorization: Bearer <API_KEY>)'));
+    next();
   });
 
   // Any content type is read as JSON: `curl -d` sends form-urlencoded by default.
-  app.post('/v1/completions', express.json({ limit: options.bodyLimit ?? '4mb', type: () => true }), (req, res) => {
-    void handleCompletion(req, res);
-  });
+  const json = express.json({ limit: options.bodyLimit ?? '4mb', type: () => true });
+  app.post(
+    '/v1/completions',
+    json,
+    (req: Request, res: Response) => {
+      handleCompletion(req, res, res.locals.request as ActiveRequest).catch((err: unknown) => {
+        log.error('completion handler failed', { error: toLmError(err).message });
+        sendError(res, err);
+      });
+    },
+    (err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+      sendError(res, (res.locals.request as ActiveRequest).fail(bodyError(err)));
+    },
+  );
 
-  async function handleCompletion(req: Request, res: Response): Promise<void> {
+  async function handleCompletion(req: Request, res: Response, request: ActiveRequest): Promise<void> {
     let parsed;
     try {
-      parsed = parseCompletionBody(req.body);
+      parsed = parseGenerateBody(req.body);
     } catch (err) {
-      sendError(res, err);
+      sendError(res, request.fail(err));
       return;
     }
-    const id = `cmpl-${randomUUID()}`;
     const abort = new AbortController();
     res.on('close', () => {
       if (!res.writableFinished) abort.abort();
     });
     const sse = parsed.stream ? new SseStream(res) : undefined;
+    const id = request.id;
     const onTokens = sse ? (text: string, ids: number[]) => sse.send('token', { id, text, tokens: ids }) : () => undefined;
     try {
-      const result = await backend.complete({ id, input: parsed.input, params: parsed.params, raw: parsed.raw }, onTokens, abort.signal);
+      const result = await request.run({ input: parsed.input, params: parsed.params, raw: parsed.raw }, onTokens, abort.signal);
       const body = completionBody(id, backend.model, result);
       if (sse) {
         sse.send('done', body);
@@ -91,7 +113,6 @@ export function createModelApp(options: ModelAppOptions): Express {
       }
     } catch (err) {
       const error = toLmError(err);
-      if (error.status >= 500) log.warn('completion failed', { id, code: error.code, reason: error.message });
       if (sse?.started) {
         sse.send('error', { error: error.toJSON() });
         sse.end();
@@ -101,6 +122,13 @@ export function createModelApp(options: ModelAppOptions): Express {
     }
   }
 
+  app.use('/v1', (req, res, next) => {
+    if (backend.apiKey === null || bearerMatches(req.headers.authorization, backend.apiKey)) {
+      next();
+      return;
+    }
+    sendError(res, new LmError('UNAUTHORIZED', 'missing or wrong API key (Authorization: Bearer <API_KEY>)'));
+  });
   app.use((_req, res) => sendError(res, new LmError('NOT_FOUND', 'no such route')));
   app.use(errorMiddleware);
   return app;

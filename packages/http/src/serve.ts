@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { Express } from 'express';
-import type { ListenAddress } from './address.js';
+import type { ListenAddress } from '@lmserve/core';
 
 /**
  * Listens with an express app. Generations can outlast Node's default request timeout (5 min),

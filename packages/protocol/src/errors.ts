@@ -8,6 +8,8 @@ export const ErrorStatus = {
   INVALID_GRAMMAR: 400,
   UNAUTHORIZED: 401,
   NOT_FOUND: 404,
+  CONFLICT: 409,
+  PAYLOAD_TOO_LARGE: 413,
   QUEUE_FULL: 429,
   CANCELLED: 499,
   INTERNAL: 500,
@@ -37,8 +39,9 @@ export class LmError extends Error {
   constructor(code: ErrorCode, message: string, options: { cause?: unknown; field?: string } = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'LmError';
-    this.code = code;
-    this.status = ErrorStatus[code];
+    // A code that slipped past the types (from another process, a newer addon) is INTERNAL.
+    this.code = isErrorCode(code) ? code : 'INTERNAL';
+    this.status = ErrorStatus[this.code];
     this.field = options.field;
   }
 
@@ -49,12 +52,32 @@ export class LmError extends Error {
   }
 }
 
-/** Wraps anything thrown (a native error with `.code`, a plain Error) into an LmError. */
+/** A code this side does not know (a newer addon, a corrupt message) is INTERNAL (500). */
+export function errorCodeOf(value: unknown, fallback: ErrorCode = 'INTERNAL'): ErrorCode {
+  return isErrorCode(value) ? value : fallback;
+}
+
+/**
+ * Wraps anything thrown (a native error with `.code`, a plain Error, a string, an object whose
+ * getters throw) into an LmError. Never throws itself: it runs inside error handling.
+ */
 export function toLmError(err: unknown, fallback: ErrorCode = 'INTERNAL'): LmError {
-  if (err instanceof LmError) return err;
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    return new LmError(isErrorCode(code) ? code : fallback, err.message, { cause: err });
+  try {
+    if (err instanceof LmError) return err;
+    if (err instanceof Error) {
+      const code = (err as { code?: unknown }).code;
+      return new LmError(errorCodeOf(code, fallback), String(err.message), { cause: err });
+    }
+    return new LmError(fallback, typeof err === 'string' ? err : safeString(err));
+  } catch {
+    return new LmError(fallback, 'an error that could not be described');
   }
-  return new LmError(fallback, String(err));
+}
+
+function safeString(value: unknown): string {
+  try {
+    return String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
 }

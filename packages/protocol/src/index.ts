@@ -1,4 +1,4 @@
-export { ErrorStatus, LmError, isErrorCode, toLmError } from './errors.js';
+export { ErrorStatus, LmError, errorCodeOf, isErrorCode, toLmError } from './errors.js';
 export type { ErrorCode } from './errors.js';
 export type {
   EngineStats,
@@ -10,7 +10,11 @@ export type {
   Usage,
 } from './generation.js';
 export type {
+  ChatMessage,
+  ChatRole,
+  GenerateInput,
   GenerateRequest,
+  LoadReport,
   GenerationEvent,
   HostSpec,
   HostStats,

@@ -7,14 +7,31 @@
  */
 import type { ErrorCode } from './errors.js';
 import type { FinishReason, GenerationParams, Timings, Usage } from './generation.js';
+import type { LogLevel } from './log.js';
 
-/** Wraps a prompt in a model's turn markers (data/models/<name>/prompt_template.json). */
+/**
+ * Wraps each turn in a model's markers (data/models/<name>/prompt_template.json). System
+ * turns use the system markers when the file has them, else the user markers.
+ */
 export interface PromptTemplate {
+  name?: string | null;
+  systemPrefix?: string | null;
+  systemSuffix?: string | null;
   userPrefix: string;
   userSuffix: string;
   modelPrefix: string;
   modelSuffix: string;
 }
+
+export type ChatRole = 'system' | 'user' | 'assistant';
+
+export interface ChatMessage {
+  role: ChatRole;
+  content: string;
+}
+
+/** A prompt as clients send it: plain text, or chat turns rendered with the model's template. */
+export type GenerateInput = string | ChatMessage[];
 
 /** Everything a model host needs to load and serve one model. */
 export interface HostSpec {
@@ -37,15 +54,28 @@ export interface HostSpec {
   promptTemplate: PromptTemplate | null;
   /** How long a SIGTERM sent straight to the host lets running requests finish. */
   drainGraceMs: number;
+  logLevel: LogLevel;
 }
 
+/**
+ * One generation as every transport hands it to a model, and as it crosses both inner hops.
+ * Public input is validated once at the edge (the core's parameter table); inner hops trust it.
+ */
 export interface GenerateRequest {
-  /** Unique among the requests in flight on one host. */
+  /** Created by the core (`<transport>-<uuid>`); unique among the requests in flight. */
   id: string;
-  input: string;
+  input: GenerateInput;
   params: GenerationParams;
-  /** Skip prompt templating: `input` goes to the model as is. */
+  /** Skip prompt templating: `input` (a string) goes to the model as is. */
   raw: boolean;
+}
+
+/** How a model host's load went (the `model.loaded` event's data). */
+export interface LoadReport {
+  seconds: number;
+  /** cpu, cuda, metal, vulkan: the backend of the first device the weights were offered to. */
+  backend: string;
+  devices: string[];
 }
 
 export interface ModelSummary {
@@ -69,7 +99,15 @@ export interface HostStats {
 
 export type GenerationEvent =
   | { type: 'tokens'; id: string; text: string; ids: number[] }
-  | { type: 'done'; id: string; text: string; finishReason: FinishReason; usage: Usage; timings: Timings }
+  | {
+      type: 'done';
+      id: string;
+      text: string;
+      finishReason: FinishReason;
+      stopString?: string;
+      usage: Usage;
+      timings: Timings;
+    }
   | { type: 'error'; id: string; code: ErrorCode; message: string };
 
 /** supervisor -> host */
@@ -82,7 +120,7 @@ export type SupervisorToHost =
 /** host -> supervisor */
 export type HostToSupervisor =
   | { type: 'loading'; progress: number }
-  | { type: 'ready'; model: ModelSummary }
+  | { type: 'ready'; model: ModelSummary; load: LoadReport }
   | { type: 'events'; events: GenerationEvent[] }
   | { type: 'stats'; stats: HostStats }
   /** The host cannot serve (its model failed to load) and is about to exit. */
@@ -97,7 +135,7 @@ export type HostToReplica =
 /** replica -> host */
 export type ReplicaToHost =
   | { type: 'loading'; progress: number }
-  | { type: 'ready'; model: ModelSummary }
+  | { type: 'ready'; model: ModelSummary; load: LoadReport }
   | { type: 'events'; events: GenerationEvent[] }
   | { type: 'stats'; stats: HostStats };
 

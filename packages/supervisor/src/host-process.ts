@@ -13,6 +13,8 @@ import { StderrTail } from './stderr-tail.js';
 export interface HostExit {
   code: number | null;
   signal: NodeJS.Signals | null;
+  /** Why the process could not be started or signalled (a failed spawn has no pid). */
+  error?: string;
 }
 
 export interface HostProcessOptions {
@@ -23,14 +25,30 @@ export interface HostProcessOptions {
   forwardLine?: (line: string) => void;
 }
 
+/** How long after the exit the pipes may stay open (held by a grandchild) before we stop waiting. */
+const PIPE_CLOSE_TIMEOUT_MS = 2000;
+
 export class HostProcess {
   readonly #child: ChildProcess;
   readonly #tail = new StderrTail();
   readonly exited: Promise<HostExit>;
   #exit: HostExit | undefined;
+  #reported = false;
 
   constructor(options: HostProcessOptions) {
     const forward = options.forwardLine ?? ((line: string) => process.stderr.write(`${line}\n`));
+    let report!: (exit: HostExit) => void;
+    this.exited = new Promise((resolve) => {
+      report = (exit) => {
+        if (this.#reported) return;
+        this.#reported = true;
+        try {
+          options.onExit(exit);
+        } finally {
+          resolve(exit);
+        }
+      };
+    });
     this.#child = fork(hostMainPath(), ['--lmserve-host', options.name], {
       stdio: ['pipe', 'pipe', 'pipe', 'ipc'],
       serialization: 'json',
@@ -42,7 +60,11 @@ export class HostProcess {
       if (!stream) return;
       createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => {
         this.#tail.push(line);
-        forward(line);
+        try {
+          forward(line);
+        } catch {
+          // our own stderr is gone: the tail still explains the host's death
+        }
       });
     };
     lines(this.#child.stdout);
@@ -50,15 +72,21 @@ export class HostProcess {
     // Writing to a dead host's stdin must not crash the supervisor.
     this.#child.stdin?.on('error', () => undefined);
     this.#child.on('message', (message: HostToSupervisor) => options.onMessage(message));
-    this.#child.on('error', () => undefined);
-    this.exited = new Promise((resolve) => {
-      this.#child.once('exit', (code, signal) => {
-        this.#exit = { code, signal };
-        // Let the last stderr lines arrive before reporting the exit.
-        setTimeout(() => {
-          options.onExit({ code, signal });
-          resolve({ code, signal });
-        }, 50);
+    // 'error': the spawn failed (no pid, no 'exit' will follow), or a kill/send failed.
+    this.#child.on('error', (err) => {
+      if (this.#child.pid === undefined) {
+        this.#exit = { code: null, signal: null, error: err.message };
+        report(this.#exit);
+      }
+    });
+    // The exit is reported once stdout and stderr have closed ('close'), so the last lines a
+    // dying host wrote are in the tail; a pipe held open by someone else only delays it a bit.
+    this.#child.once('exit', (code, signal) => {
+      this.#exit = { code, signal };
+      const timer = setTimeout(() => report({ code, signal }), PIPE_CLOSE_TIMEOUT_MS);
+      this.#child.once('close', () => {
+        clearTimeout(timer);
+        report({ code, signal });
       });
     });
   }
@@ -81,7 +109,12 @@ export class HostProcess {
   }
 
   kill(signal: NodeJS.Signals = 'SIGKILL'): void {
-    if (this.alive) this.#child.kill(signal);
+    if (!this.alive) return;
+    try {
+      this.#child.kill(signal);
+    } catch {
+      // already gone
+    }
   }
 
   stderrTail(lines?: number): string {

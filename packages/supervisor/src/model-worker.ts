@@ -1,27 +1,30 @@
 /**
  * One configured model as the supervisor sees it: a state machine over its host process
  * (starting -> ready -> stopping -> stopped; crash -> restarting with exponential backoff;
- * load failure -> failed), and the ModelBackend its HTTP port serves through. Requests in
- * flight when the host dies end with MODEL_CRASHED.
+ * load failure -> failed), and the ModelBackend its transports serve through. Requests in
+ * flight when the host dies end with MODEL_CRASHED. Every lifecycle step is published to the
+ * observer.
  */
 import { existsSync } from 'node:fs';
+import type { ModelBackend, Readiness, ServiceObserver, TokenSink, TransportEndpoint } from '@lmserve/core';
 import {
   LmError,
+  toLmError,
+  type GenerateRequest,
   type GenerationEvent,
+  type GenerationResult,
   type HostStats,
   type HostToSupervisor,
+  type LogLevel,
   type Logger,
   type WorkerInfo,
   type WorkerState,
 } from '@lmserve/protocol';
-import type { CompletionRequest, CompletionResult, ModelBackend, Readiness } from '@lmserve/http';
 import { HostProcess, type HostExit, type HostProcessOptions } from './host-process.js';
-import { hostSpec, isConfigError, type WorkerConfig, type WorkerConfigError } from './worker-config.js';
+import { decideAfterExit } from './restart-policy.js';
+import { buildHostSpec } from './host-spec.js';
+import { isConfigError, type WorkerConfig, type WorkerConfigError } from './worker-config.js';
 
-/** After this long ready, a crash no longer counts toward the backoff streak. */
-const STABLE_MS = 60_000;
-/** Load crashes in a row after which the worker is reported failed instead of retried. */
-const MAX_LOAD_CRASHES = 3;
 /** Extra time a host gets after its drain grace before it is killed. */
 const HARD_KILL_MARGIN_MS = 5_000;
 
@@ -35,14 +38,16 @@ export interface WorkerTimings {
 export interface ModelWorkerOptions {
   config: WorkerConfig | WorkerConfigError;
   log: Logger;
+  observer: ServiceObserver;
   timings: WorkerTimings;
+  logLevel: LogLevel;
   /** Factory of host processes (tests of the layer above may pass a fake). */
   createHost?: (options: HostProcessOptions) => HostProcess;
 }
 
 interface PendingRequest {
-  onTokens: (text: string, ids: number[]) => void;
-  resolve: (result: CompletionResult) => void;
+  onTokens: TokenSink;
+  resolve: (result: GenerationResult) => void;
   reject: (error: LmError) => void;
   cleanup: () => void;
 }
@@ -50,7 +55,9 @@ interface PendingRequest {
 export class ModelWorker implements ModelBackend {
   readonly name: string;
   readonly #log: Logger;
+  readonly #observer: ServiceObserver;
   readonly #timings: WorkerTimings;
+  readonly #logLevel: LogLevel;
   readonly #createHost: (options: HostProcessOptions) => HostProcess;
   readonly #pending = new Map<string, PendingRequest>();
   readonly #counters = { done: 0, cancelled: 0, failed: 0 };
@@ -61,17 +68,20 @@ export class ModelWorker implements ModelBackend {
   #stats: HostStats | undefined;
   #fatal: string | undefined;
   #readySince: number | undefined;
+  #loadingStep = -1;
   #restarts = 0;
   #crashStreak = 0;
   #restartTimer: NodeJS.Timeout | undefined;
   #restartAt = 0;
   #stopping: Promise<void> | undefined;
-  #endpoint: { address: string; port: number } | null = null;
+  #endpoints: TransportEndpoint[] = [];
 
   constructor(options: ModelWorkerOptions) {
     this.name = options.config.name;
     this.#log = options.log.child({ worker: this.name });
+    this.#observer = options.observer;
     this.#timings = options.timings;
+    this.#logLevel = options.logLevel;
     this.#createHost = options.createHost ?? ((o) => new HostProcess(o));
     this.#config = options.config;
     this.#applyConfigState();
@@ -85,6 +95,10 @@ export class ModelWorker implements ModelBackend {
     return isConfigError(this.#config) ? null : this.#config;
   }
 
+  get configFile(): string {
+    return this.#config.file;
+  }
+
   get model(): string {
     return this.config?.modelName ?? this.name;
   }
@@ -93,20 +107,24 @@ export class ModelWorker implements ModelBackend {
     return this.config?.apiKey ?? null;
   }
 
+  get hostPid(): number | null {
+    return this.#host?.pid ?? null;
+  }
+
   get running(): boolean {
     return this.#host !== undefined || this.#restartTimer !== undefined;
   }
 
   /** Replaces the configuration; only while the worker runs no host. */
   setConfig(config: WorkerConfig | WorkerConfigError): void {
-    if (this.running) throw new Error(`worker ${this.name} is running`);
+    if (this.running) throw new LmError('CONFLICT', `worker ${this.name} is running`);
     this.#config = config;
     this.#applyConfigState();
   }
 
-  /** The HTTP address its port is bound to (set by the supervisor, which holds the socket). */
-  setEndpoint(endpoint: { address: string; port: number } | null): void {
-    this.#endpoint = endpoint;
+  /** Where the transports serve this worker (set by the supervisor, which binds them). */
+  setEndpoints(endpoints: TransportEndpoint[]): void {
+    this.#endpoints = endpoints;
   }
 
   /** Reports a failure found outside the host (e.g. its port could not be bound). */
@@ -126,6 +144,7 @@ export class ModelWorker implements ModelBackend {
   info(): WorkerInfo {
     const config = this.config;
     const total = config ? config.concurrency * config.replicas : 0;
+    const http = this.#endpoints.find((e) => e.transport === 'http');
     return {
       name: this.name,
       model: this.model,
@@ -133,8 +152,8 @@ export class ModelWorker implements ModelBackend {
       reason: this.#reason,
       config_file: this.#config.file,
       pid: this.#host?.pid ?? null,
-      address: this.#endpoint?.address ?? null,
-      port: this.#endpoint?.port ?? null,
+      address: http?.address ?? null,
+      port: http?.port ?? null,
       slots: { busy: this.#stats?.slotsBusy ?? 0, total: this.#stats?.slots ?? total },
       queue: this.#stats?.queued ?? 0,
       in_flight: this.#pending.size,
@@ -155,11 +174,13 @@ export class ModelWorker implements ModelBackend {
 
   /** Drains the host (in-flight requests get up to graceMs, then are cancelled) and stops it. */
   stop(graceMs: number): Promise<void> {
+    const wasRestarting = this.#restartTimer !== undefined;
     clearTimeout(this.#restartTimer);
     this.#restartTimer = undefined;
     const host = this.#host;
     if (!host) {
       if (this.#state !== 'invalid-config') {
+        if (wasRestarting) this.#observer.event('stop', this.name, 'stopped during its restart backoff');
         this.#state = 'stopped';
         this.#reason = null;
       }
@@ -182,11 +203,7 @@ export class ModelWorker implements ModelBackend {
     this.#host?.kill('SIGKILL');
   }
 
-  async complete(
-    request: CompletionRequest,
-    onTokens: (text: string, ids: number[]) => void,
-    signal: AbortSignal,
-  ): Promise<CompletionResult> {
+  async complete(request: GenerateRequest, onTokens: TokenSink, signal: AbortSignal): Promise<GenerationResult> {
     const host = this.#host;
     if (this.#state !== 'ready' || !host) {
       const code = this.#state === 'restarting' ? 'MODEL_CRASHED' : 'MODEL_NOT_READY';
@@ -194,12 +211,15 @@ export class ModelWorker implements ModelBackend {
       throw new LmError(code, `model ${this.model} is not ready (${this.#state}${why})`);
     }
     if (signal.aborted) throw new LmError('CANCELLED', 'the request was cancelled');
-    return new Promise<CompletionResult>((resolve, reject) => {
+    if (this.#pending.has(request.id)) throw new LmError('INTERNAL', `request id ${request.id} is already in flight`);
+    return new Promise<GenerationResult>((resolve, reject) => {
       const { id } = request;
       const onAbort = () => host.send({ type: 'cancel', id });
       signal.addEventListener('abort', onAbort, { once: true });
       this.#pending.set(id, { onTokens, resolve, reject, cleanup: () => signal.removeEventListener('abort', onAbort) });
-      host.send({ type: 'generate', request: { id, input: request.input, params: request.params, raw: request.raw } });
+      if (!host.send({ type: 'generate', request })) {
+        this.#settle(id, { error: new LmError('MODEL_CRASHED', `the model host of ${this.model} is gone`) });
+      }
     });
   }
 
@@ -222,19 +242,35 @@ export class ModelWorker implements ModelBackend {
       const from = config.modelUrl ? ` (download it from MODEL_URL=${config.modelUrl})` : '';
       this.#reason = `model missing: ${config.modelPath} not found${from}`;
       this.#log.warn('model missing', { path: config.modelPath, url: config.modelUrl });
+      this.#observer.event('model.missing', this.name, this.#reason, { path: config.modelPath, url: config.modelUrl }, 'warn');
       return;
     }
     this.#state = 'starting';
     this.#reason = null;
     this.#fatal = undefined;
-    const host: HostProcess = this.#createHost({
-      name: this.name,
-      onMessage: (message) => this.#onHostMessage(host, message),
-      onExit: (exit) => this.#onHostExit(host, exit),
-    });
+    this.#loadingStep = -1;
+    let host: HostProcess;
+    try {
+      host = this.#createHost({
+        name: this.name,
+        onMessage: (message) => this.#onHostMessage(host, message),
+        onExit: (exit) => this.#onHostExit(host, exit),
+      });
+    } catch (err) {
+      this.#spawnFailed(toLmError(err).message);
+      return;
+    }
     this.#host = host;
     this.#log.info('host started', { hostPid: host.pid, model: config.modelPath });
-    host.send({ type: 'init', spec: hostSpec(config, this.#timings.shutdownGraceMs) });
+    this.#observer.event('host.spawned', this.name, `model host started (pid ${host.pid})`, { hostPid: host.pid, modelPath: config.modelPath });
+    host.send({ type: 'init', spec: buildHostSpec(config, this.#timings.shutdownGraceMs, this.#logLevel) });
+  }
+
+  #spawnFailed(reason: string): void {
+    this.#state = 'failed';
+    this.#reason = `cannot start the model host: ${reason}`;
+    this.#log.error('host spawn failed', { reason });
+    this.#observer.event('host.spawn_failed', this.name, this.#reason, {}, 'error');
   }
 
   #onHostMessage(host: HostProcess, message: HostToSupervisor): void {
@@ -246,16 +282,35 @@ export class ModelWorker implements ModelBackend {
       case 'stats':
         this.#stats = message.stats;
         break;
-      case 'loading':
-        if (this.#state === 'starting') this.#reason = `loading ${Math.round(message.progress * 100)}%`;
-        break;
-      case 'ready':
+      case 'loading': {
         if (this.#state !== 'starting') break;
+        this.#reason = `loading ${Math.round(message.progress * 100)}%`;
+        // One event per tenth: the audit trail wants the shape of a load, not every percent.
+        const step = Math.floor(message.progress * 10);
+        if (step > this.#loadingStep) {
+          this.#loadingStep = step;
+          this.#observer.event('model.loading', this.name, `loading ${step * 10}%`, { progress: message.progress, hostPid: host.pid });
+        }
+        break;
+      }
+      case 'ready': {
+        if (this.#state !== 'starting') break;
+        const { model, load } = message;
+        this.#log.info('ready', { hostPid: host.pid, ...model, loadSeconds: load.seconds });
+        this.#observer.event('model.loaded', this.name, `model loaded in ${load.seconds.toFixed(2)} s`, {
+          loadSeconds: load.seconds,
+          backend: load.backend,
+          devices: load.devices,
+          hostPid: host.pid,
+          ...model,
+        });
+        this.#observer.event('services.init', this.name, 'serving on its transports', { endpoints: this.#endpoints });
         this.#state = 'ready';
         this.#reason = null;
         this.#readySince = Date.now();
-        this.#log.info('ready', { hostPid: host.pid, ...message.model });
+        this.#observer.event('server.ready', this.name, `${this.model} is ready`, { hostPid: host.pid, endpoints: this.#endpoints });
         break;
+      }
       case 'fatal':
         this.#fatal = `${message.code}: ${message.message}`;
         break;
@@ -264,32 +319,41 @@ export class ModelWorker implements ModelBackend {
 
   #dispatch(events: GenerationEvent[]): void {
     for (const event of events) {
-      const pending = this.#pending.get(event.id);
-      if (!pending) continue;
       if (event.type === 'tokens') {
-        pending.onTokens(event.text, event.ids);
-        continue;
-      }
-      this.#pending.delete(event.id);
-      pending.cleanup();
-      if (event.type === 'done') {
-        if (event.finishReason === 'cancelled') this.#counters.cancelled++;
-        else this.#counters.done++;
-        pending.resolve({ text: event.text, finishReason: event.finishReason, usage: event.usage, timings: event.timings });
+        const pending = this.#pending.get(event.id);
+        try {
+          pending?.onTokens(event.text, event.ids);
+        } catch (err) {
+          this.#log.warn('token delivery failed', { reqId: event.id, error: toLmError(err).message });
+        }
+      } else if (event.type === 'done') {
+        const { text, finishReason, usage, timings, stopString } = event;
+        const result: GenerationResult = { text, finishReason, usage, timings };
+        if (stopString !== undefined) result.stopString = stopString;
+        this.#settle(event.id, { result });
       } else {
-        this.#counters.failed++;
-        pending.reject(new LmError(event.code, event.message));
+        this.#settle(event.id, { error: new LmError(event.code, String(event.message)) });
       }
     }
   }
 
-  #failPending(error: LmError): void {
-    for (const pending of this.#pending.values()) {
-      pending.cleanup();
+  #settle(id: string, outcome: { result?: GenerationResult; error?: LmError }): void {
+    const pending = this.#pending.get(id);
+    if (!pending) return;
+    this.#pending.delete(id);
+    pending.cleanup();
+    if (outcome.result) {
+      if (outcome.result.finishReason === 'cancelled') this.#counters.cancelled++;
+      else this.#counters.done++;
+      pending.resolve(outcome.result);
+    } else {
       this.#counters.failed++;
-      pending.reject(error);
+      pending.reject(outcome.error ?? new LmError('INTERNAL', 'the request ended without a result'));
     }
-    this.#pending.clear();
+  }
+
+  #failPending(error: LmError): void {
+    for (const id of [...this.#pending.keys()]) this.#settle(id, { error });
   }
 
   #onHostExit(host: HostProcess, exit: HostExit): void {
@@ -298,39 +362,51 @@ export class ModelWorker implements ModelBackend {
     this.#stats = undefined;
     const readyFor = this.#readySince === undefined ? undefined : Date.now() - this.#readySince;
     this.#readySince = undefined;
-    const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
+    const how = exit.error ? `could not run (${exit.error})` : exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
     if (this.#state === 'stopping') {
       this.#failPending(new LmError('CANCELLED', `model ${this.model} was stopped`));
       this.#state = 'stopped';
       this.#reason = null;
       this.#log.info('stopped', { hostPid: host.pid });
+      this.#observer.event('stop', this.name, `${this.model} stopped`, { hostPid: host.pid, code: exit.code, signal: exit.signal });
       return;
     }
     this.#failPending(new LmError('MODEL_CRASHED', `the model host of ${this.model} ${how}`));
     const tail = host.stderrTail(10);
-    // A load failure (bad file, unsupported model) will fail the same way again: report it.
-    // A fatal error after the model served is a crash like any other: restart.
-    if (this.#fatal !== undefined && readyFor === undefined) {
-      this.#state = 'failed';
-      this.#reason = `failed to load: ${this.#fatal}\n${tail}`.trim();
-      this.#log.error('failed to load', { reason: this.#fatal, hostPid: host.pid });
+    if (exit.error && host.pid === null) {
+      this.#spawnFailed(exit.error);
       return;
     }
-    if (readyFor !== undefined && readyFor > STABLE_MS) this.#crashStreak = 0;
-    this.#crashStreak++;
-    if (readyFor === undefined && this.#crashStreak >= MAX_LOAD_CRASHES) {
+    const decision = decideAfterExit({
+      fatal: this.#fatal !== undefined,
+      readyForMs: readyFor,
+      crashStreak: this.#crashStreak,
+      backoffMs: this.#timings.restartBackoffMs,
+      backoffMaxMs: this.#timings.restartBackoffMaxMs,
+    });
+    this.#crashStreak = decision.crashStreak;
+    const crash = { hostPid: host.pid, code: exit.code, signal: exit.signal, stderrTail: tail, readyForMs: readyFor ?? null };
+    if (decision.action === 'fail') {
       this.#state = 'failed';
-      this.#reason = `the model host ${how} while loading, ${this.#crashStreak} times in a row\n${tail}`.trim();
-      this.#log.error('failed while loading', { hostPid: host.pid, code: exit.code, signal: exit.signal });
+      this.#reason =
+        decision.reason === 'load-error'
+          ? `failed to load: ${this.#fatal}\n${tail}`.trim()
+          : `the model host ${how} while loading, ${decision.crashStreak} times in a row\n${tail}`.trim();
+      this.#log.error('failed to load', { reason: this.#reason.split('\n')[0], hostPid: host.pid });
+      if (decision.reason === 'load-crashes') this.#observer.event('crash', this.name, `the model host ${how} while loading`, crash, 'error');
+      this.#observer.event('model.load_failed', this.name, this.#reason.split('\n')[0] as string, { ...crash, fatal: this.#fatal ?? null }, 'error');
       return;
     }
-    const { restartBackoffMs, restartBackoffMaxMs } = this.#timings;
-    const delay = Math.min(restartBackoffMs * 2 ** (this.#crashStreak - 1), restartBackoffMaxMs);
+    const delay = decision.delayMs;
     this.#restarts++;
     this.#state = 'restarting';
     this.#reason = `the model host ${how}; restarting in ${delay} ms\n${tail}`.trim();
     this.#restartAt = Date.now() + delay;
-    this.#restartTimer = setTimeout(() => this.#spawn(), delay);
     this.#log.error('host crashed', { hostPid: host.pid, code: exit.code, signal: exit.signal, restartInMs: delay });
+    this.#observer.event('crash', this.name, `the model host ${how}`, { ...crash, restartInMs: delay }, 'error');
+    this.#restartTimer = setTimeout(() => {
+      this.#observer.event('restart', this.name, `restarting (attempt ${this.#crashStreak})`, { attempt: this.#crashStreak, restarts: this.#restarts }, 'warn');
+      this.#spawn();
+    }, delay);
   }
 }

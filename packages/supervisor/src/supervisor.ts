@@ -1,53 +1,83 @@
 /**
- * The supervisor: reads envs/, holds every listening socket (one HTTP port per model, the
- * gateway/admin port), runs one ModelWorker per configured model, and never runs inference.
+ * The supervisor: reads envs/, runs one ModelWorker per configured model, binds every
+ * transport (HTTP today) to every worker through the core's Transport interface, serves the
+ * gateway/admin port, and never runs inference. It owns the observer: every request end and
+ * every lifecycle event of the service is published there.
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { LmError, createLogger, type Logger, type SupervisorStatus, type WorkerInfo } from '@lmserve/protocol';
-import { closeServer, createAdminApp, createModelApp, formatAddress, listen, type AdminBackend } from '@lmserve/http';
+import {
+  RecentLog,
+  RequestPath,
+  ServiceObserver,
+  formatAddress,
+  type RequestEnd,
+  type ServiceEvent,
+  type Transport,
+  type TransportEndpoint,
+} from '@lmserve/core';
+import { LmError, createLogger, toLmError, type Logger, type SupervisorStatus, type WorkerInfo } from '@lmserve/protocol';
+import { HttpTransport, closeServer, createAdminApp, listen, type AdminBackend, type RecentQuery } from '@lmserve/http';
 import { ModelWorker } from './model-worker.js';
 import type { ServicePaths } from './service-paths.js';
 import { loadSupervisorConfig, writeAdminToken, type SupervisorConfig } from './supervisor-config.js';
-import { isConfigError, loadWorkerConfig, workerFiles, type WorkerConfig } from './worker-config.js';
+import { loadWorkerConfig, workerFiles } from './worker-config.js';
 
 export interface SupervisorOptions {
   paths: ServicePaths;
   /** Workers started at once: every configured one, or these names (the rest stay stopped). */
   start: 'all' | string[];
   log?: Logger;
+  /** Subscribe before anything happens (tests, embedders); the supervisor makes one otherwise. */
+  observer?: ServiceObserver;
+  /** Transports to bind to every worker (default: HTTP). */
+  transports?: (log: Logger) => Transport[];
   /** Called when an admin asks the supervisor to exit (POST /admin/shutdown). */
   onShutdownRequest?: () => void;
 }
 
-interface Binding {
-  server: Server;
-  key: string;
+type AdminAction = 'start' | 'stop' | 'restart';
+
+interface WorkerEntry {
+  worker: ModelWorker;
+  requests: RequestPath;
+  /** The admin action running on this worker: a second, different one is a CONFLICT. */
+  action: { kind: AdminAction; done: Promise<WorkerInfo> } | undefined;
 }
+
+const RECENT_EVENTS = 2000;
+const RECENT_REQUESTS = 1000;
 
 export class Supervisor implements AdminBackend {
   readonly paths: ServicePaths;
   readonly config: SupervisorConfig;
+  readonly observer: ServiceObserver;
   readonly #log: Logger;
-  readonly #workers = new Map<string, ModelWorker>();
-  readonly #bindings = new Map<string, Binding>();
+  readonly #workers = new Map<string, WorkerEntry>();
+  readonly #transports: Transport[];
   readonly #startedAt = Date.now();
   readonly #onShutdownRequest: (() => void) | undefined;
+  readonly #events = new RecentLog<ServiceEvent>(RECENT_EVENTS);
+  readonly #requests = new RecentLog<RequestEnd>(RECENT_REQUESTS);
   #gateway: Server | undefined;
   #closing: Promise<void> | undefined;
 
-  private constructor(paths: ServicePaths, config: SupervisorConfig, log: Logger, onShutdownRequest?: () => void) {
+  private constructor(paths: ServicePaths, config: SupervisorConfig, log: Logger, options: SupervisorOptions) {
     this.paths = paths;
     this.config = config;
     this.#log = log;
-    this.#onShutdownRequest = onShutdownRequest;
+    this.#onShutdownRequest = options.onShutdownRequest;
+    this.observer = options.observer ?? new ServiceObserver({ log });
+    this.observer.onEvent((event) => this.#events.push(event));
+    this.observer.onRequest((end) => this.#requests.push(end));
+    this.#transports = options.transports ? options.transports(log) : [new HttpTransport({ log })];
   }
 
   /** Reads the configuration, binds every port and starts the chosen workers. Throws on a bad supervisor.env. */
   static async start(options: SupervisorOptions): Promise<Supervisor> {
     const config = loadSupervisorConfig(options.paths);
     const log = options.log ?? createLogger({ component: 'supervisor', pid: process.pid }, { level: config.logLevel });
-    const supervisor = new Supervisor(options.paths, config, log, options.onShutdownRequest);
+    const supervisor = new Supervisor(options.paths, config, log, options);
     await supervisor.#open(options.start);
     return supervisor;
   }
@@ -58,9 +88,7 @@ export class Supervisor implements AdminBackend {
   }
 
   worker(name: string): ModelWorker {
-    const worker = this.#workers.get(name);
-    if (!worker) throw new LmError('NOT_FOUND', `no worker named "${name}" (looked for worker.${name}.env in ${this.paths.envsDir})`);
-    return worker;
+    return this.#entry(name).worker;
   }
 
   status(): SupervisorStatus {
@@ -69,33 +97,44 @@ export class Supervisor implements AdminBackend {
       uptime_s: Math.round((Date.now() - this.#startedAt) / 1000),
       gateway: this.gatewayAddress,
       envs_dir: this.paths.envsDir,
-      workers: [...this.#workers.values()].map((w) => {
-        const info = w.info();
+      workers: [...this.#workers.values()].map(({ worker }) => {
+        const info = worker.info();
         return { name: info.name, state: info.state, port: info.port };
       }),
     };
   }
 
   listWorkers(): WorkerInfo[] {
-    return [...this.#workers.values()].map((w) => w.info());
+    return [...this.#workers.values()].map(({ worker }) => worker.info());
   }
 
-  async startWorker(name: string): Promise<WorkerInfo> {
-    const worker = this.worker(name);
-    if (!worker.running && (await this.#reload(worker))) worker.start();
-    return worker.info();
+  recentEvents(query: RecentQuery): Array<{ seq: number; event: ServiceEvent }> {
+    return this.#events
+      .since(query.since, (e) => query.worker === null || e.worker === query.worker)
+      .map(({ seq, item }) => ({ seq, event: item }));
   }
 
-  async stopWorker(name: string): Promise<WorkerInfo> {
-    const worker = this.worker(name);
-    await worker.stop(this.config.shutdownGraceMs);
-    return worker.info();
+  recentRequests(query: RecentQuery): Array<{ seq: number; request: RequestEnd }> {
+    return this.#requests
+      .since(query.since, (r) => query.worker === null || r.worker === query.worker)
+      .map(({ seq, item }) => ({ seq, request: item }));
   }
 
-  async restartWorker(name: string): Promise<WorkerInfo> {
-    const worker = this.worker(name);
-    await worker.stop(this.config.shutdownGraceMs);
-    return this.startWorker(name);
+  startWorker(name: string): Promise<WorkerInfo> {
+    return this.#serialize(name, 'start', async (entry) => {
+      if (!entry.worker.running && (await this.#reload(entry))) entry.worker.start();
+    });
+  }
+
+  stopWorker(name: string): Promise<WorkerInfo> {
+    return this.#serialize(name, 'stop', (entry) => entry.worker.stop(this.config.shutdownGraceMs));
+  }
+
+  restartWorker(name: string): Promise<WorkerInfo> {
+    return this.#serialize(name, 'restart', async (entry) => {
+      await entry.worker.stop(this.config.shutdownGraceMs);
+      if (await this.#reload(entry)) entry.worker.start();
+    });
   }
 
   shutdown(): void {
@@ -111,7 +150,43 @@ export class Supervisor implements AdminBackend {
 
   /** Last resort on exit: no host may outlive the supervisor. */
   killAll(): void {
-    for (const worker of this.#workers.values()) worker.kill();
+    for (const { worker } of this.#workers.values()) worker.kill();
+  }
+
+  #entry(name: string): WorkerEntry {
+    const entry = this.#workers.get(name);
+    if (!entry) throw new LmError('NOT_FOUND', `no worker named "${name}" (looked for worker.${name}.env in ${this.paths.envsDir})`);
+    return entry;
+  }
+
+  /**
+   * Admin actions on one worker never interleave: the same action asked again while it runs
+   * joins it; a different one gets CONFLICT (409), and the worker ends in the state of the
+   * action that ran.
+   */
+  #serialize(name: string, kind: AdminAction, run: (entry: WorkerEntry) => Promise<void>): Promise<WorkerInfo> {
+    let entry: WorkerEntry;
+    try {
+      entry = this.#entry(name);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.#closing) return Promise.reject(new LmError('CONFLICT', 'the supervisor is shutting down'));
+    const current = entry.action;
+    if (current) {
+      if (current.kind === kind) return current.done;
+      return Promise.reject(new LmError('CONFLICT', `worker ${name} is busy: a ${current.kind} is in progress; try again when it is done`));
+    }
+    const done = (async () => {
+      try {
+        await run(entry);
+      } finally {
+        entry.action = undefined;
+      }
+      return entry.worker.info();
+    })();
+    entry.action = { kind, done };
+    return done;
   }
 
   async #open(start: 'all' | string[]): Promise<void> {
@@ -123,17 +198,30 @@ export class Supervisor implements AdminBackend {
         }
       }
     }
+    this.observer.event('startup', null, 'supervisor starting', {
+      pid: process.pid,
+      envsDir: this.paths.envsDir,
+      dataDir: this.paths.dataDir,
+      workers: files.map((f) => f.name),
+    });
+    const { restartBackoffMs, restartBackoffMaxMs, shutdownGraceMs, logLevel } = this.config;
     for (const { name, file } of files) {
-      const { restartBackoffMs, restartBackoffMaxMs, shutdownGraceMs } = this.config;
-      const timings = { restartBackoffMs, restartBackoffMaxMs, shutdownGraceMs };
-      this.#workers.set(name, new ModelWorker({ config: loadWorkerConfig(name, file, this.paths), log: this.#log, timings }));
+      const worker = new ModelWorker({
+        config: loadWorkerConfig(name, file, this.paths),
+        log: this.#log,
+        observer: this.observer,
+        timings: { restartBackoffMs, restartBackoffMaxMs, shutdownGraceMs },
+        logLevel,
+      });
+      const requests = new RequestPath({ backend: worker, observer: this.observer, log: this.#log.child({ worker: name }) });
+      this.#workers.set(name, { worker, requests, action: undefined });
     }
     process.once('exit', () => this.killAll());
     await this.#openGateway();
     const bound = new Set<ModelWorker>();
-    for (const worker of this.#workers.values()) {
-      this.#reportConfig(worker);
-      if (await this.#bind(worker)) bound.add(worker);
+    for (const entry of this.#workers.values()) {
+      this.#reportConfig(entry.worker);
+      if (await this.#bind(entry)) bound.add(entry.worker);
     }
     for (const worker of bound) {
       if (start === 'all' || start.includes(worker.name)) worker.start();
@@ -153,59 +241,69 @@ export class Supervisor implements AdminBackend {
   #reportConfig(worker: ModelWorker): void {
     const config = worker.config;
     if (!config) {
-      this.#log.error('invalid worker configuration', { worker: worker.name, reason: worker.info().reason });
+      const reason = worker.info().reason;
+      this.#log.error('invalid worker configuration', { worker: worker.name, reason });
+      this.observer.event('config.invalid', worker.name, reason ?? 'invalid configuration', { file: worker.configFile }, 'error');
       return;
     }
     for (const key of config.unknownKeys) this.#log.warn('unknown key', { worker: worker.name, key, file: config.file });
+    this.observer.event('config.loaded', worker.name, `configuration read from ${config.file}`, {
+      file: config.file,
+      model: config.modelName,
+      modelPath: config.modelPath,
+      concurrency: config.concurrency,
+      replicas: config.replicas,
+      contextSize: config.contextSize,
+      maxQueue: config.maxQueue,
+      unknownKeys: config.unknownKeys,
+    });
   }
 
-  /** Re-reads the worker's env file; true when the worker is configured and its port is bound. */
-  async #reload(worker: ModelWorker): Promise<boolean> {
-    worker.setConfig(loadWorkerConfig(worker.name, worker.info().config_file, this.paths));
+  /** Re-reads the worker's env file; true when the worker is configured and its transports are bound. */
+  async #reload(entry: WorkerEntry): Promise<boolean> {
+    const { worker } = entry;
+    worker.setConfig(loadWorkerConfig(worker.name, worker.configFile, this.paths));
     this.#reportConfig(worker);
-    return this.#bind(worker);
+    return this.#bind(entry);
   }
 
-  /** Binds (or re-binds, when HTTP_ADDR changed) the worker's HTTP port; false when it cannot serve. */
-  async #bind(worker: ModelWorker): Promise<boolean> {
-    const config: WorkerConfig | null = worker.config;
-    const current = this.#bindings.get(worker.name);
+  /** Binds (or re-binds, when a setting changed) every transport to the worker; false when it cannot serve. */
+  async #bind(entry: WorkerEntry): Promise<boolean> {
+    const { worker, requests } = entry;
+    const config = worker.config;
     if (!config) return false;
-    const key = formatAddress(config.httpAddr);
-    if (current && (current.key === key || config.httpAddr.port === 0)) return true;
-    if (current) {
-      this.#bindings.delete(worker.name);
-      await closeServer(current.server);
-      worker.setEndpoint(null);
+    const endpoints: TransportEndpoint[] = [];
+    for (const transport of this.#transports) {
+      try {
+        const endpoint = await transport.bind({ name: worker.name, backend: worker, requests, settings: config });
+        if (endpoint) endpoints.push(endpoint);
+      } catch (err) {
+        const reason = toLmError(err).message;
+        worker.markFailed(reason);
+        this.#log.error('transport failed', { worker: worker.name, transport: transport.name, reason });
+        this.observer.event('port.failed', worker.name, reason, { transport: transport.name }, 'error');
+        worker.setEndpoints(endpoints);
+        return false;
+      }
     }
-    const app = createModelApp({ backend: worker, log: this.#log.child({ worker: worker.name }) });
-    try {
-      const server = await listen(app, config.httpAddr);
-      const address = server.address() as AddressInfo;
-      this.#bindings.set(worker.name, { server, key });
-      worker.setEndpoint({ address: formatAddress({ host: address.address, port: address.port }), port: address.port });
-      this.#log.info('model port listening', { worker: worker.name, address: formatAddress({ host: address.address, port: address.port }) });
-      return true;
-    } catch (err) {
-      const reason = `cannot listen on HTTP_ADDR=${key} (${config.file}): ${(err as Error).message}`;
-      worker.markFailed(reason);
-      this.#log.error('model port failed', { worker: worker.name, reason });
-      return false;
-    }
+    worker.setEndpoints(endpoints);
+    return true;
   }
 
   async #close(): Promise<void> {
     const grace = this.config.shutdownGraceMs;
     this.#log.info('shutting down', { graceMs: grace });
-    const servers = [...this.#bindings.values()].map((b) => b.server);
-    if (this.#gateway) servers.push(this.#gateway);
-    // Stop accepting at once; connections in flight finish as their requests drain.
-    const closed = servers.map((server) => closeServer(server));
-    await Promise.all([...this.#workers.values()].map((w) => w.stop(grace)));
-    const force = setTimeout(() => servers.forEach((s) => s.closeAllConnections()), 1000);
+    this.observer.event('shutdown', null, 'supervisor shutting down', { graceMs: grace });
+    // Stop accepting at once; exchanges in flight finish as their requests drain.
+    const closed: Array<Promise<void>> = this.#transports.map((t) => t.close().catch(() => undefined));
+    if (this.#gateway) closed.push(closeServer(this.#gateway));
+    await Promise.all([...this.#workers.values()].map(({ worker }) => worker.stop(grace)));
+    const force = setTimeout(() => {
+      for (const t of this.#transports) t.terminate();
+      this.#gateway?.closeAllConnections();
+    }, 1000);
     await Promise.all(closed);
     clearTimeout(force);
     this.#log.info('shut down');
   }
 }
-

@@ -1,0 +1,24 @@
+export type { ModelBackend, Readiness, TokenSink } from './backend.js';
+export { RequestPath, ActiveRequest } from './request-path.js';
+export type { RequestPathOptions, RunRequest } from './request-path.js';
+export { ServiceObserver, RecentLog } from './observer.js';
+export type { EventCode, EventListener, RequestEnd, RequestListener, RequestStatus, ServiceEvent } from './observer.js';
+export { newRequestId, transportOf, isTransportName } from './request-id.js';
+export type { Transport, TransportEndpoint, TransportSettings, TransportWorker } from './transport.js';
+export {
+  PARAMETERS,
+  MAX_GRAMMAR_BYTES,
+  MAX_STOP_LENGTH,
+  MAX_STOP_STRINGS,
+  paramsSchema,
+  parseParams,
+  parameterNames,
+  toGenerationParams,
+  zodError,
+} from './params.js';
+export type { ParamDialect, ParamSpec, ParamType } from './params.js';
+export { parseGenerateBody, parseInput, checkParams, inputLength, MAX_INPUT_CHARS, MAX_MESSAGES } from './generate-body.js';
+export type { ParsedGenerate } from './generate-body.js';
+export { checkGrammarText, MAX_GRAMMAR_DEPTH, MAX_GRAMMAR_REPEAT } from './grammar-guard.js';
+export { parseListenAddress, formatAddress, isLoopback } from './address.js';
+export type { ListenAddress } from './address.js';

@@ -1,0 +1,168 @@
+/**
+ * The one table of generation parameters. Each row names a parameter in the original
+ * `{input, params}` API, in OpenAI's request body and in Ollama's `options`, with its type,
+ * bounds and default. The edge validators and the name mappers are derived from it, and a test
+ * checks its bounds against the native engine's own table (`nativeParamSpecs()`).
+ */
+import { z } from 'zod';
+import { LmError, type GenerationParams } from '@lmserve/protocol';
+
+export type ParamType = 'int' | 'float' | 'bool' | 'string' | 'stringList' | 'logitBias';
+
+export interface ParamSpec {
+  /** The engine's name (GenerationParams key, camelCase; the addon's name too). */
+  key: keyof GenerationParams;
+  /** The original API's name under `params`. */
+  name: string;
+  /** The name in an OpenAI request body (null: not accepted there). Extensions as llama-server has them. */
+  openai: string | null;
+  /** The name under an Ollama request's `options` (null: not accepted there). */
+  ollama: string | null;
+  type: ParamType;
+  min?: number;
+  max?: number;
+  /** The engine's default when the parameter is absent (undefined: none, e.g. a random seed). */
+  default?: number | boolean | string;
+  /** stringList: at most this many strings. string: at most this many characters. */
+  maxItems?: number;
+  maxLength?: number;
+  description: string;
+}
+
+/** Most stop strings a request may give, and the longest one. */
+export const MAX_STOP_STRINGS = 16;
+export const MAX_STOP_LENGTH = 1024;
+/** Largest inline grammar (bytes of UTF-8); larger ones are refused before any parser sees them. */
+export const MAX_GRAMMAR_BYTES = 128 * 1024;
+
+export const PARAMETERS: readonly ParamSpec[] = [
+  { key: 'maxTokens', name: 'max_tokens', openai: 'max_tokens', ollama: 'num_predict', type: 'int', min: -1, max: 2 ** 30, default: -1, description: 'tokens to generate at most; -1 until the context is full, 0 reads the prompt only' },
+  { key: 'temperature', name: 'temperature', openai: 'temperature', ollama: 'temperature', type: 'float', min: 0, max: 100, default: 0.8, description: '0 is greedy' },
+  { key: 'topK', name: 'top_k', openai: 'top_k', ollama: 'top_k', type: 'int', min: 0, max: 2 ** 30, default: 40, description: '0 disables' },
+  { key: 'topP', name: 'top_p', openai: 'top_p', ollama: 'top_p', type: 'float', min: 0, max: 1, default: 0.95, description: '1 disables' },
+  { key: 'minP', name: 'min_p', openai: 'min_p', ollama: 'min_p', type: 'float', min: 0, max: 1, default: 0.05, description: '0 disables' },
+  { key: 'repeatPenalty', name: 'repeat_penalty', openai: 'repeat_penalty', ollama: 'repeat_penalty', type: 'float', min: 0, max: 100, default: 1, description: '1 disables' },
+  { key: 'repeatLastN', name: 'repeat_last_n', openai: 'repeat_last_n', ollama: 'repeat_last_n', type: 'int', min: -1, max: 2 ** 20, default: 64, description: 'tokens the penalties look back at; -1 the whole context' },
+  { key: 'presencePenalty', name: 'presence_penalty', openai: 'presence_penalty', ollama: 'presence_penalty', type: 'float', min: -2, max: 2, default: 0, description: "OpenAI's range" },
+  { key: 'frequencyPenalty', name: 'frequency_penalty', openai: 'frequency_penalty', ollama: 'frequency_penalty', type: 'float', min: -2, max: 2, default: 0, description: "OpenAI's range" },
+  { key: 'seed', name: 'seed', openai: 'seed', ollama: 'seed', type: 'int', min: 0, max: 4294967295, description: 'absent: a random seed' },
+  { key: 'stop', name: 'stop', openai: 'stop', ollama: 'stop', type: 'stringList', maxItems: MAX_STOP_STRINGS, maxLength: MAX_STOP_LENGTH, description: 'a string or a list; generation ends before the first match' },
+  { key: 'ignoreEos', name: 'ignore_eos', openai: 'ignore_eos', ollama: null, type: 'bool', default: false, description: 'never end on an end-of-generation token' },
+  { key: 'grammar', name: 'grammar', openai: 'grammar', ollama: null, type: 'string', maxLength: MAX_GRAMMAR_BYTES, description: 'GBNF the output must match' },
+  { key: 'grammarRoot', name: 'grammar_root', openai: null, ollama: null, type: 'string', maxLength: 256, default: 'root', description: "the grammar's start rule" },
+  { key: 'logitBias', name: 'logit_bias', openai: 'logit_bias', ollama: null, type: 'logitBias', min: -100, max: 100, description: 'token id -> bias; -100 bans the token' },
+];
+
+export type ParamDialect = 'original' | 'openai' | 'ollama';
+
+function nameIn(spec: ParamSpec, dialect: ParamDialect): string | null {
+  return dialect === 'original' ? spec.name : spec[dialect];
+}
+
+/** The zod schema of one parameter; messages are completed with the field path by the caller. */
+function schemaFor(spec: ParamSpec): z.ZodTypeAny {
+  const number = () =>
+    z.number({ invalid_type_error: 'must be a number' }).refine(Number.isFinite, 'must be a finite number');
+  const range = `must be between ${spec.min} and ${spec.max}`;
+  switch (spec.type) {
+    case 'int':
+      return number()
+        .refine(Number.isInteger, 'must be an integer')
+        .refine((v) => v >= (spec.min as number) && v <= (spec.max as number), range);
+    case 'float':
+      return number().refine((v) => v >= (spec.min as number) && v <= (spec.max as number), range);
+    case 'bool':
+      return z.boolean({ invalid_type_error: 'must be a boolean' });
+    case 'string': {
+      const max = spec.maxLength ?? Infinity;
+      return z
+        .string({ invalid_type_error: 'must be a string' })
+        .min(1, 'must not be empty')
+        .refine((s) => Buffer.byteLength(s) <= max, `must be at most ${max} bytes`);
+    }
+    case 'stringList': {
+      const one = z
+        .string({ invalid_type_error: 'must be a string' })
+        .min(1, 'must not be empty')
+        .max(spec.maxLength ?? Infinity, `must be at most ${spec.maxLength} characters`);
+      return z.union([one, z.array(one).max(spec.maxItems ?? Infinity, `may hold at most ${spec.maxItems} strings`)], {
+        errorMap: (issue, ctx) =>
+          issue.code === 'invalid_union' ? { message: 'must be a string or an array of strings' } : { message: ctx.defaultError },
+      });
+    }
+    case 'logitBias':
+      return z.record(
+        z.string().regex(/^\d{1,9}$/, 'keys must be token ids'),
+        number().refine((v) => v >= (spec.min as number) && v <= (spec.max as number), range),
+        { invalid_type_error: 'must be an object of token id -> bias' },
+      );
+  }
+}
+
+/** The params object of a dialect, as a zod object keyed by that dialect's names. */
+export function paramsSchema(dialect: ParamDialect): z.ZodObject<Record<string, z.ZodTypeAny>> {
+  const shape: Record<string, z.ZodTypeAny> = {};
+  for (const spec of PARAMETERS) {
+    const name = nameIn(spec, dialect);
+    if (name !== null) shape[name] = schemaFor(spec).optional();
+  }
+  return z.object(shape);
+}
+
+/** Converts validated values (keyed by a dialect's names) into engine parameters. */
+export function toGenerationParams(values: Record<string, unknown>, dialect: ParamDialect): GenerationParams {
+  const out: Record<string, unknown> = {};
+  for (const spec of PARAMETERS) {
+    const name = nameIn(spec, dialect);
+    if (name === null) continue;
+    const value = values[name];
+    if (value === undefined || value === null) continue;
+    if (spec.type === 'logitBias') {
+      out[spec.key] = Object.entries(value as Record<string, number>).map(([id, bias]) => [Number(id), bias]);
+    } else {
+      out[spec.key] = value;
+    }
+  }
+  return out as GenerationParams;
+}
+
+/** The first zod issue as an INVALID_REQUEST naming the field (with `prefix`, e.g. "params."). */
+export function zodError(error: z.ZodError, prefix = ''): LmError {
+  const issue = error.issues[0];
+  if (!issue) return new LmError('INVALID_REQUEST', 'invalid request', { field: 'body' });
+  const path = issue.code === 'unrecognized_keys' ? [...issue.path, issue.keys[0]] : issue.path;
+  const field = path.length > 0 ? prefix + path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i > 0 ? '.' : ''}${p}`)).join('') : prefix.replace(/\.$/, '') || 'body';
+  const message = issue.code === 'unrecognized_keys' ? `unknown field ${field}` : `${field} ${issue.message}`;
+  return new LmError('INVALID_REQUEST', message, { field });
+}
+
+const schemas = new Map<ParamDialect, z.ZodTypeAny>();
+
+function dialectSchema(dialect: ParamDialect): z.ZodTypeAny {
+  let schema = schemas.get(dialect);
+  if (!schema) {
+    schema = dialect === 'original' ? paramsSchema(dialect).strict() : paramsSchema(dialect).passthrough();
+    schemas.set(dialect, schema);
+  }
+  return schema;
+}
+
+/**
+ * Validates and maps the parameters of a dialect: the original API's `params` (unknown fields
+ * refused), OpenAI's body or Ollama's `options` (unknown fields ignored, as those servers do).
+ */
+export function parseParams(value: unknown, dialect: ParamDialect, prefix: string): GenerationParams {
+  if (value === undefined || value === null) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    const field = prefix.replace(/\.$/, '');
+    throw new LmError('INVALID_REQUEST', `${field} must be an object`, { field });
+  }
+  const parsed = dialectSchema(dialect).safeParse(value);
+  if (!parsed.success) throw zodError(parsed.error, prefix);
+  return toGenerationParams(parsed.data, dialect);
+}
+
+/** Every parameter's name in the original API, for documentation and error messages. */
+export function parameterNames(dialect: ParamDialect): string[] {
+  return PARAMETERS.map((spec) => nameIn(spec, dialect)).filter((n): n is string => n !== null);
+}

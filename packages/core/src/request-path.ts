@@ -1,0 +1,205 @@
+/**
+ * The request path every transport takes to a model. A transport calls `begin()` as soon as a
+ * request arrives (the core creates its id), then either `fail()` (it could not be parsed or
+ * was refused at the door) or `run()`. Either way the request's end is published exactly once
+ * to the observer, with its outcome, usage and timings. Nothing a backend or a transport
+ * callback throws escapes as anything but an LmError.
+ */
+import {
+  ErrorStatus,
+  LmError,
+  toLmError,
+  type GenerateInput,
+  type GenerationParams,
+  type GenerationResult,
+  type Logger,
+} from '@lmserve/protocol';
+import type { ModelBackend, TokenSink } from './backend.js';
+import { inputLength } from './generate-body.js';
+import type { RequestEnd, RequestStatus, ServiceObserver } from './observer.js';
+import { newRequestId } from './request-id.js';
+
+export interface RunRequest {
+  input: GenerateInput;
+  params: GenerationParams;
+  raw: boolean;
+}
+
+export interface RequestPathOptions {
+  backend: ModelBackend;
+  observer: ServiceObserver;
+  log: Logger;
+}
+
+export class RequestPath {
+  readonly backend: ModelBackend;
+  readonly #observer: ServiceObserver;
+  readonly #log: Logger;
+
+  constructor(options: RequestPathOptions) {
+    this.backend = options.backend;
+    this.#observer = options.observer;
+    this.#log = options.log;
+  }
+
+  get worker(): string {
+    return this.backend.name;
+  }
+
+  /** Starts a request of `transport` (e.g. "http", "nats", "jobs"): its id is created here. */
+  begin(transport: string, clientId: string | null = null): ActiveRequest {
+    return new ActiveRequest(newRequestId(transport), transport, clientId, this.backend, this.#observer, this.#log);
+  }
+}
+
+function statusOf(code: LmError['code']): RequestStatus {
+  if (code === 'CANCELLED') return 'cancelled';
+  if (code === 'QUEUE_FULL') return 'rejected';
+  return 'failed';
+}
+
+export class ActiveRequest {
+  readonly id: string;
+  readonly transport: string;
+  readonly clientId: string | null;
+  readonly startedAt = Date.now();
+  readonly #started = performance.now();
+  readonly #backend: ModelBackend;
+  readonly #observer: ServiceObserver;
+  readonly #log: Logger;
+  #ended = false;
+  #running = false;
+  #request: RunRequest | null = null;
+  #firstTokenMs: number | null = null;
+  #output: string[] = [];
+
+  constructor(id: string, transport: string, clientId: string | null, backend: ModelBackend, observer: ServiceObserver, log: Logger) {
+    this.id = id;
+    this.transport = transport;
+    this.clientId = clientId;
+    this.#backend = backend;
+    this.#observer = observer;
+    this.#log = log.child({ reqId: id });
+  }
+
+  /** A logger whose every line carries this request's id. */
+  get log(): Logger {
+    return this.#log;
+  }
+
+  /**
+   * Ends a request that never ran (invalid, unauthorized, refused at the door): publishes its
+   * end and returns the error as an LmError for the transport to report.
+   */
+  fail(err: unknown, partial: Partial<RunRequest> = {}): LmError {
+    const error = toLmError(err);
+    if (!this.#running) {
+      this.#request ??= { input: partial.input ?? null, params: partial.params ?? null, raw: partial.raw ?? false } as RunRequest;
+      this.#end({ error });
+    }
+    return error;
+  }
+
+  /**
+   * Runs the request on the model. `onTokens` sees each batch of text; if it throws (a client
+   * gone mid-write), the generation is cancelled. Rejects only with an LmError.
+   */
+  async run(request: RunRequest, onTokens: TokenSink, signal: AbortSignal): Promise<GenerationResult> {
+    if (this.#ended || this.#running) throw new LmError('INTERNAL', `request ${this.id} was already run`);
+    this.#running = true;
+    this.#request = request;
+    const abort = new AbortController();
+    const forward = () => abort.abort();
+    if (signal.aborted) abort.abort();
+    else signal.addEventListener('abort', forward, { once: true });
+    const sink: TokenSink = (text, ids) => {
+      if (this.#firstTokenMs === null) this.#firstTokenMs = performance.now() - this.#started;
+      this.#output.push(text);
+      try {
+        onTokens(text, ids);
+      } catch (err) {
+        this.#log.warn('the transport could not deliver tokens; cancelling', { error: toLmError(err).message });
+        abort.abort();
+      }
+    };
+    let result: GenerationResult;
+    try {
+      this.#log.debug('request started', { transport: this.transport, worker: this.#backend.name });
+      result = checkResult(await this.#backend.complete({ id: this.id, input: request.input, params: request.params, raw: request.raw }, sink, abort.signal));
+    } catch (err) {
+      const error = toLmError(err);
+      this.#end({ error });
+      throw error;
+    } finally {
+      signal.removeEventListener('abort', forward);
+    }
+    this.#end({ result });
+    return result;
+  }
+
+  #end(outcome: { result?: GenerationResult; error?: LmError }): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    try {
+      this.#observer.publishRequest(this.#record(outcome));
+    } catch (err) {
+      this.#log.error('could not publish the end of a request', { error: toLmError(err).message });
+    }
+  }
+
+  #record({ result, error }: { result?: GenerationResult; error?: LmError }): RequestEnd {
+    const totalMs = performance.now() - this.#started;
+    const request = this.#request;
+    const status: RequestStatus = error ? statusOf(error.code) : result?.finishReason === 'cancelled' ? 'cancelled' : 'completed';
+    const input = request?.input ?? null;
+    const end: RequestEnd = {
+      reqId: this.id,
+      clientId: this.clientId,
+      transport: this.transport,
+      worker: this.#backend.name,
+      model: this.#backend.model,
+      hostPid: this.#backend.hostPid,
+      startedAt: this.startedAt,
+      endedAt: this.startedAt + Math.round(totalMs),
+      status,
+      httpStatus: error ? error.status : status === 'cancelled' ? ErrorStatus.CANCELLED : 200,
+      errorCode: error?.code ?? null,
+      error: error?.message ?? null,
+      finishReason: result?.finishReason ?? null,
+      input,
+      inputLen: input === null ? 0 : inputLength(input),
+      params: request?.params ?? null,
+      output: result ? result.text : this.#output.length > 0 ? this.#output.join('') : null,
+      usage: {
+        tokensIn: result?.usage.tokensIn ?? 0,
+        tokensOut: result?.usage.tokensOut ?? 0,
+        cachedTokens: result?.usage.cachedTokens ?? 0,
+      },
+      timings: { queueMs: result?.timings.queueMs ?? null, ttftMs: this.#firstTokenMs, totalMs },
+    };
+    const level = error && error.status >= 500 ? 'warn' : 'debug';
+    this.#log[level]('request ended', {
+      status,
+      code: end.errorCode,
+      tokensIn: end.usage.tokensIn,
+      tokensOut: end.usage.tokensOut,
+      ms: Math.round(totalMs),
+      ...(error && error.status >= 500 ? { reason: error.message } : {}),
+    });
+    return end;
+  }
+}
+
+/** A backend's result is checked before anyone reads it: a malformed one is an INTERNAL error. */
+function checkResult(result: GenerationResult): GenerationResult {
+  const ok =
+    typeof result === 'object' &&
+    result !== null &&
+    typeof result.text === 'string' &&
+    typeof result.finishReason === 'string' &&
+    typeof result.usage?.tokensIn === 'number' &&
+    typeof result.usage?.tokensOut === 'number' &&
+    typeof result.timings?.totalMs === 'number';
+  if (!ok) throw new LmError('INTERNAL', 'the model returned a malformed result');
+  return result;
+}

@@ -1,0 +1,49 @@
+/**
+ * How the supervisor plugs a transport (HTTP, NATS, ...) into a worker: bind it, unbind it.
+ * A transport sees a worker only through this interface and reaches the model only through
+ * the worker's RequestPath; transports never import each other.
+ */
+import type { ListenAddress } from './address.js';
+import type { ModelBackend } from './backend.js';
+import type { RequestPath } from './request-path.js';
+
+/** The worker settings transports read (a subset of envs/worker.<name>.env). */
+export interface TransportSettings {
+  /** The worker's env file, for messages that point at the key to fix. */
+  file: string;
+  httpAddr: ListenAddress;
+  apiKey: string | null;
+  subject: string;
+  natsUrl: string | null;
+  jetstream: boolean;
+}
+
+export interface TransportWorker {
+  readonly name: string;
+  readonly backend: ModelBackend;
+  readonly requests: RequestPath;
+  readonly settings: TransportSettings;
+}
+
+/** Where a transport serves a worker (shown in /admin/workers and the services.init event). */
+export interface TransportEndpoint {
+  transport: string;
+  address: string;
+  port: number | null;
+}
+
+export interface Transport {
+  readonly name: string;
+  /**
+   * Serves the worker, or re-serves it when its settings changed (idempotent otherwise).
+   * Resolves with where it serves it (null: this transport is off for the worker); rejects
+   * with an LmError whose message names the setting at fault.
+   */
+  bind(worker: TransportWorker): Promise<TransportEndpoint | null>;
+  /** Stops serving the worker. */
+  unbind(name: string): Promise<void>;
+  /** Stops accepting new work everywhere; resolves when the exchanges in flight have ended. */
+  close(): Promise<void>;
+  /** Drops whatever exchanges are still open (after close() had its chance). */
+  terminate(): void;
+}

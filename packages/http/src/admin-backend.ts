@@ -1,0 +1,27 @@
+/** What the admin REST needs from the supervisor. */
+import type { RequestEnd, ServiceEvent } from '@lmserve/core';
+import type { SupervisorStatus, WorkerInfo } from '@lmserve/protocol';
+
+export interface RecentQuery {
+  /** Only entries with a sequence number above this one. */
+  since: number;
+  worker: string | null;
+  limit: number;
+}
+
+export interface AdminBackend {
+  status(): SupervisorStatus;
+  listWorkers(): WorkerInfo[];
+  /**
+   * Each rejects with LmError NOT_FOUND for an unknown worker name, and CONFLICT while another
+   * admin action runs on that worker (the same action joins the one in progress).
+   */
+  startWorker(name: string): Promise<WorkerInfo>;
+  stopWorker(name: string): Promise<WorkerInfo>;
+  restartWorker(name: string): Promise<WorkerInfo>;
+  /** The supervisor's recent lifecycle events and request ends (oldest first). */
+  recentEvents(query: RecentQuery): Array<{ seq: number; event: ServiceEvent }>;
+  recentRequests(query: RecentQuery): Array<{ seq: number; request: RequestEnd }>;
+  /** Stops the supervisor (after the response is sent). */
+  shutdown(): void;
+}
