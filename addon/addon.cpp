@@ -2,7 +2,12 @@
 // many worker threads load the addon.
 #include <napi.h>
 
+#include <cmath>
 #include <mutex>
+
+#if defined(__linux__)
+#include <sys/resource.h>
+#endif
 
 #include "engine.h"
 #include "env_registry.h"
@@ -39,7 +44,8 @@ Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
 // checkGrammar(vocabModel: Model, grammar, root?) -> null | reason
 Napi::Value CheckGrammarJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsString()) {
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsString() ||
+      !info[0].As<Napi::Object>().InstanceOf(EnvRegistry::For(env).modelConstructor.Value())) {
     throw Napi::TypeError::New(env, "checkGrammar(model, grammar, root?)");
   }
   auto* model = Napi::ObjectWrap<AddonModel>::Unwrap(info[0].As<Napi::Object>());
@@ -60,6 +66,50 @@ Napi::Value JsonSchemaToGrammarJs(const Napi::CallbackInfo& info) {
   }
 }
 
+// errorCodes() -> [{code, status}]: every code the addon raises (kErrorCodes in errors.h).
+Napi::Value ErrorCodesJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  constexpr size_t n = sizeof(kErrorCodes) / sizeof(kErrorCodes[0]);
+  Napi::Array out = Napi::Array::New(env, n);
+  for (size_t i = 0; i < n; ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("code", kErrorCodes[i].code);
+    o.Set("status", kErrorCodes[i].status);
+    out.Set(static_cast<uint32_t>(i), o);
+  }
+  return out;
+}
+
+// externalMemory() -> number: V8's count of external memory reported through
+// AdjustExternalMemory on this thread's isolate (the models' weights and the engines' KV
+// caches). Node 20's process.memoryUsage().external leaves that count out (it sums the
+// ArrayBuffer backing stores), so this is where the reports can be read back.
+Napi::Value ExternalMemoryJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return Napi::Number::New(env, static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(env, 0)));
+}
+
+// setMemoryLimit(bytes) -> boolean: caps this process's address space (the soft RLIMIT_AS), so
+// a process that parses untrusted input (a grammar checker) fails an allocation instead of
+// exhausting the machine. 0 lifts the soft limit back to the hard one. Linux only: elsewhere
+// it changes nothing and returns false; it also returns false when the kernel refuses (a limit
+// above the hard limit).
+Napi::Value SetMemoryLimitJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double bytes = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+  if (!(bytes >= 0) || std::floor(bytes) != bytes || bytes > 9007199254740991.0) {
+    ThrowCoded(env, codes::kInvalidRequest, "setMemoryLimit(bytes): bytes must be a non-negative integer", "bytes");
+  }
+#if defined(__linux__)
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_AS, &limit) != 0) return Napi::Boolean::New(env, false);
+  limit.rlim_cur = bytes == 0 ? limit.rlim_max : static_cast<rlim_t>(bytes);
+  return Napi::Boolean::New(env, setrlimit(RLIMIT_AS, &limit) == 0);
+#else
+  return Napi::Boolean::New(env, false);
+#endif
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -74,9 +124,14 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   AddonModel::Init(env, exports);
   AddonModelLoader::Init(env, exports);
   AddonEngine::Init(env, exports);
-  exports.Set("systemInfo", Napi::Function::New(env, SystemInfo));
-  exports.Set("checkGrammar", Napi::Function::New(env, CheckGrammarJs));
-  exports.Set("jsonSchemaToGrammar", Napi::Function::New(env, JsonSchemaToGrammarJs));
+  // Every function goes through Coded<>: a CodedError reaches JS with its code (errors.h).
+  exports.Set("systemInfo", Napi::Function::New(env, Coded<SystemInfo>));
+  exports.Set("checkGrammar", Napi::Function::New(env, Coded<CheckGrammarJs>));
+  exports.Set("jsonSchemaToGrammar", Napi::Function::New(env, Coded<JsonSchemaToGrammarJs>));
+  exports.Set("paramSpecs", Napi::Function::New(env, Coded<ParamSpecsJs>));
+  exports.Set("errorCodes", Napi::Function::New(env, Coded<ErrorCodesJs>));
+  exports.Set("setMemoryLimit", Napi::Function::New(env, Coded<SetMemoryLimitJs>));
+  exports.Set("externalMemory", Napi::Function::New(env, Coded<ExternalMemoryJs>));
   return exports;
 }
 

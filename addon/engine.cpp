@@ -1,5 +1,6 @@
 #include "engine.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "env_registry.h"
@@ -44,12 +45,12 @@ namespace {
 int32_t IntOption(Napi::Env env, Napi::Object o, const char* name, int32_t fallback, int32_t min, int32_t max) {
   Napi::Value v = o.Get(name);
   if (v.IsUndefined() || v.IsNull()) return fallback;
-  if (!v.IsNumber()) ThrowCoded(env, codes::kInvalidRequest, std::string("options.") + name + " must be a number");
+  const std::string field = std::string("options.") + name;
+  if (!v.IsNumber()) ThrowCoded(env, codes::kInvalidRequest, field + " must be a number", field);
   double d = v.As<Napi::Number>().DoubleValue();
-  if (d != static_cast<double>(static_cast<int64_t>(d)) || d < min || d > max) {
+  if (!std::isfinite(d) || std::floor(d) != d || d < min || d > max) {
     ThrowCoded(env, codes::kInvalidRequest,
-               std::string("options.") + name + " must be an integer in " + std::to_string(min) + ".." +
-                   std::to_string(max));
+               field + " must be an integer in " + std::to_string(min) + ".." + std::to_string(max), field);
   }
   return static_cast<int32_t>(d);
 }
@@ -66,12 +67,14 @@ EngineOptions ParseEngineOptions(Napi::Env env, Napi::Value value) {
   o.flashAttention = IntOption(env, obj, "flashAttention", o.flashAttention, -1, 1);
   if (obj.Get("kvUnified").IsBoolean()) o.kvUnified = obj.Get("kvUnified").As<Napi::Boolean>().Value();
   o.kvSize = IntOption(env, obj, "kvSize", 0, 0, 1 << 24);
-  if (o.kvSize > 0 && !o.kvUnified) ThrowCoded(env, codes::kInvalidRequest, "options.kvSize needs options.kvUnified");
+  if (o.kvSize > 0 && !o.kvUnified) {
+    ThrowCoded(env, codes::kInvalidRequest, "options.kvSize needs options.kvUnified", "options.kvSize");
+  }
   if (o.kvSize > 0 && o.kvSize < o.contextSize) {
-    ThrowCoded(env, codes::kInvalidRequest, "options.kvSize must be at least options.contextSize");
+    ThrowCoded(env, codes::kInvalidRequest, "options.kvSize must be at least options.contextSize", "options.kvSize");
   }
   if (o.batchSize < o.slots) {
-    ThrowCoded(env, codes::kInvalidRequest, "options.batchSize must be at least options.slots");
+    ThrowCoded(env, codes::kInvalidRequest, "options.batchSize must be at least options.slots", "options.batchSize");
   }
   return o;
 }
@@ -103,10 +106,17 @@ class CreateEngineWorker : public Napi::AsyncWorker {
   void OnOK() override {
     try {
       Napi::Env env = Env();
-      auto external = Napi::External<EngineCore>::New(env, core_.get());
+      // The External points at core_ itself: the constructor moves the core out of it, so the
+      // core has one owner at every moment. If the constructor throws before that, core_ still
+      // owns it and this worker's destructor frees it; if after, the half-built Engine does.
+      auto external = Napi::External<std::unique_ptr<EngineCore>>::New(env, &core_);
       Napi::Object engine = EnvRegistry::For(env).engineConstructor.New({external, onEvents_.Value()});
-      core_.release();  // the Engine object owns it now
       deferred_.Resolve(engine);
+    } catch (const Napi::Error& e) {
+      try {
+        deferred_.Reject(e.Value());
+      } catch (...) {
+      }
     } catch (...) {
     }
   }
@@ -171,11 +181,11 @@ Napi::Object ToJs(Napi::Env env, const EngineEvent& ev) {
 void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = DefineClass(env, "Engine",
                                     {
-                                        InstanceMethod("submit", &AddonEngine::Submit),
-                                        InstanceMethod("cancel", &AddonEngine::Cancel),
-                                        InstanceMethod("stats", &AddonEngine::Stats),
-                                        InstanceMethod("dispose", &AddonEngine::Dispose),
-                                        InstanceMethod("options", &AddonEngine::Options),
+                                        CodedMethod<&AddonEngine::Submit>("submit"),
+                                        CodedMethod<&AddonEngine::Cancel>("cancel"),
+                                        CodedMethod<&AddonEngine::Stats>("stats"),
+                                        CodedMethod<&AddonEngine::Dispose>("dispose"),
+                                        CodedMethod<&AddonEngine::Options>("options"),
                                     });
   EnvRegistry::For(env).engineConstructor = Napi::Persistent(ctor);
   exports.Set("Engine", ctor);
@@ -183,6 +193,9 @@ void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
 
 Napi::Value AddonEngine::Create(const Napi::CallbackInfo& info, std::shared_ptr<ModelHandle> model) {
   Napi::Env env = info.Env();
+  if (model->vocabOnly()) {
+    ThrowCoded(env, codes::kInvalidRequest, "the model was loaded with vocabOnly: it has no weights to run an engine");
+  }
   EngineOptions options = ParseEngineOptions(env, info.Length() > 0 ? info[0] : env.Undefined());
   if (info.Length() < 2 || !info[1].IsFunction()) throw Napi::TypeError::New(env, "onEvents must be a function");
   auto* worker = new CreateEngineWorker(env, std::move(model), options, info[1].As<Napi::Function>());
@@ -191,27 +204,42 @@ Napi::Value AddonEngine::Create(const Napi::CallbackInfo& info, std::shared_ptr<
   return promise;
 }
 
-AddonEngine::AddonEngine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonEngine>(info), env_(info.Env()) {
+AddonEngine::AddonEngine(const Napi::CallbackInfo& info) : CodedObjectWrap<AddonEngine>(info), env_(info.Env()) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsExternal() || !info[1].IsFunction()) {
     throw Napi::TypeError::New(env, "Engine cannot be constructed directly; use model.createEngine()");
   }
-  core_.reset(info[0].As<Napi::External<EngineCore>>().Data());
-  events_ = new EngineEventState();
-  events_->tsfn = EngineEventTsfn::New(env, info[1].As<Napi::Function>(), "lmserve.engineEvents", 0, 1, events_,
-                                       [](Napi::Env, void*, EngineEventState* state) { delete state; });
-  events_->tsfn.Unref(env);  // only pending requests keep the process alive
-  // The loop thread only sees the TSFN (a copyable handle), never this object.
-  EngineEventTsfn tsfn = events_->tsfn;
-  core_->Start([tsfn](std::vector<EngineEvent>&& events) mutable {
-    auto* batch = new std::vector<EngineEvent>(std::move(events));
-    if (tsfn.NonBlockingCall(batch) != napi_ok) delete batch;
-  });
-  teardown_.Install(env, [this]() { Shutdown(); });
+  auto* owner = info[0].As<Napi::External<std::unique_ptr<EngineCore>>>().Data();
+  if (owner == nullptr || !*owner) throw Napi::TypeError::New(env, "Engine: no engine core to take over");
+  core_ = std::move(*owner);
+  // From here on a throw means no destructor call (the object was never constructed): Shutdown
+  // undoes what was set up, stopping and freeing the core once (the worker's pointer is empty).
+  try {
+    auto state = std::make_unique<EngineEventState>();
+    state->tsfn = EngineEventTsfn::New(env, info[1].As<Napi::Function>(), "lmserve.engineEvents", 0, 1, state.get(),
+                                       [](Napi::Env, void*, EngineEventState* s) { delete s; });
+    events_ = state.release();  // the TSFN's finalizer owns it now
+    events_->tsfn.Unref(env);   // only pending requests keep the process alive
+    // The loop thread only sees the TSFN (a copyable handle), never this object.
+    EngineEventTsfn tsfn = events_->tsfn;
+    core_->Start([tsfn](std::vector<EngineEvent>&& events) mutable {
+      auto* batch = new std::vector<EngineEvent>(std::move(events));
+      if (tsfn.NonBlockingCall(batch) != napi_ok) delete batch;
+    });
+    teardown_.Install(env, [this]() { Shutdown(); });
+    // The context's KV cache and buffers are native memory V8 cannot see; telling it lets the
+    // GC weigh an unreferenced engine by what it really holds. Taken back in Shutdown.
+    reportedMemory_ = core_->memoryBytes();
+    Napi::MemoryManagement::AdjustExternalMemory(env, reportedMemory_);
+  } catch (...) {
+    Shutdown();
+    throw;
+  }
 }
 
 AddonEngine::~AddonEngine() { Shutdown(); }
 
+// Runs once in effect, whichever comes first: dispose(), the env's teardown, or the GC.
 void AddonEngine::Shutdown() {
   teardown_.Remove();
   if (core_) {
@@ -223,6 +251,15 @@ void AddonEngine::Shutdown() {
     events_->released = true;
     events_->tsfn.Release();
     events_ = nullptr;
+  }
+  if (reportedMemory_ != 0) {
+    int64_t bytes = reportedMemory_;
+    reportedMemory_ = 0;
+    try {
+      Napi::MemoryManagement::AdjustExternalMemory(env_, -bytes);
+    } catch (...) {
+      // Only fails for an env that is gone, and its counter with it.
+    }
   }
 }
 
@@ -252,20 +289,19 @@ Napi::Value AddonEngine::Submit(const Napi::CallbackInfo& info) {
     request->prompt.assign(arr.Data(), arr.Data() + arr.ElementLength());
     for (size_t i = 0; i < request->prompt.size(); ++i) {
       if (request->prompt[i] < 0 || request->prompt[i] >= nVocab) {
-        ThrowCoded(env, codes::kInvalidRequest, "prompt token " + std::to_string(i) + " is outside the vocabulary");
+        ThrowCoded(env, codes::kInvalidRequest, "prompt token " + std::to_string(i) + " is outside the vocabulary",
+                   "prompt");
       }
     }
   } else {
-    ThrowCoded(env, codes::kInvalidRequest, "prompt must be a string or an Int32Array of token ids");
+    ThrowCoded(env, codes::kInvalidRequest, "prompt must be a string or an Int32Array of token ids", "prompt");
   }
   request->params = ParseGenerationParams(env, info.Length() > 2 ? info[2] : env.Undefined(), nVocab);
   int32_t tokensIn = static_cast<int32_t>(request->prompt.size());
-  try {
-    request->sampler = BuildSamplerChain(core.model()->model(), request->params);
-    core.Submit(std::move(request));
-  } catch (const CodedError& e) {
-    ThrowCoded(env, e.code(), e.what());
-  }
+  // TokenizeText, BuildSamplerChain and EngineCore::Submit throw CodedError; the method runs
+  // through RunCoded (CodedMethod), which hands them to JS with their code.
+  request->sampler = BuildSamplerChain(core.model()->model(), request->params);
+  core.Submit(std::move(request));
   events_->SetActive(env, +1);
   Napi::Object out = Napi::Object::New(env);
   out.Set("tokensIn", tokensIn);
@@ -310,6 +346,7 @@ Napi::Value AddonEngine::Options(const Napi::CallbackInfo& info) {
   o.Set("kvUnified", opt.kvUnified);
   o.Set("kvSize", opt.kvSize);
   o.Set("flashAttention", opt.flashAttention);
+  o.Set("memoryBytes", Napi::Number::New(env, static_cast<double>(Core(env).memoryBytes())));
   return o;
 }
 

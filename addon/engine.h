@@ -7,6 +7,7 @@
 
 #include "engine_core.h"
 #include "env_registry.h"
+#include "errors.h"
 
 namespace lmserve {
 
@@ -24,17 +25,18 @@ struct EngineEventState {
   void SetActive(Napi::Env env, int32_t delta);
 };
 
-class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
+class AddonEngine : public CodedObjectWrap<AddonEngine> {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
   // model.createEngine(options, onEvents) -> Promise<Engine>
   static Napi::Value Create(const Napi::CallbackInfo& info, std::shared_ptr<ModelHandle> model);
+  // new Engine(External<std::unique_ptr<EngineCore>>, onEvents): moves the core out of the
+  // pointer the External points at, so exactly one owner holds it at any time (a constructor
+  // that throws after that frees it once, through core_).
   explicit AddonEngine(const Napi::CallbackInfo& info);
   ~AddonEngine() override;
 
-
  private:
-
   Napi::Value Submit(const Napi::CallbackInfo& info);
   Napi::Value Cancel(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
@@ -44,6 +46,8 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
   void Shutdown();
 
   std::unique_ptr<EngineCore> core_;
+  // Bytes reported to V8 (AdjustExternalMemory) for the context and batch; taken back once.
+  int64_t reportedMemory_ = 0;
   EngineEventState* events_ = nullptr;  // valid until Shutdown() releases the TSFN
   // Installed after the TSFN: the decode thread is joined while the TSFN it calls is valid.
   EnvTeardownHook teardown_;

@@ -28,6 +28,25 @@ void BatchAdd(llama_batch& batch, llama_token token, llama_pos pos, llama_seq_id
   batch.logits[i] = logits;
 }
 
+// What the context and the batch allocate, from public llama.h values only (llama.cpp reports
+// no allocation sizes; llama_state_get_size is the size of a saved state, not of the buffers):
+// K and V in f16 for every layer and cell, one row of logits per sequence, the batch arrays.
+// The compute buffers are left out: they depend on the backend's graph planning.
+int64_t EstimateMemory(const llama_model* model, const llama_context* ctx, int32_t batchSize) {
+  const int64_t nLayer = llama_model_n_layer(model);
+  const int64_t nHead = std::max(1, llama_model_n_head(model));
+  const int64_t nEmbdKv = static_cast<int64_t>(llama_model_n_embd(model)) / nHead * llama_model_n_head_kv(model);
+  const int64_t kv = 2 * nLayer * static_cast<int64_t>(llama_n_ctx(ctx)) * nEmbdKv * 2;
+  const int64_t logits = static_cast<int64_t>(llama_n_seq_max(ctx)) *
+                         llama_vocab_n_tokens(llama_model_get_vocab(model)) * static_cast<int64_t>(sizeof(float));
+  // llama_batch_init(n, 0, 1): token, pos, n_seq_id, logits, one seq_id pointer (+1) and its array.
+  const int64_t batch = static_cast<int64_t>(batchSize) *
+                            (sizeof(llama_token) + sizeof(llama_pos) + sizeof(int32_t) + sizeof(int8_t) +
+                             sizeof(llama_seq_id*) + sizeof(llama_seq_id)) +
+                        static_cast<int64_t>(sizeof(llama_seq_id*));
+  return kv + logits + batch;
+}
+
 }  // namespace
 
 EngineCore::EngineCore(std::shared_ptr<ModelHandle> model, const EngineOptions& options)
@@ -59,6 +78,7 @@ EngineCore::EngineCore(std::shared_ptr<ModelHandle> model, const EngineOptions& 
     }
   }
   batch_ = llama_batch_init(options_.batchSize, 0, 1);
+  memoryBytes_ = EstimateMemory(model_->model(), ctx_, options_.batchSize);
   slots_.resize(static_cast<size_t>(options_.slots));
   for (size_t i = 0; i < slots_.size(); ++i) slots_[i].seqId = static_cast<int32_t>(i);
   stats_.slots = options_.slots;
@@ -228,9 +248,7 @@ void EngineCore::AdmitPending() {
     slot->cache.resize(reuse);
     slot->promptPos = reuse;
     slot->cachedTokens = static_cast<int32_t>(reuse);
-    slot->generated = 0;
-    slot->pending = -1;
-    slot->batchIndex = -1;
+    // Every other per-request field was reset when the slot was released (ReleaseSlot).
     slot->text = std::make_unique<TextStream>(request->params.stop);
     slot->admitted = Clock::now();
     slot->admitOrder = ++admitCounter_;
@@ -320,24 +338,41 @@ bool EngineCore::DecodeBatch() {
 
 void EngineCore::FailSlot(Slot& slot, const std::string& code, const std::string& message) {
   FailRequest(*slot.request, code, message);
+  ReleaseSlot(slot, SlotCache::Clear);
+}
+
+std::unique_ptr<Request> EngineCore::ReleaseSlot(Slot& slot, SlotCache cache) {
+  std::unique_ptr<Request> request = std::move(slot.request);
+  bool wasBusy = slot.state != SlotState::Idle;
+  slot.state = SlotState::Idle;
+  slot.text.reset();
+  slot.promptPos = 0;
+  slot.batchIndex = -1;
+  slot.addedThisStep = 0;
+  slot.pending = -1;
+  slot.generated = 0;
+  slot.cachedTokens = 0;
+  if (cache == SlotCache::Clear) ClearCache(slot);
+  if (wasBusy) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.slotsBusy--;
+  }
+  return request;
+}
+
+void EngineCore::ClearCache(Slot& slot) {
   llama_memory_seq_rm(llama_get_memory(ctx_), slot.seqId, -1, -1);
   slot.cache.clear();
-  slot.request.reset();
-  slot.state = SlotState::Idle;
-  std::lock_guard<std::mutex> lock(mutex_);
-  stats_.slotsBusy--;
 }
 
 // Called when the KV cache has no room for a step. In order: drop the prompt caches kept by
 // idle slots; send the newest prefilling request back to the head of the queue (it waits);
 // end the longest generating sequence with finish reason "length".
 bool EngineCore::FreeSpace() {
-  llama_memory_t mem = llama_get_memory(ctx_);
   bool freed = false;
   for (auto& slot : slots_) {
     if (slot.state == SlotState::Idle && !slot.cache.empty()) {
-      llama_memory_seq_rm(mem, slot.seqId, -1, -1);
-      slot.cache.clear();
+      ClearCache(slot);
       freed = true;
     }
   }
@@ -356,13 +391,10 @@ bool EngineCore::FreeSpace() {
     }
   }
   if (newestPrefill != nullptr && active > 1) {
-    llama_memory_seq_rm(mem, newestPrefill->seqId, -1, -1);
-    newestPrefill->cache.clear();
-    newestPrefill->state = SlotState::Idle;
+    std::unique_ptr<Request> request = ReleaseSlot(*newestPrefill, SlotCache::Clear);
     std::lock_guard<std::mutex> lock(mutex_);
-    queue_.push_front(std::move(newestPrefill->request));
+    queue_.push_front(std::move(request));
     stats_.queued = static_cast<int32_t>(queue_.size());
-    stats_.slotsBusy--;
     return true;
   }
   if (longest != nullptr) {
@@ -448,13 +480,8 @@ void EngineCore::Finish(Slot& slot, const std::string& reason) {
   done.totalMs = Ms(request.submitted, now);
   events_.push_back(std::move(done));
 
-  slot.state = SlotState::Idle;
-  slot.request.reset();
-  slot.text.reset();
-  slot.pending = -1;
-  slot.batchIndex = -1;
+  ReleaseSlot(slot, SlotCache::Keep);
   std::lock_guard<std::mutex> lock(mutex_);
-  stats_.slotsBusy--;
   stats_.requestsDone++;
 }
 
@@ -471,14 +498,12 @@ void EngineCore::DrainOnStop() {
   for (auto& slot : slots_) {
     if (slot.state == SlotState::Idle) continue;
     FailRequest(*slot.request, codes::kDisposed, "the engine was disposed during generation");
-    slot.request.reset();
-    slot.state = SlotState::Idle;
+    ReleaseSlot(slot, SlotCache::Clear);
   }
   std::lock_guard<std::mutex> lock(mutex_);
   for (auto& request : queue_) FailRequest(*request, codes::kDisposed, "the engine was disposed before the request ran");
   queue_.clear();
   stats_.queued = 0;
-  stats_.slotsBusy = 0;
 }
 
 void EngineCore::FlushEvents() {

@@ -82,14 +82,23 @@ class EngineCore {
   // Thread-safe; unknown or finished ids are ignored.
   void Cancel(uint32_t id);
   EngineStats Stats() const;
-  // Stops the loop (ongoing requests end with CANCELLED/DISPOSED) and joins the thread.
+  // Stops the loop and joins the thread. Every request still running or still queued (a
+  // cancel requested for it or not) ends with an Error event DISPOSED; the sink receives them
+  // before Stop returns. Later submits throw DISPOSED.
   void Stop();
 
   const EngineOptions& options() const { return options_; }
+  // Estimated bytes this engine allocated beyond the model: KV cache, logits and batch arrays.
+  int64_t memoryBytes() const { return memoryBytes_; }
   const std::shared_ptr<ModelHandle>& model() const { return model_; }
 
  private:
   enum class SlotState { Idle, Prefill, Generating };
+  // What happens to a released slot's KV cells.
+  enum class SlotCache {
+    Keep,   // a prompt cache for the next request sharing the prefix (a request that finished)
+    Clear,  // removed (failed, re-queued or stopped: the cells may be partial or invalid)
+  };
   struct Slot {
     int32_t seqId = 0;
     SlotState state = SlotState::Idle;
@@ -121,6 +130,10 @@ class EngineCore {
   void FailRequest(Request& request, const std::string& code, const std::string& message);
   // Fails a running slot's request and frees the slot and its KV cells.
   void FailSlot(Slot& slot, const std::string& code, const std::string& message);
+  // The one way a slot becomes Idle: resets every per-request field, counts the slot free and
+  // keeps or clears its KV cells. Returns the request (to re-queue it, or to drop it).
+  std::unique_ptr<Request> ReleaseSlot(Slot& slot, SlotCache cache);
+  void ClearCache(Slot& slot);
   void DrainOnStop();
   void FlushEvents();
   void UpdateStats(int32_t generatedThisStep);
@@ -130,6 +143,7 @@ class EngineCore {
   EngineOptions options_;
   llama_context* ctx_ = nullptr;
   llama_batch batch_{};
+  int64_t memoryBytes_ = 0;
   std::vector<Slot> slots_;
   uint64_t admitCounter_ = 0;
   std::vector<EngineEvent> events_;

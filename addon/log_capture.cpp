@@ -30,7 +30,7 @@ void OnLog(ggml_log_level level, const char* text, void*) {
   // CONT continues the previous message with its level.
   int effective = level == GGML_LOG_LEVEL_CONT ? gLastLevel : static_cast<int>(level);
   if (level != GGML_LOG_LEVEL_CONT) gLastLevel = level;
-  if (tCurrent != nullptr && effective >= GGML_LOG_LEVEL_WARN) AppendCaptured(effective, text);
+  if (tCurrent != nullptr && effective >= GGML_LOG_LEVEL_WARN) AppendCaptured(text);
   // Captured messages become part of an error; printing them too would only duplicate it.
   if (tCurrent == nullptr && effective >= gThreshold && effective != GGML_LOG_LEVEL_NONE) {
     std::fputs(text, stderr);
@@ -38,7 +38,7 @@ void OnLog(ggml_log_level level, const char* text, void*) {
 }
 }  // namespace
 
-void AppendCaptured(int, const char* text) {
+void AppendCaptured(const char* text) {
   if (tCurrent != nullptr && tCurrent->text_.size() < 64 * 1024) tCurrent->text_ += text;
 }
 

@@ -7,7 +7,7 @@
 namespace lmserve {
 
 void InstallLogHandler();
-void AppendCaptured(int level, const char* text);
+void AppendCaptured(const char* text);
 
 class LogCapture {
  public:
@@ -23,7 +23,7 @@ class LogCapture {
  private:
   LogCapture* previous_;
   std::string text_;
-  friend void AppendCaptured(int level, const char* text);
+  friend void AppendCaptured(const char* text);
 };
 
 }  // namespace lmserve

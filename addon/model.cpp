@@ -19,8 +19,8 @@ namespace lmserve {
 // ---------------------------------------------------------------------------------------------
 // ModelHandle and the process-wide registry
 
-ModelHandle::ModelHandle(llama_model* model, std::string path, uint64_t fileSize)
-    : model_(model), path_(std::move(path)), fileSize_(fileSize) {}
+ModelHandle::ModelHandle(llama_model* model, std::string path, uint64_t fileSize, bool vocabOnly)
+    : model_(model), path_(std::move(path)), fileSize_(fileSize), vocabOnly_(vocabOnly) {}
 
 ModelHandle::~ModelHandle() {
   templates_.reset();
@@ -101,7 +101,8 @@ std::string ModelHandle::ApplyChatTemplate(const std::vector<std::pair<std::stri
 
 namespace {
 
-using RegistryKey = std::tuple<std::string, int, bool>;
+// A vocab-only load is its own entry: it must never stand in for a model with weights.
+using RegistryKey = std::tuple<std::string, int, bool, bool>;
 std::mutex gRegistryMutex;
 std::map<RegistryKey, std::weak_ptr<ModelHandle>> gRegistry;
 
@@ -135,7 +136,7 @@ CodedError LoadFailure(const std::string& path, const LogCapture& capture, bool 
 std::shared_ptr<ModelHandle> AcquireModel(const std::string& path, const LoadOptions& options,
                                           bool (*progress)(float, void*), void* progressData) {
   uint64_t fileSize = CheckModelFile(path);
-  RegistryKey key{path, options.gpuLayers, options.useMmap};
+  RegistryKey key{path, options.gpuLayers, options.useMmap, options.vocabOnly};
   {
     std::lock_guard<std::mutex> lock(gRegistryMutex);
     auto it = gRegistry.find(key);
@@ -146,6 +147,7 @@ std::shared_ptr<ModelHandle> AcquireModel(const std::string& path, const LoadOpt
   llama_model_params params = llama_model_default_params();
   params.n_gpu_layers = options.gpuLayers < 0 ? 999 : options.gpuLayers;
   params.load_mode = options.useMmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+  params.vocab_only = options.vocabOnly;
   params.progress_callback = progress;
   params.progress_callback_user_data = progressData;
   bool aborted = false;
@@ -160,7 +162,7 @@ std::shared_ptr<ModelHandle> AcquireModel(const std::string& path, const LoadOpt
     if (progress != nullptr) aborted = !progress(-1.0f, progressData);
     throw LoadFailure(path, capture, aborted);
   }
-  auto handle = std::make_shared<ModelHandle>(model, path, fileSize);
+  auto handle = std::make_shared<ModelHandle>(model, path, fileSize, options.vocabOnly);
   std::lock_guard<std::mutex> lock(gRegistryMutex);
   auto& slot = gRegistry[key];
   if (auto live = slot.lock()) return live;  // another thread won the race; ours is freed
@@ -199,13 +201,13 @@ std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special
 void AddonModel::Init(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = DefineClass(env, "Model",
                                     {
-                                        InstanceMethod("info", &AddonModel::Info),
-                                        InstanceMethod("tokenize", &AddonModel::Tokenize),
-                                        InstanceMethod("detokenize", &AddonModel::Detokenize),
-                                        InstanceMethod("applyChatTemplate", &AddonModel::ApplyChatTemplate),
-                                        InstanceMethod("createEngine", &AddonModel::CreateEngine),
-                                        InstanceMethod("dispose", &AddonModel::Dispose),
-                                        InstanceAccessor("disposed", &AddonModel::IsDisposed, nullptr),
+                                        CodedMethod<&AddonModel::Info>("info"),
+                                        CodedMethod<&AddonModel::Tokenize>("tokenize"),
+                                        CodedMethod<&AddonModel::Detokenize>("detokenize"),
+                                        CodedMethod<&AddonModel::ApplyChatTemplate>("applyChatTemplate"),
+                                        CodedMethod<&AddonModel::CreateEngine>("createEngine"),
+                                        CodedMethod<&AddonModel::Dispose>("dispose"),
+                                        CodedGetter<&AddonModel::IsDisposed>("disposed"),
                                     });
   EnvRegistry::For(env).modelConstructor = Napi::Persistent(ctor);
   exports.Set("Model", ctor);
@@ -219,23 +221,35 @@ Napi::Object AddonModel::NewInstance(Napi::Env env, std::shared_ptr<ModelHandle>
   return EnvRegistry::For(env).modelConstructor.New({external});
 }
 
-AddonModel::AddonModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonModel>(info), env_(info.Env()) {
+AddonModel::AddonModel(const Napi::CallbackInfo& info) : CodedObjectWrap<AddonModel>(info), env_(info.Env()) {
   if (info.Length() < 1 || !info[0].IsExternal()) {
     throw Napi::TypeError::New(info.Env(), "Model cannot be constructed directly; use loadModel()");
   }
   // Take the reference out of the External: dispose() must be able to free the model without
   // waiting for the External to be garbage-collected.
   handle_ = std::move(*info[0].As<Napi::External<std::shared_ptr<ModelHandle>>>().Data());
-  reportedMemory_ = static_cast<int64_t>(llama_model_size(handle_->model()));
-  Napi::MemoryManagement::AdjustExternalMemory(env_, reportedMemory_);
   teardown_.Install(env_, [this]() { Release(); });
+  // llama_model_size is the tensors' total from the file's metadata, also for a vocab-only load
+  // that never allocated them.
+  reportedMemory_ = handle_->vocabOnly() ? 0 : static_cast<int64_t>(llama_model_size(handle_->model()));
+  if (reportedMemory_ != 0) Napi::MemoryManagement::AdjustExternalMemory(env_, reportedMemory_);
 }
 
 AddonModel::~AddonModel() { Release(); }
 
+// Runs once in effect, whichever comes first: dispose(), the env's teardown, or the GC.
 void AddonModel::Release() {
   teardown_.Remove();
   handle_.reset();
+  if (reportedMemory_ != 0) {
+    int64_t bytes = reportedMemory_;
+    reportedMemory_ = 0;
+    try {
+      Napi::MemoryManagement::AdjustExternalMemory(env_, -bytes);
+    } catch (...) {
+      // Only fails for an env that is gone, and its counter with it.
+    }
+  }
 }
 
 std::shared_ptr<ModelHandle> AddonModel::Handle(Napi::Env env) const {
@@ -310,12 +324,8 @@ Napi::Value AddonModel::Tokenize(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "text must be a string");
   bool addSpecial = info.Length() > 1 && info[1].IsBoolean() ? info[1].As<Napi::Boolean>().Value() : true;
   bool parseSpecial = info.Length() > 2 && info[2].IsBoolean() ? info[2].As<Napi::Boolean>().Value() : false;
-  std::vector<llama_token> tokens;
-  try {
-    tokens = TokenizeText(handle->vocab(), info[0].As<Napi::String>().Utf8Value(), addSpecial, parseSpecial);
-  } catch (const CodedError& e) {
-    ThrowCoded(env, e.code(), e.what());
-  }
+  std::vector<llama_token> tokens =
+      TokenizeText(handle->vocab(), info[0].As<Napi::String>().Utf8Value(), addSpecial, parseSpecial);
   Napi::Int32Array out = Napi::Int32Array::New(env, tokens.size());
   std::memcpy(out.Data(), tokens.data(), tokens.size() * sizeof(llama_token));
   return out;
@@ -376,11 +386,7 @@ Napi::Value AddonModel::ApplyChatTemplate(const Napi::CallbackInfo& info) {
     }
     messages.emplace_back(m.Get("role").As<Napi::String>().Utf8Value(), m.Get("content").As<Napi::String>().Utf8Value());
   }
-  try {
-    return Napi::String::New(env, handle->ApplyChatTemplate(messages, addAssistant, tmpl));
-  } catch (const CodedError& e) {
-    ThrowCoded(env, e.code(), e.what());
-  }
+  return Napi::String::New(env, handle->ApplyChatTemplate(messages, addAssistant, tmpl));
 }
 
 Napi::Value AddonModel::CreateEngine(const Napi::CallbackInfo& info) {
@@ -388,10 +394,6 @@ Napi::Value AddonModel::CreateEngine(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value AddonModel::Dispose(const Napi::CallbackInfo& info) {
-  if (reportedMemory_ != 0) {
-    Napi::MemoryManagement::AdjustExternalMemory(info.Env(), -reportedMemory_);
-    reportedMemory_ = 0;
-  }
   Release();
   return info.Env().Undefined();
 }
@@ -501,12 +503,12 @@ class LoadWorker : public Napi::AsyncWorker {
 void AddonModelLoader::Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ModelLoader", DefineClass(env, "ModelLoader",
                                          {
-                                             InstanceMethod("load", &AddonModelLoader::Load),
-                                             InstanceMethod("abort", &AddonModelLoader::Abort),
+                                             CodedMethod<&AddonModelLoader::Load>("load"),
+                                             CodedMethod<&AddonModelLoader::Abort>("abort"),
                                          }));
 }
 
-AddonModelLoader::AddonModelLoader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonModelLoader>(info) {
+AddonModelLoader::AddonModelLoader(const Napi::CallbackInfo& info) : CodedObjectWrap<AddonModelLoader>(info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string");
   path_ = info[0].As<Napi::String>().Utf8Value();
@@ -514,6 +516,7 @@ AddonModelLoader::AddonModelLoader(const Napi::CallbackInfo& info) : Napi::Objec
     Napi::Object o = info[1].As<Napi::Object>();
     if (o.Get("gpuLayers").IsNumber()) options_.gpuLayers = o.Get("gpuLayers").As<Napi::Number>().Int32Value();
     if (o.Get("useMmap").IsBoolean()) options_.useMmap = o.Get("useMmap").As<Napi::Boolean>().Value();
+    if (o.Get("vocabOnly").IsBoolean()) options_.vocabOnly = o.Get("vocabOnly").As<Napi::Boolean>().Value();
   }
   if (info.Length() > 2 && info[2].IsFunction()) onProgress_ = Napi::Persistent(info[2].As<Napi::Function>());
 }

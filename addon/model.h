@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "env_registry.h"
+#include "errors.h"
 #include "llama.h"
 
 struct common_chat_templates;  // llama.cpp common/chat.h
@@ -19,7 +20,7 @@ namespace lmserve {
 // the same file with the same options twice returns the same handle.
 class ModelHandle {
  public:
-  ModelHandle(llama_model* model, std::string path, uint64_t fileSize);
+  ModelHandle(llama_model* model, std::string path, uint64_t fileSize, bool vocabOnly);
   ~ModelHandle();
   ModelHandle(const ModelHandle&) = delete;
   ModelHandle& operator=(const ModelHandle&) = delete;
@@ -33,11 +34,14 @@ class ModelHandle {
   const llama_vocab* vocab() const { return llama_model_get_vocab(model_); }
   const std::string& path() const { return path_; }
   uint64_t fileSize() const { return fileSize_; }
+  // Loaded with llama_model_params.vocab_only: tokenizer and grammars only, no weights.
+  bool vocabOnly() const { return vocabOnly_; }
 
  private:
   llama_model* model_;
   std::string path_;
   uint64_t fileSize_;
+  bool vocabOnly_;
   std::mutex templatesMutex_;
   std::shared_ptr<::common_chat_templates> templates_;  // parsed on first use
   bool templatesTried_ = false;
@@ -46,6 +50,9 @@ class ModelHandle {
 struct LoadOptions {
   int gpuLayers = -1;  // negative: all layers that fit (CPU builds ignore it)
   bool useMmap = true;
+  // Only the vocabulary (tokenize, detokenize, checkGrammar): for a process that parses
+  // untrusted grammars without holding the weights. Such a model cannot create an engine.
+  bool vocabOnly = false;
 };
 
 // Loads (or finds) a model; throws CodedError. `progress` may return false to abort.
@@ -53,7 +60,7 @@ std::shared_ptr<ModelHandle> AcquireModel(const std::string& path, const LoadOpt
                                           bool (*progress)(float, void*), void* progressData);
 
 // JS class `Model`: info, tokenize, detokenize, chat template, engine creation, dispose.
-class AddonModel : public Napi::ObjectWrap<AddonModel> {
+class AddonModel : public CodedObjectWrap<AddonModel> {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
   static Napi::Object NewInstance(Napi::Env env, std::shared_ptr<ModelHandle> handle);
@@ -80,9 +87,9 @@ class AddonModel : public Napi::ObjectWrap<AddonModel> {
   Napi::Env env_;
 };
 
-// JS class `ModelLoader`: new ModelLoader(path, {gpuLayers, useMmap}, onProgress?) then
-// load() -> Promise<Model>; abort() stops a load in progress (LOAD_ABORTED).
-class AddonModelLoader : public Napi::ObjectWrap<AddonModelLoader> {
+// JS class `ModelLoader`: new ModelLoader(path, {gpuLayers, useMmap, vocabOnly}, onProgress?)
+// then load() -> Promise<Model>; abort() stops a load in progress (LOAD_ABORTED).
+class AddonModelLoader : public CodedObjectWrap<AddonModelLoader> {
  public:
   static void Init(Napi::Env env, Napi::Object exports);
   explicit AddonModelLoader(const Napi::CallbackInfo& info);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "errors.h"
 #include "log_capture.h"
@@ -9,6 +10,60 @@
 namespace lmserve {
 
 namespace {
+
+template <auto Member>
+double GetField(const GenerationParams& p) {
+  return static_cast<double>(p.*Member);
+}
+
+template <auto Member>
+void SetField(GenerationParams& p, double v) {
+  using T = std::remove_reference_t<decltype(p.*Member)>;
+  if constexpr (std::is_same_v<T, bool>) {
+    p.*Member = v != 0;
+  } else {
+    p.*Member = static_cast<T>(v);
+  }
+}
+
+template <auto Member>
+ParamSpec Numeric(const char* name, ParamType type, double min, double max) {
+  ParamSpec s{name, type};
+  s.min = min;
+  s.max = max;
+  s.get = &GetField<Member>;
+  s.set = &SetField<Member>;
+  return s;
+}
+
+std::vector<ParamSpec> BuildSpecs() {
+  std::vector<ParamSpec> specs = {
+      Numeric<&GenerationParams::maxTokens>("maxTokens", ParamType::Int, -1, 1 << 30),
+      Numeric<&GenerationParams::temperature>("temperature", ParamType::Float, 0, 100),
+      Numeric<&GenerationParams::topK>("topK", ParamType::Int, 0, 1 << 30),
+      Numeric<&GenerationParams::topP>("topP", ParamType::Float, 0, 1),
+      Numeric<&GenerationParams::minP>("minP", ParamType::Float, 0, 1),
+      Numeric<&GenerationParams::repeatPenalty>("repeatPenalty", ParamType::Float, 0, 100),
+      Numeric<&GenerationParams::repeatLastN>("repeatLastN", ParamType::Int, -1, 1 << 20),
+      // OpenAI's range; the HTTP edge takes the same.
+      Numeric<&GenerationParams::presencePenalty>("presencePenalty", ParamType::Float, -2, 2),
+      Numeric<&GenerationParams::frequencyPenalty>("frequencyPenalty", ParamType::Float, -2, 2),
+      Numeric<&GenerationParams::seed>("seed", ParamType::Int, 0, 4294967295.0),
+      Numeric<&GenerationParams::ignoreEos>("ignoreEos", ParamType::Bool, 0, 1),
+  };
+  ParamSpec stop{"stop", ParamType::StringList};
+  stop.max = 16;
+  stop.list = &GenerationParams::stop;
+  specs.push_back(stop);
+  ParamSpec grammar{"grammar", ParamType::String};
+  grammar.text = &GenerationParams::grammar;
+  specs.push_back(grammar);
+  ParamSpec grammarRoot{"grammarRoot", ParamType::String};
+  grammarRoot.text = &GenerationParams::grammarRoot;
+  specs.push_back(grammarRoot);
+  specs.push_back(ParamSpec{"logitBias", ParamType::LogitBias});
+  return specs;
+}
 
 class FieldReader {
  public:
@@ -19,20 +74,15 @@ class FieldReader {
     return !v.IsUndefined() && !v.IsNull();
   }
 
-  double Number(const char* name, double min, double max) const {
-    Napi::Value v = obj_.Get(name);
-    if (!v.IsNumber()) Fail(name, "must be a number");
+  double Number(const ParamSpec& spec) const {
+    Napi::Value v = obj_.Get(spec.name);
+    if (!v.IsNumber()) Fail(spec.name, "must be a number");
     double d = v.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d) || d < min || d > max) {
-      Fail(name, "must be between " + Format(min) + " and " + Format(max));
+    if (!std::isfinite(d) || d < spec.min || d > spec.max) {
+      Fail(spec.name, "must be between " + Format(spec.min) + " and " + Format(spec.max));
     }
+    if (spec.type == ParamType::Int && std::floor(d) != d) Fail(spec.name, "must be an integer");
     return d;
-  }
-
-  int64_t Integer(const char* name, double min, double max) const {
-    double d = Number(name, min, max);
-    if (std::floor(d) != d) Fail(name, "must be an integer");
-    return static_cast<int64_t>(d);
   }
 
   bool Boolean(const char* name) const {
@@ -47,10 +97,51 @@ class FieldReader {
     return v.As<Napi::String>().Utf8Value();
   }
 
-  Napi::Value Get(const char* name) const { return obj_.Get(name); }
+  std::vector<std::string> StringList(const ParamSpec& spec) const {
+    std::vector<std::string> out;
+    Napi::Value v = obj_.Get(spec.name);
+    if (v.IsString()) {
+      out.push_back(v.As<Napi::String>().Utf8Value());
+      return out;
+    }
+    if (!v.IsArray()) Fail(spec.name, "must be a string or an array of strings");
+    Napi::Array a = v.As<Napi::Array>();
+    if (a.Length() > spec.max) Fail(spec.name, "may hold at most " + Format(spec.max) + " strings");
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+      Napi::Value s = a.Get(i);
+      if (!s.IsString()) Fail(std::string(spec.name) + "[" + std::to_string(i) + "]", "must be a string");
+      out.push_back(s.As<Napi::String>().Utf8Value());
+    }
+    return out;
+  }
+
+  // An array of [tokenId, bias] pairs; bias <= -100 bans the token (as OpenAI's -100 does).
+  std::vector<std::pair<llama_token, float>> LogitBias(const ParamSpec& spec, int32_t nVocab) const {
+    constexpr double kBig = 1e15;
+    std::vector<std::pair<llama_token, float>> out;
+    Napi::Value v = obj_.Get(spec.name);
+    if (!v.IsArray()) Fail(spec.name, "must be an array of [tokenId, bias] pairs");
+    Napi::Array a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+      Napi::Value e = a.Get(i);
+      std::string field = std::string(spec.name) + "[" + std::to_string(i) + "]";
+      if (!e.IsArray() || e.As<Napi::Array>().Length() != 2) Fail(field, "must be a [tokenId, bias] pair");
+      Napi::Array pair = e.As<Napi::Array>();
+      Napi::Value id = pair.Get(0u), bias = pair.Get(1u);
+      if (!id.IsNumber() || !bias.IsNumber()) Fail(field, "must hold two numbers");
+      double idd = id.As<Napi::Number>().DoubleValue(), b = bias.As<Napi::Number>().DoubleValue();
+      if (std::floor(idd) != idd || idd < 0 || idd >= nVocab) {
+        Fail(field, "token id must be an integer in 0.." + std::to_string(nVocab - 1));
+      }
+      if (!std::isfinite(b) || b < -kBig || b > kBig) Fail(field, "bias must be a finite number");
+      float fb = b <= -100 ? -std::numeric_limits<float>::infinity() : static_cast<float>(b);
+      out.emplace_back(static_cast<llama_token>(idd), fb);
+    }
+    return out;
+  }
 
   [[noreturn]] void Fail(const std::string& name, const std::string& what) const {
-    ThrowCoded(env_, codes::kInvalidRequest, "params." + name + " " + what);
+    ThrowCoded(env_, codes::kInvalidRequest, "params." + name + " " + what, "params." + name);
   }
 
  private:
@@ -69,60 +160,90 @@ class FieldReader {
 
 }  // namespace
 
+const char* ParamTypeName(ParamType type) {
+  switch (type) {
+    case ParamType::Int: return "int";
+    case ParamType::Float: return "float";
+    case ParamType::Bool: return "bool";
+    case ParamType::String: return "string";
+    case ParamType::StringList: return "stringList";
+    case ParamType::LogitBias: return "logitBias";
+  }
+  return "unknown";
+}
+
+const std::vector<ParamSpec>& GenerationParamSpecs() {
+  static const std::vector<ParamSpec> specs = BuildSpecs();
+  return specs;
+}
+
+Napi::Value ParamSpecsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const GenerationParams defaults;
+  const auto& specs = GenerationParamSpecs();
+  Napi::Array out = Napi::Array::New(env, specs.size());
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const ParamSpec& spec = specs[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", spec.name);
+    o.Set("type", ParamTypeName(spec.type));
+    switch (spec.type) {
+      case ParamType::Int:
+      case ParamType::Float:
+        o.Set("min", spec.min);
+        o.Set("max", spec.max);
+        // Floats are stored as float (0.8f is 0.800000011920929): report the decimal written in
+        // GenerationParams, which six digits recover.
+        o.Set("default", spec.type == ParamType::Float ? std::round(spec.get(defaults) * 1e6) / 1e6
+                                                       : spec.get(defaults));
+        break;
+      case ParamType::Bool:
+        o.Set("default", spec.get(defaults) != 0);
+        break;
+      case ParamType::String:
+        o.Set("default", defaults.*spec.text);
+        break;
+      case ParamType::StringList: {
+        o.Set("max", spec.max);
+        const auto& list = defaults.*spec.list;
+        Napi::Array d = Napi::Array::New(env, list.size());
+        for (size_t k = 0; k < list.size(); ++k) d.Set(static_cast<uint32_t>(k), list[k]);
+        o.Set("default", d);
+        break;
+      }
+      case ParamType::LogitBias:
+        o.Set("default", Napi::Array::New(env, 0));
+        break;
+    }
+    out.Set(static_cast<uint32_t>(i), o);
+  }
+  return out;
+}
+
 GenerationParams ParseGenerationParams(Napi::Env env, Napi::Value value, int32_t nVocab) {
   GenerationParams p;
   if (value.IsUndefined() || value.IsNull()) return p;
-  if (!value.IsObject()) ThrowCoded(env, codes::kInvalidRequest, "params must be an object");
+  if (!value.IsObject()) ThrowCoded(env, codes::kInvalidRequest, "params must be an object", "params");
   FieldReader r(env, value.As<Napi::Object>());
-  constexpr double kBig = 1e15;
-  if (r.Has("maxTokens")) p.maxTokens = static_cast<int32_t>(r.Integer("maxTokens", -1, 1 << 30));
-  if (r.Has("temperature")) p.temperature = static_cast<float>(r.Number("temperature", 0, 100));
-  if (r.Has("topK")) p.topK = static_cast<int32_t>(r.Integer("topK", 0, 1 << 30));
-  if (r.Has("topP")) p.topP = static_cast<float>(r.Number("topP", 0, 1));
-  if (r.Has("minP")) p.minP = static_cast<float>(r.Number("minP", 0, 1));
-  if (r.Has("repeatPenalty")) p.repeatPenalty = static_cast<float>(r.Number("repeatPenalty", 0, 100));
-  if (r.Has("repeatLastN")) p.repeatLastN = static_cast<int32_t>(r.Integer("repeatLastN", -1, 1 << 20));
-  if (r.Has("presencePenalty")) p.presencePenalty = static_cast<float>(r.Number("presencePenalty", -100, 100));
-  if (r.Has("frequencyPenalty")) p.frequencyPenalty = static_cast<float>(r.Number("frequencyPenalty", -100, 100));
-  if (r.Has("seed")) p.seed = static_cast<uint32_t>(r.Integer("seed", 0, 4294967295.0));
-  if (r.Has("ignoreEos")) p.ignoreEos = r.Boolean("ignoreEos");
-  if (r.Has("grammar")) p.grammar = r.String("grammar");
-  if (r.Has("grammarRoot")) p.grammarRoot = r.String("grammarRoot");
-  if (r.Has("stop")) {
-    Napi::Value v = r.Get("stop");
-    if (v.IsString()) {
-      p.stop.push_back(v.As<Napi::String>().Utf8Value());
-    } else if (v.IsArray()) {
-      Napi::Array a = v.As<Napi::Array>();
-      if (a.Length() > 16) r.Fail("stop", "may hold at most 16 strings");
-      for (uint32_t i = 0; i < a.Length(); ++i) {
-        Napi::Value s = a.Get(i);
-        if (!s.IsString()) r.Fail("stop[" + std::to_string(i) + "]", "must be a string");
-        p.stop.push_back(s.As<Napi::String>().Utf8Value());
-      }
-    } else {
-      r.Fail("stop", "must be a string or an array of strings");
-    }
-  }
-  if (r.Has("logitBias")) {
-    // An array of [tokenId, bias] pairs; bias <= -100 bans the token (as OpenAI's -100 does).
-    Napi::Value v = r.Get("logitBias");
-    if (!v.IsArray()) r.Fail("logitBias", "must be an array of [tokenId, bias] pairs");
-    Napi::Array a = v.As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); ++i) {
-      Napi::Value e = a.Get(i);
-      std::string field = "logitBias[" + std::to_string(i) + "]";
-      if (!e.IsArray() || e.As<Napi::Array>().Length() != 2) r.Fail(field, "must be a [tokenId, bias] pair");
-      Napi::Array pair = e.As<Napi::Array>();
-      Napi::Value id = pair.Get(0u), bias = pair.Get(1u);
-      if (!id.IsNumber() || !bias.IsNumber()) r.Fail(field, "must hold two numbers");
-      double idd = id.As<Napi::Number>().DoubleValue(), b = bias.As<Napi::Number>().DoubleValue();
-      if (std::floor(idd) != idd || idd < 0 || idd >= nVocab) {
-        r.Fail(field, "token id must be an integer in 0.." + std::to_string(nVocab - 1));
-      }
-      if (!std::isfinite(b) || b < -kBig || b > kBig) r.Fail(field, "bias must be a finite number");
-      float fb = b <= -100 ? -std::numeric_limits<float>::infinity() : static_cast<float>(b);
-      p.logitBias.emplace_back(static_cast<llama_token>(idd), fb);
+  for (const ParamSpec& spec : GenerationParamSpecs()) {
+    if (!r.Has(spec.name)) continue;
+    switch (spec.type) {
+      case ParamType::Int:
+      case ParamType::Float:
+        spec.set(p, r.Number(spec));
+        break;
+      case ParamType::Bool:
+        spec.set(p, r.Boolean(spec.name) ? 1 : 0);
+        break;
+      case ParamType::String:
+        p.*spec.text = r.String(spec.name);
+        break;
+      case ParamType::StringList:
+        p.*spec.list = r.StringList(spec);
+        break;
+      case ParamType::LogitBias:
+        p.logitBias = r.LogitBias(spec, nVocab);
+        break;
     }
   }
   return p;

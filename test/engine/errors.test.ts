@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, describe, before, after } from 'node:test';
-import { loadModel, LmError, type Model } from '@lmserve/engine';
+import { Generation, loadModel, LmError, type Model } from '@lmserve/engine';
 // @ts-expect-error plain ESM module without type declarations
 import { buildHeader, kv } from '../../scripts/lib/gguf.mjs';
 import { modelPath, tempDir } from '../helpers.js';
@@ -132,6 +132,18 @@ describe('bad inputs give typed errors and the process lives on', () => {
   test('token prompts outside the vocabulary: INVALID_REQUEST', async () => {
     await assert.rejects(model.generate([1, 40000], { maxTokens: 2 }).result, { code: 'INVALID_REQUEST' });
     await stillWorks(model);
+  });
+
+  test('an error event with a code this side does not know becomes INTERNAL', async () => {
+    const generation = new Generation();
+    generation.handle({ type: 'error', id: 1, code: 'SOME_FUTURE_CODE', message: 'from a newer addon' });
+    await assert.rejects(generation.result, (err: unknown) => {
+      assert.ok(err instanceof LmError);
+      assert.equal(err.code, 'INTERNAL');
+      assert.equal(err.status, 500);
+      assert.match(err.message, /SOME_FUTURE_CODE/);
+      return true;
+    });
   });
 
   test('engine options are validated with their names', async () => {

@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { test, describe, before, after } from 'node:test';
-import { loadModel, type Model } from '@lmserve/engine';
+import { loadModel, reportedNativeMemory, type Model } from '@lmserve/engine';
 import { modelPath, countTicks } from '../helpers.js';
+
+const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 
 describe('model loading and info', () => {
   let model: Model;
@@ -104,5 +108,67 @@ describe('tokenizer', () => {
   test('detokenize rejects ids outside the vocabulary', () => {
     assert.throws(() => model.detokenize([5, 32000]), { code: 'INVALID_REQUEST' });
     assert.throws(() => model.detokenize([-1]), { code: 'INVALID_REQUEST' });
+  });
+});
+
+describe('a vocab-only model (for a grammar checker process)', () => {
+  test('tokenizes and checks grammars without weights, and cannot run an engine', async () => {
+    const path = await modelPath('tiny');
+    const before = reportedNativeMemory();
+    const vocab = await loadModel(path, { vocabOnly: true });
+    const full = await loadModel(path);
+    try {
+      assert.ok(reportedNativeMemory() - before < full.info.sizeBytes * 1.5, 'only the full load reports its weights');
+      assert.equal(vocab.info.vocabSize, 32000);
+      assert.deepEqual(vocab.tokenize('Hello world'), full.tokenize('Hello world'));
+      assert.equal(vocab.checkGrammar('root ::= "a" | "b"'), null);
+      assert.equal(typeof vocab.checkGrammar('root ::= ('), 'string');
+      assert.equal(typeof vocab.checkGrammar('root ::= missing-rule'), 'string');
+      await assert.rejects(vocab.createEngine({ slots: 1, contextSize: 64 }), { code: 'INVALID_REQUEST' });
+      await assert.rejects(vocab.generate('x', { maxTokens: 1 }).result, { code: 'INVALID_REQUEST' });
+      // Not shared with the full load of the same file: that one still generates.
+      vocab.dispose();
+      const result = await full.generate('still whole', { maxTokens: 3, ignoreEos: true }).result;
+      assert.equal(result.usage.tokensOut, 3);
+    } finally {
+      vocab.dispose();
+      full.dispose();
+    }
+  });
+});
+
+describe('setProcessMemoryLimit', () => {
+  test('rejects a negative or fractional limit', async () => {
+    const { setProcessMemoryLimit } = await import('@lmserve/engine');
+    assert.throws(() => setProcessMemoryLimit(-1), { code: 'INVALID_REQUEST' });
+    assert.throws(() => setProcessMemoryLimit(1.5), { code: 'INVALID_REQUEST' });
+  });
+
+  test('an allocation beyond the limit throws in the process, which lives on', { skip: process.platform !== 'linux' }, () => {
+    // In a child: the limit holds for the whole process and cannot be raised past it again.
+    const script = `
+      import { readFileSync } from 'node:fs';
+      import { setProcessMemoryLimit, systemInfo } from '@lmserve/engine';
+      systemInfo(); // the addon (and llama.cpp's backends) is loaded before VmSize is read
+      const vmSize = Number(/VmSize:\\s+(\\d+) kB/.exec(readFileSync('/proc/self/status', 'utf8'))[1]) * 1024;
+      const limited = setProcessMemoryLimit(vmSize + 256 * 1024 * 1024);
+      let outcome;
+      try {
+        const big = Buffer.alloc(1024 * 1024 * 1024);
+        outcome = 'allocated ' + big.length;
+      } catch (err) {
+        outcome = 'threw ' + err.name;
+      }
+      const small = Buffer.alloc(1024 * 1024); // still works under the limit
+      process.stdout.write(JSON.stringify({ limited, outcome, small: small.length }));
+    `;
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.equal(child.error, undefined, String(child.error));
+    assert.equal(child.status, 0, `exit ${child.status} ${child.signal ?? ''}: ${child.stderr}`);
+    assert.deepEqual(JSON.parse(child.stdout), { limited: true, outcome: 'threw RangeError', small: 1024 * 1024 });
   });
 });

@@ -47,6 +47,29 @@ export interface NativeEngineOptions {
   kvUnified: boolean;
   kvSize: number;
   flashAttention: -1 | 0 | 1;
+  /**
+   * Estimated bytes the engine allocated beyond the model (f16 KV cache, logits, batch arrays;
+   * not the compute buffers), reported to V8 as external memory while the engine lives.
+   */
+  memoryBytes: number;
+}
+
+/**
+ * One generation parameter as the addon validates it (its one table, addon/sampling.cpp).
+ * int/float: inclusive `min`..`max`; stringList: `max` is the most entries. `default` is what
+ * an absent parameter means (seed 4294967295 = LLAMA_DEFAULT_SEED: a random seed per request).
+ */
+export type NativeParamSpec =
+  | { name: string; type: 'int' | 'float'; min: number; max: number; default: number }
+  | { name: string; type: 'bool'; default: boolean }
+  | { name: string; type: 'string'; default: string }
+  | { name: string; type: 'stringList'; max: number; default: string[] }
+  | { name: string; type: 'logitBias'; default: Array<[number, number]> };
+
+/** A code the addon can raise and the HTTP status it maps to (addon/errors.h). */
+export interface NativeErrorCode {
+  code: string;
+  status: number;
 }
 
 export interface NativeParams {
@@ -82,7 +105,7 @@ export interface NativeModel {
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
   detokenize(tokens: Int32Array, special: boolean): string;
   applyChatTemplate(messages: Array<{ role: string; content: string }>, addAssistant: boolean, template?: string): string;
-  createEngine(options: Partial<NativeEngineOptions>, onEvents: (events: NativeEvent[]) => void): Promise<NativeEngine>;
+  createEngine(options: Partial<Omit<NativeEngineOptions, 'memoryBytes'>>, onEvents: (events: NativeEvent[]) => void): Promise<NativeEngine>;
   dispose(): void;
   readonly disposed: boolean;
 }
@@ -95,7 +118,7 @@ export interface NativeModelLoader {
 export interface NativeBinding {
   ModelLoader: new (
     path: string,
-    options: { gpuLayers?: number; useMmap?: boolean },
+    options: { gpuLayers?: number; useMmap?: boolean; vocabOnly?: boolean },
     onProgress?: (progress: number) => void,
   ) => NativeModelLoader;
   systemInfo(): {
@@ -106,6 +129,15 @@ export interface NativeBinding {
   };
   checkGrammar(model: NativeModel, grammar: string, root?: string): string | null;
   jsonSchemaToGrammar(schemaJson: string): string;
+  paramSpecs(): NativeParamSpec[];
+  errorCodes(): NativeErrorCode[];
+  /** Soft RLIMIT_AS of this process in bytes (0: back to the hard limit); false where unsupported or refused. */
+  setMemoryLimit(bytes: number): boolean;
+  /**
+   * V8's count of external memory reported by native objects on this thread (model weights,
+   * engine KV caches). Node 20's process.memoryUsage().external does not include it.
+   */
+  externalMemory(): number;
 }
 
 /** Where the addon is: LMSERVE_ADDON_PATH, else build/Release/lmserve.node at the repo root. */

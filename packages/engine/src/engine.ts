@@ -1,5 +1,6 @@
-import { LmError, toLmError, type EngineStats, type GenerationParams } from '@lmserve/protocol';
+import { LmError, type EngineStats, type GenerationParams } from '@lmserve/protocol';
 import type { NativeEngine, NativeEngineOptions, NativeEvent, NativeModel, NativeParams } from './binding.js';
+import { nativeError } from './errors.js';
 import { Generation } from './generation.js';
 
 export interface EngineOptions {
@@ -41,8 +42,11 @@ function positiveInt(name: string, value: unknown, min = 1): number | undefined 
   return value;
 }
 
-export function nativeEngineOptions(options: EngineOptions): Partial<NativeEngineOptions> {
-  const out: Partial<NativeEngineOptions> = {};
+/** The options createEngine takes (memoryBytes is only reported). */
+export type NativeEngineConfig = Partial<Omit<NativeEngineOptions, 'memoryBytes'>>;
+
+export function nativeEngineOptions(options: EngineOptions): NativeEngineConfig {
+  const out: NativeEngineConfig = {};
   const slots = positiveInt('slots', options.slots);
   const contextSize = positiveInt('contextSize', options.contextSize, 16);
   const batchSize = positiveInt('batchSize', options.batchSize);
@@ -119,13 +123,14 @@ export class Engine {
         if (engine) engine.#dispatch(events);
       })
       .catch((err: unknown) => {
-        throw toLmError(err);
+        throw nativeError(err);
       });
     engine = new Engine(native);
     engine.#onDispose = onDispose;
     return engine;
   }
 
+  /** The options in effect, and `memoryBytes`: what the engine holds beyond the model (estimated). */
   get options(): NativeEngineOptions {
     this.#check();
     return this.#native.options();
@@ -156,7 +161,7 @@ export class Engine {
     try {
       this.#native.submit(id, prompt, nativeParams(request.params), { parseSpecial: request.parseSpecial ?? true });
     } catch (err) {
-      throw toLmError(err, 'INVALID_REQUEST');
+      throw nativeError(err, 'INVALID_REQUEST');
     }
     this.#live.set(id, generation);
     generation.attach(() => {
@@ -166,7 +171,11 @@ export class Engine {
 
   stats(): EngineStats {
     this.#check();
-    return this.#native.stats();
+    try {
+      return this.#native.stats();
+    } catch (err) {
+      throw nativeError(err);
+    }
   }
 
   /** Stops the decode thread and frees the context. Running generations fail with DISPOSED. Idempotent. */

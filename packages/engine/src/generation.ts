@@ -1,5 +1,6 @@
 import { LmError, type GenerationResult, type TokenChunk } from '@lmserve/protocol';
 import type { NativeEvent } from './binding.js';
+import { nativeEventError } from './errors.js';
 
 type DoneEvent = Extract<NativeEvent, { type: 'done' }>;
 
@@ -68,7 +69,7 @@ export class Generation implements AsyncIterable<TokenChunk> {
       this.#end();
       this.#resolveResult(this.#toResult(event));
     } else {
-      this.fail(new LmError(event.code as LmError['code'], event.message));
+      this.fail(nativeEventError(event.code, event.message));
       return;
     }
     this.#wake?.();

@@ -4,7 +4,9 @@ export { Engine } from './engine.js';
 export type { EngineOptions, SubmitRequest } from './engine.js';
 export { Generation } from './generation.js';
 export { addonPath } from './binding.js';
-import { binding } from './binding.js';
+export type { NativeEngineOptions, NativeErrorCode, NativeParamSpec } from './binding.js';
+import { nativeError } from './errors.js';
+import { binding, type NativeErrorCode, type NativeParamSpec } from './binding.js';
 
 /** Backend and device information from llama.cpp (CPU features, GPUs the build can use). */
 export function systemInfo(): ReturnType<ReturnType<typeof binding>['systemInfo']> {
@@ -14,6 +16,44 @@ export function systemInfo(): ReturnType<ReturnType<typeof binding>['systemInfo'
 /** Converts a JSON schema to a GBNF grammar with llama.cpp's converter. */
 export function jsonSchemaToGrammar(schema: unknown): string {
   return binding().jsonSchemaToGrammar(typeof schema === 'string' ? schema : JSON.stringify(schema));
+}
+
+/**
+ * The generation parameters as the addon validates them: name, type, bounds and default of
+ * each (one table in addon/sampling.cpp). Layers that check parameters earlier (the HTTP edge)
+ * read their bounds from here.
+ */
+export function nativeParamSpecs(): NativeParamSpec[] {
+  return binding().paramSpecs();
+}
+
+/** Every error code the addon can raise, with its HTTP status (one table in addon/errors.h). */
+export function nativeErrorCodes(): NativeErrorCode[] {
+  return binding().errorCodes();
+}
+
+/**
+ * Caps this process's address space at `bytes` (Linux: the soft RLIMIT_AS; 0 lifts it back to
+ * the hard limit), so that a process handling untrusted input (a grammar checker) gets a failed
+ * allocation rather than exhausting the machine. Returns false where unsupported (not Linux) or
+ * when the kernel refuses. Counts reserved address space, not resident memory: leave room above
+ * the current VmSize.
+ */
+export function setProcessMemoryLimit(bytes: number): boolean {
+  try {
+    return binding().setMemoryLimit(bytes);
+  } catch (err) {
+    throw nativeError(err, 'INVALID_REQUEST');
+  }
+}
+
+/**
+ * Bytes of native memory reported to V8 on this thread: the weights of loaded models and what
+ * engines hold (`engine.options.memoryBytes`); the GC weighs unreferenced objects by it. Node
+ * 20's process.memoryUsage().external does not include it.
+ */
+export function reportedNativeMemory(): number {
+  return binding().externalMemory();
 }
 
 export * from '@lmserve/protocol';

@@ -1,7 +1,8 @@
 import { stat } from 'node:fs/promises';
-import { LmError, toLmError, type GenerationParams } from '@lmserve/protocol';
+import { LmError, type GenerationParams } from '@lmserve/protocol';
 import { binding, type NativeModel, type NativeModelInfo } from './binding.js';
 import { Engine, type EngineOptions, type SubmitRequest } from './engine.js';
+import { nativeError } from './errors.js';
 import { Generation } from './generation.js';
 
 export type ModelInfo = NativeModelInfo & { path: string };
@@ -15,6 +16,12 @@ export interface LoadOptions {
   onProgress?: (progress: number) => void;
   /** Aborts the load; the promise rejects with LOAD_ABORTED. */
   signal?: AbortSignal;
+  /**
+   * Load only the vocabulary, no weights (llama.cpp's vocab_only): tokenize, detokenize, info
+   * and checkGrammar work; createEngine and generate fail with INVALID_REQUEST. For a process
+   * that checks untrusted grammars without the model's memory.
+   */
+  vocabOnly?: boolean;
 }
 
 export interface ChatMessage {
@@ -54,9 +61,12 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
     last = p;
     options.onProgress?.(p);
   };
+  if (options.vocabOnly !== undefined && typeof options.vocabOnly !== 'boolean') {
+    throw new LmError('INVALID_REQUEST', 'options.vocabOnly must be a boolean', { field: 'options.vocabOnly' });
+  }
   const loader = new (binding().ModelLoader)(
     path,
-    { gpuLayers, useMmap: options.useMmap ?? true },
+    { gpuLayers, useMmap: options.useMmap ?? true, vocabOnly: options.vocabOnly ?? false },
     options.onProgress ? report : undefined,
   );
   const onAbort = () => loader.abort();
@@ -68,7 +78,7 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
     return new Model(native, path);
   } catch (err) {
     settled = true;
-    throw toLmError(err);
+    throw nativeError(err);
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
   }
@@ -96,7 +106,11 @@ export class Model {
   tokenize(text: string, options: { addSpecial?: boolean; parseSpecial?: boolean } = {}): number[] {
     this.#check();
     if (typeof text !== 'string') throw new LmError('INVALID_REQUEST', 'text must be a string', { field: 'text' });
-    return Array.from(this.#native.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false));
+    try {
+      return Array.from(this.#native.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false));
+    } catch (err) {
+      throw nativeError(err, 'INVALID_REQUEST');
+    }
   }
 
   detokenize(tokens: readonly number[] | Int32Array, options: { special?: boolean } = {}): string {
@@ -105,7 +119,7 @@ export class Model {
     try {
       return this.#native.detokenize(arr, options.special ?? false);
     } catch (err) {
-      throw toLmError(err, 'INVALID_REQUEST');
+      throw nativeError(err, 'INVALID_REQUEST');
     }
   }
 
@@ -115,14 +129,18 @@ export class Model {
     try {
       return this.#native.applyChatTemplate(messages, options.addAssistant ?? true, options.template);
     } catch (err) {
-      throw toLmError(err, 'INVALID_REQUEST');
+      throw nativeError(err, 'INVALID_REQUEST');
     }
   }
 
   /** null when the GBNF grammar parses, else llama.cpp's reason. */
   checkGrammar(grammar: string, root = 'root'): string | null {
     this.#check();
-    return binding().checkGrammar(this.#native, grammar, root);
+    try {
+      return binding().checkGrammar(this.#native, grammar, root);
+    } catch (err) {
+      throw nativeError(err, 'INVALID_REQUEST');
+    }
   }
 
   /** Creates a continuous-batching engine (its own llama_context) over this model. */
@@ -132,6 +150,12 @@ export class Model {
     engine = await Engine.create(this.#native, options, () => {
       if (engine) this.#engines.delete(engine);
     });
+    // dispose() may have run while the context was being created: it could not see this
+    // engine, so it would hold a context (and keep the weights) that nothing frees.
+    if (this.#disposed) {
+      engine.dispose();
+      throw new LmError('DISPOSED', 'the model was disposed while the engine was being created');
+    }
     this.#engines.add(engine);
     return engine;
   }
@@ -156,10 +180,10 @@ export class Model {
           const request: SubmitRequest = { prompt, params };
           engine.submitInto(generation, request);
         } catch (err) {
-          generation.fail(toLmError(err));
+          generation.fail(nativeError(err));
         }
       },
-      (err: unknown) => generation.fail(toLmError(err)),
+      (err: unknown) => generation.fail(nativeError(err)),
     );
     return generation;
   }
