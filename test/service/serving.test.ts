@@ -37,7 +37,7 @@ describe('serving two models', () => {
     for (const [res, model] of [[a, 'alpha'], [b, 'beta']] as const) {
       assert.equal(res.status, 200);
       assert.equal(res.body.model, model);
-      assert.match(res.body.id, /^cmpl-/);
+      assert.match(res.body.id, /^http-[0-9a-f-]{36}$/);
       assert.equal(typeof res.body.output, 'string');
       assert.equal(res.body.finish_reason, 'length');
       assert.equal(res.body.usage.tokens_out, 8);
@@ -122,7 +122,7 @@ describe('serving two models', () => {
     const cases: Array<[unknown, string]> = [
       [{ params: { max_tokens: 4 } }, 'input'],
       [{ input: 42 }, 'input'],
-      [{ input: 'x', params: { max_tokens: 0 } }, 'params.max_tokens'],
+      [{ input: 'x', params: { max_tokens: -2 } }, 'params.max_tokens'],
       [{ input: 'x', params: { max_tokens: 1.5 } }, 'params.max_tokens'],
       [{ input: 'x', params: { max_tokens: 99999999999 } }, 'params.max_tokens'],
       [{ input: 'x', params: { temperature: -1 } }, 'params.temperature'],
@@ -135,7 +135,14 @@ describe('serving two models', () => {
       [{ input: 'x', params: { presence_penalty: 9 } }, 'params.presence_penalty'],
       [{ input: 'x', params: { frequency_penalty: -9 } }, 'params.frequency_penalty'],
       [{ input: 'x', params: { seed: -1 } }, 'params.seed'],
-      [{ input: 'x', params: { stop: [''] } }, 'params.stop.0'],
+      [{ input: 'x', params: { stop: [''] } }, 'params.stop[0]'],
+      [{ input: 'x', params: { stop: Array.from({ length: 17 }, () => 'z') } }, 'params.stop'],
+      [{ input: [] }, 'input'],
+      [{ input: [{ role: 'robot', content: 'x' }] }, 'input[0].role'],
+      [{ input: [{ role: 'user', content: 'x' }, { role: 'user' }] }, 'input[1].content'],
+      [{ input: [{ role: 'user', content: 'x', name: 'n' }] }, 'input[0].name'],
+      [{ input: [{ role: 'user', content: 'x' }], params: { raw: true } }, 'params.raw'],
+      [{ input: 'x', extra: 1 }, 'extra'],
       [{ input: 'x', params: { ignore_eos: 'yes' } }, 'params.ignore_eos'],
       [{ input: 'x', params: { grammar: 7 } }, 'params.grammar'],
       [{ input: 'x', params: { logit_bias: { abc: 1 } } }, 'params.logit_bias.abc'],

@@ -30,6 +30,11 @@ export async function runSupervisor(paths: ServicePaths, start: 'all' | string[]
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // Nothing a client or a fault does may take the supervisor down: a rejection that escaped its
+  // handling is logged as a bug and the service keeps serving.
+  process.on('unhandledRejection', (reason) => {
+    log.error('unhandled rejection', { error: reason instanceof Error ? (reason.stack ?? reason.message) : String(reason) });
+  });
   process.on('uncaughtException', (err) => {
     log.error('uncaught exception', { error: err.stack ?? String(err) });
     supervisor?.killAll();
