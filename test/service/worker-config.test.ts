@@ -1,15 +1,20 @@
-/** envs/worker.<name>.env parsing: defaults for every key, errors that name the key and the file. */
+/**
+ * envs/worker.<name>.env parsing: defaults for every key, errors that name the key and the file.
+ * Every call passes an empty environment, so variables of the shell running the tests change
+ * nothing (precedence over the environment: test/supervisor/).
+ */
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { LmError } from '@lmserve/protocol';
-import { loadSupervisorConfig, parseEnvFile, parseWorkerConfig, type ServicePaths } from '@lmserve/supervisor';
+import { loadSupervisorConfig, parseWorkerConfig as parseWithEnv, type ServicePaths } from '@lmserve/supervisor';
 
 const dir = mkdtempSync(join(tmpdir(), 'lmserve-config-'));
 const paths: ServicePaths = { root: '/srv/lmserve', envsDir: join(dir, 'envs'), dataDir: join(dir, 'data') };
 const file = join(paths.envsDir, 'worker.demo.env');
+const parseWorkerConfig = (name: string, path: string, text: string, p: ServicePaths) => parseWithEnv(name, path, text, p, { natsUrl: null }, {});
 
 describe('worker configuration', () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
@@ -100,19 +105,13 @@ describe('worker configuration', () => {
     assert.deepEqual(config.promptTemplate, { userPrefix: '<u>', userSuffix: '</u>', modelPrefix: '<m>', modelSuffix: '' });
   });
 
-  test('env files: quotes, export, comments; a line that is not KEY=VALUE names the file and line', () => {
-    const vars = parseEnvFile('export A=1\nB="x\\ny"\nC=\'raw\\n\'\nD=plain # comment\n', 'f.env');
-    assert.deepEqual(Object.fromEntries(vars), { A: '1', B: 'x\ny', C: 'raw\\n', D: 'plain' });
-    assert.throws(() => parseEnvFile('A=1\nnot a line\n', 'f.env'), /f\.env:2/);
-  });
-
   test('supervisor.env: defaults, and a generated admin token when none is set', () => {
     mkdirSync(paths.envsDir, { recursive: true });
-    const config = loadSupervisorConfig(paths);
+    const config = loadSupervisorConfig(paths, {});
     assert.deepEqual(config.gatewayAddr, { host: '127.0.0.1', port: 5760 });
     assert.equal(config.adminTokenGenerated, true);
     assert.ok(config.adminToken.length >= 24);
     writeFileSync(join(paths.envsDir, 'supervisor.env'), 'GATEWAY_ADDR=0.0.0.0:5760\n');
-    assert.throws(() => loadSupervisorConfig(paths), (err: unknown) => err instanceof LmError && err.field === 'ADMIN_TOKEN');
+    assert.throws(() => loadSupervisorConfig(paths, {}), (err: unknown) => err instanceof LmError && err.field === 'ADMIN_TOKEN');
   });
 });

@@ -1,32 +1,92 @@
 /**
- * Typed readers for env-file values. Each failure is an LmError whose message names the key,
- * the value and the file, so a bad value is easy to find.
+ * Typed readers for configuration values over layered sources (the process environment, an env
+ * file, defaults handed down by the supervisor). Each failure is an LmError whose message names
+ * the key, the value and where that value came from, so a bad value is easy to find.
  */
 import { LmError } from '@lmserve/protocol';
 
-export class ConfigReader {
-  readonly file: string;
-  readonly #vars: Map<string, string>;
+/** The process environment, or a test's stand-in for it. */
+export type Environment = Readonly<Record<string, string | undefined>>;
 
-  constructor(file: string, vars: Map<string, string>) {
-    this.file = file;
-    this.#vars = vars;
+/** One source of configuration values. */
+export interface ConfigLayer {
+  /** The layer's value of `key`; absent and empty both mean "not set here". */
+  get(key: string): string | undefined;
+  /** Where this layer's value of `key` lives, as messages name it: a file path, "environment variable X". */
+  origin(key: string): string;
+  /** The keys this layer holds, when all of them are meant as configuration (an env file, not the environment). */
+  keys?(): Iterable<string>;
+  /** The environment variable that holds `key` (environment layers only: a config lists what they set). */
+  variable?(key: string): string;
+}
+
+/** The keys of an env file; every one of them is meant for us, so unknown ones are reported. */
+export function fileLayer(file: string, vars: ReadonlyMap<string, string>): ConfigLayer {
+  return { get: (key) => vars.get(key), origin: () => file, keys: () => vars.keys() };
+}
+
+/**
+ * Variables `<prefix><KEY>` of the environment. The environment holds much else, so it never
+ * contributes unknown keys.
+ */
+export function environmentLayer(env: Environment, prefix = ''): ConfigLayer {
+  return {
+    get: (key) => env[`${prefix}${key}`],
+    origin: (key) => `environment variable ${prefix}${key}`,
+    variable: (key) => `${prefix}${key}`,
+  };
+}
+
+/** Fixed values (null: not set), all from one place, e.g. defaults the supervisor hands its workers. */
+export function valuesLayer(values: Readonly<Record<string, string | null | undefined>>, origin: string): ConfigLayer {
+  return { get: (key) => (Object.hasOwn(values, key) ? (values[key] ?? undefined) : undefined), origin: () => origin };
+}
+
+export class ConfigReader {
+  /** Highest precedence first. */
+  readonly #layers: readonly ConfigLayer[];
+  /** Keys whose value came from the environment, with the variable's name. */
+  readonly #fromEnvironment = new Map<string, string>();
+
+  constructor(layers: readonly ConfigLayer[]) {
+    this.#layers = layers;
+  }
+
+  /** The first layer that sets `key` (non-empty) and its value. */
+  #lookup(key: string): { value: string; layer: ConfigLayer } | undefined {
+    for (const layer of this.#layers) {
+      const value = layer.get(key);
+      if (value !== undefined && value !== '') {
+        if (layer.variable) this.#fromEnvironment.set(key, layer.variable(key));
+        return { value, layer };
+      }
+    }
+    return undefined;
+  }
+
+  /** Where `key`'s value comes from; for an unset key, every place it could have been set. */
+  origin(key: string): string {
+    const found = this.#lookup(key);
+    if (found) return found.layer.origin(key);
+    return `not set in ${this.#layers.map((layer) => layer.origin(key)).join(' or ')}`;
   }
 
   fail(key: string, expected: string): never {
-    const value = this.#vars.get(key) ?? '';
-    throw new LmError('INVALID_REQUEST', `invalid ${key}="${value}" in ${this.file}: ${expected}`, { field: key });
+    const found = this.#lookup(key);
+    const message = found
+      ? `invalid ${key}="${found.value}" in ${found.layer.origin(key)}: ${expected}`
+      : `invalid ${key} (${this.origin(key)}): ${expected}`;
+    throw new LmError('INVALID_REQUEST', message, { field: key });
   }
 
-  /** The raw value, or `fallback` when the key is absent or empty. */
+  /** The value of the highest layer that sets `key`, or `fallback` when none does. */
   string(key: string, fallback: string): string {
-    const value = this.#vars.get(key);
-    return value === undefined || value === '' ? fallback : value;
+    return this.#lookup(key)?.value ?? fallback;
   }
 
   int(key: string, fallback: number, min: number, max: number): number {
-    const raw = this.#vars.get(key);
-    if (raw === undefined || raw === '') return fallback;
+    const raw = this.#lookup(key)?.value;
+    if (raw === undefined) return fallback;
     if (!/^-?\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
       this.fail(key, `must be an integer from ${min} to ${max}`);
     }
@@ -58,8 +118,15 @@ export class ConfigReader {
     return raw;
   }
 
-  /** Keys present in the file that `known` does not list (likely typos). */
+  /** Keys present in the env file layers that `known` does not list (likely typos). */
   unknownKeys(known: readonly string[]): string[] {
-    return [...this.#vars.keys()].filter((key) => !known.includes(key));
+    const keys = new Set<string>();
+    for (const layer of this.#layers) for (const key of layer.keys?.() ?? []) keys.add(key);
+    return [...keys].filter((key) => !known.includes(key));
+  }
+
+  /** The environment variables whose values were used so far (to log what overrode the files). */
+  environmentOverrides(): string[] {
+    return [...this.#fromEnvironment.values()];
   }
 }

@@ -1,10 +1,14 @@
-/** envs/supervisor.env: the gateway/admin address, the admin token, timings of restarts and drains. */
+/**
+ * The supervisor's settings: the gateway/admin address, the admin token, timings of restarts and
+ * drains. A process environment variable of the same name overrides envs/supervisor.env, which
+ * overrides the built-in default (so a container or a systemd unit needs no file of its own).
+ */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isLogLevel, type LogLevel } from '@lmserve/protocol';
 import { isLoopback, parseListenAddress, type ListenAddress } from '@lmserve/http';
-import { ConfigReader } from './config-values.js';
+import { ConfigReader, environmentLayer, fileLayer, type Environment } from './config-values.js';
 import { parseEnvFile } from './env-file.js';
 import type { ServicePaths } from './service-paths.js';
 
@@ -18,6 +22,9 @@ export const SUPERVISOR_KEYS = [
   'RESTART_BACKOFF_MAX_MS',
 ] as const;
 
+/** URL schemes a NATS_URL may have (the supervisor's and every worker's). */
+export const NATS_PROTOCOLS = ['nats:', 'tls:', 'ws:', 'wss:'] as const;
+
 export interface SupervisorConfig {
   file: string;
   gatewayAddr: ListenAddress;
@@ -30,18 +37,24 @@ export interface SupervisorConfig {
   shutdownGraceMs: number;
   restartBackoffMs: number;
   restartBackoffMaxMs: number;
+  /** Keys in the file that are not configuration keys (reported as warnings). */
   unknownKeys: string[];
+  /** Environment variables that set a value (they win over the file). */
+  environmentOverrides: string[];
 }
 
 export function adminTokenFile(paths: ServicePaths): string {
   return join(paths.dataDir, 'run', 'admin.token');
 }
 
-/** Throws LmError naming the key and the file on a bad value. */
-export function loadSupervisorConfig(paths: ServicePaths): SupervisorConfig {
+/**
+ * Reads envs/supervisor.env under the variables of `env` named like its keys. Throws LmError
+ * naming the key and where its value came from (the file, or the environment variable).
+ */
+export function loadSupervisorConfig(paths: ServicePaths, env: Environment = process.env): SupervisorConfig {
   const file = join(paths.envsDir, 'supervisor.env');
   const text = existsSync(file) ? readFileSync(file, 'utf8') : '';
-  const r: ConfigReader = new ConfigReader(file, parseEnvFile(text, file));
+  const r: ConfigReader = new ConfigReader([environmentLayer(env), fileLayer(file, parseEnvFile(text, file))]);
   let gatewayAddr: ListenAddress;
   try {
     gatewayAddr = parseListenAddress(r.string('GATEWAY_ADDR', '127.0.0.1:5760'), 'GATEWAY_ADDR');
@@ -60,11 +73,13 @@ export function loadSupervisorConfig(paths: ServicePaths): SupervisorConfig {
     adminToken: token || randomBytes(24).toString('base64url'),
     adminTokenGenerated: token === '',
     logLevel,
-    natsUrl: r.url('NATS_URL', ['nats:', 'tls:', 'ws:', 'wss:']),
+    natsUrl: r.url('NATS_URL', NATS_PROTOCOLS),
     shutdownGraceMs: r.int('SHUTDOWN_GRACE_MS', 10_000, 0, 3_600_000),
     restartBackoffMs: r.int('RESTART_BACKOFF_MS', 500, 10, 600_000),
     restartBackoffMaxMs: r.int('RESTART_BACKOFF_MAX_MS', 30_000, 10, 3_600_000),
     unknownKeys: r.unknownKeys(SUPERVISOR_KEYS),
+    // Last: it lists what the reads above took from the environment.
+    environmentOverrides: r.environmentOverrides(),
   };
 }
 

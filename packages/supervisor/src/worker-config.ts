@@ -1,14 +1,18 @@
 /**
  * One model worker's configuration: envs/worker.<name>.env plus the optional
- * <data>/models/<MODEL_NAME>/prompt_template.json. Every key has a default.
+ * <data>/models/<MODEL_NAME>/prompt_template.json. Every key has a default. A key is read, first
+ * match wins, from the environment variable LMSERVE_<WORKER>_<KEY>, the worker's file, what the
+ * supervisor hands down (its NATS_URL), and the built-in default. Workers are still found by their
+ * files: an environment variable alone does not make a worker.
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { LmError, toLmError, type HostSpec, type PromptTemplate } from '@lmserve/protocol';
+import { LmError, toLmError, type PromptTemplate } from '@lmserve/protocol';
 import { parseListenAddress, type ListenAddress } from '@lmserve/http';
-import { ConfigReader } from './config-values.js';
+import { ConfigReader, environmentLayer, fileLayer, valuesLayer, type Environment } from './config-values.js';
 import { parseEnvFile } from './env-file.js';
 import type { ServicePaths } from './service-paths.js';
+import { NATS_PROTOCOLS } from './supervisor-config.js';
 
 export const WORKER_KEYS = [
   'MODEL_NAME',
@@ -55,6 +59,25 @@ export interface WorkerConfig {
   promptTemplate: PromptTemplate | null;
   /** Keys in the file that are not configuration keys (reported as warnings). */
   unknownKeys: string[];
+  /** LMSERVE_<WORKER>_<KEY> variables that set a value (they win over the file). */
+  environmentOverrides: string[];
+}
+
+/** What the supervisor hands every worker for the keys the worker does not set itself. */
+export interface WorkerDefaults {
+  /** The supervisor's NATS_URL (from supervisor.env or the environment). */
+  natsUrl: string | null;
+}
+
+const NO_DEFAULTS: WorkerDefaults = { natsUrl: null };
+
+/**
+ * `LMSERVE_<WORKER>_`: the worker's name upper-cased, every character other than A-Z and 0-9
+ * turned into `_` (environment variable names cannot hold `-` or `.` portably). Worker
+ * `qwen3-4b`, key CTX_SIZE: LMSERVE_QWEN3_4B_CTX_SIZE.
+ */
+export function workerEnvPrefix(name: string): string {
+  return `LMSERVE_${name.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_`;
 }
 
 /** A worker file that could not be read: the worker exists (so it can be listed) but cannot start. */
@@ -99,8 +122,20 @@ function readPromptTemplate(file: string): PromptTemplate | null {
   };
 }
 
-export function parseWorkerConfig(name: string, file: string, text: string, paths: ServicePaths): WorkerConfig {
-  const r: ConfigReader = new ConfigReader(file, parseEnvFile(text, file));
+/** `text` is the content of `file`; throws LmError naming the key and where its value came from. */
+export function parseWorkerConfig(
+  name: string,
+  file: string,
+  text: string,
+  paths: ServicePaths,
+  defaults: WorkerDefaults = NO_DEFAULTS,
+  env: Environment = process.env,
+): WorkerConfig {
+  const r: ConfigReader = new ConfigReader([
+    environmentLayer(env, workerEnvPrefix(name)),
+    fileLayer(file, parseEnvFile(text, file)),
+    valuesLayer({ NATS_URL: defaults.natsUrl }, "the supervisor's NATS_URL"),
+  ]);
   const modelName = r.matching('MODEL_NAME', name, /^[A-Za-z0-9][A-Za-z0-9._:-]*$/, 'must be letters, digits, . _ : -');
   let httpAddr: ListenAddress;
   try {
@@ -128,18 +163,26 @@ export function parseWorkerConfig(name: string, file: string, text: string, path
     batchSize: r.int('BATCH_SIZE', 0, 0, 1 << 20),
     gpuLayers,
     dbPath: resolve(paths.root, r.string('DB_PATH', join(paths.dataDir, 'logs', `${name}.sqlite`))),
-    natsUrl: r.url('NATS_URL', ['nats:', 'tls:', 'ws:', 'wss:']),
+    natsUrl: r.url('NATS_URL', NATS_PROTOCOLS),
     jetstream: r.choice('JETSTREAM', 'off', ['on', 'off'] as const) === 'on',
     maxQueue: r.int('MAX_QUEUE', 64, 0, 1_000_000),
     apiKey: r.string('API_KEY', '') || null,
     promptTemplate: readPromptTemplate(join(paths.dataDir, 'models', modelName, 'prompt_template.json')),
     unknownKeys: r.unknownKeys(WORKER_KEYS),
+    // Last: it lists what the reads above took from the environment.
+    environmentOverrides: r.environmentOverrides(),
   };
 }
 
-export function loadWorkerConfig(name: string, file: string, paths: ServicePaths): WorkerConfig | WorkerConfigError {
+export function loadWorkerConfig(
+  name: string,
+  file: string,
+  paths: ServicePaths,
+  defaults: WorkerDefaults = NO_DEFAULTS,
+  env: Environment = process.env,
+): WorkerConfig | WorkerConfigError {
   try {
-    return parseWorkerConfig(name, file, readFileSync(file, 'utf8'), paths);
+    return parseWorkerConfig(name, file, readFileSync(file, 'utf8'), paths, defaults, env);
   } catch (err) {
     return { name, file, error: toLmError(err, 'INVALID_REQUEST') };
   }
@@ -147,21 +190,4 @@ export function loadWorkerConfig(name: string, file: string, paths: ServicePaths
 
 export function isConfigError(value: WorkerConfig | WorkerConfigError): value is WorkerConfigError {
   return 'error' in value;
-}
-
-export function hostSpec(config: WorkerConfig, drainGraceMs: number): HostSpec {
-  return {
-    name: config.name,
-    model: config.modelName,
-    modelPath: config.modelPath,
-    gpuLayers: config.gpuLayers,
-    replicas: config.replicas,
-    slots: config.concurrency,
-    contextSize: config.contextSize,
-    batchSize: config.batchSize,
-    threads: config.threads,
-    maxQueue: config.maxQueue,
-    promptTemplate: config.promptTemplate,
-    drainGraceMs,
-  };
 }
