@@ -26,7 +26,3 @@ export async function countTicks<T>(fn: () => Promise<T>): Promise<{ value: T; t
   }
 }
 
-/** Token ids 0..258 of the llama SPM vocab: control and byte tokens (see benchmarking.md). */
-export const BAN_SPM_BYTES: Record<number, number> = Object.fromEntries(
-  Array.from({ length: 259 }, (_, i) => [i, -100] as const),
-);

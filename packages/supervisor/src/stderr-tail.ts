@@ -2,7 +2,7 @@
 export class StderrTail {
   readonly #maxLines: number;
   readonly #maxBytes: number;
-  #lines: string[] = [];
+  readonly #lines: string[] = [];
 
   constructor(maxLines = 20, maxBytes = 8192) {
     this.#maxLines = maxLines;
@@ -17,9 +17,5 @@ export class StderrTail {
 
   text(lines = this.#maxLines): string {
     return this.#lines.slice(-lines).join('\n');
-  }
-
-  clear(): void {
-    this.#lines = [];
   }
 }
