@@ -203,6 +203,7 @@ describe('serving two models', () => {
     const res = await service.complete('gamma', { input: 'no room', params: { max_tokens: 2 } });
     assert.equal(res.status, 429);
     assert.equal(res.body.error.code, 'QUEUE_FULL');
+    assert.match(res.headers.get('retry-after') ?? '', /^[1-9]\d*$/);
     abort.abort();
     await running;
   });
