@@ -48,6 +48,21 @@ describe('the addon error code table', () => {
   });
 });
 
+describe('the addon registers every JS-facing function through its coded-error wrapper', () => {
+  test('no bare InstanceMethod/InstanceAccessor, every exported function wrapped in Coded<>', () => {
+    for (const file of readdirSync(addonDir).filter((f) => /\.(cpp|h)$/.test(f) && f !== 'errors.h')) {
+      const text = readFileSync(join(addonDir, file), 'utf8');
+      assert.ok(!/\bInstance(Method|Accessor)\(/.test(text), `${file}: register methods with CodedMethod/CodedGetter`);
+      for (const m of text.matchAll(/Napi::Function::New\(env, ([^)]*)\)/g)) {
+        assert.match(m[1]!, /^Coded</, `${file}: ${m[0]} must go through Coded<>`);
+      }
+      for (const m of text.matchAll(/class \w+ : public (\S+)/g)) {
+        assert.ok(!m[1]!.startsWith('Napi::ObjectWrap'), `${file}: ${m[0]} must derive from CodedObjectWrap`);
+      }
+    }
+  });
+});
+
 describe('the addon parameter table', () => {
   let model: Model;
   let engine: Engine;
