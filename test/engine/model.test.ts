@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { test, describe, before, after } from 'node:test';
-import { loadModel, reportedNativeMemory, type Model } from '@lmserve/engine';
+import { LmError, loadModel, reportedNativeMemory, type Model } from '@lmserve/engine';
 import { modelPath, countTicks } from '../helpers.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -124,7 +124,10 @@ describe('a vocab-only model (for a grammar checker process)', () => {
       assert.equal(vocab.checkGrammar('root ::= "a" | "b"'), null);
       assert.equal(typeof vocab.checkGrammar('root ::= ('), 'string');
       assert.equal(typeof vocab.checkGrammar('root ::= missing-rule'), 'string');
-      await assert.rejects(vocab.createEngine({ slots: 1, contextSize: 64 }), { code: 'INVALID_REQUEST' });
+      await assert.rejects(vocab.createEngine({ slots: 1, contextSize: 64 }), (err: unknown) => {
+        assert.ok(err instanceof LmError && err.code === 'INVALID_REQUEST', String(err));
+        return true;
+      });
       await assert.rejects(vocab.generate('x', { maxTokens: 1 }).result, { code: 'INVALID_REQUEST' });
       // Not shared with the full load of the same file: that one still generates.
       vocab.dispose();

@@ -118,13 +118,15 @@ export class Engine {
     const nativeOptions = nativeEngineOptions(options);
     // Events only follow a submit(), so `engine` is always set when the callback runs.
     let engine: Engine | undefined;
-    const native = await model
-      .createEngine(nativeOptions, (events) => {
+    let native: NativeEngine;
+    try {
+      // Bad options (and a vocab-only model) throw synchronously, a failed context rejects.
+      native = await model.createEngine(nativeOptions, (events) => {
         if (engine) engine.#dispatch(events);
-      })
-      .catch((err: unknown) => {
-        throw nativeError(err);
       });
+    } catch (err) {
+      throw nativeError(err);
+    }
     engine = new Engine(native);
     engine.#onDispose = onDispose;
     return engine;
@@ -178,7 +180,7 @@ export class Engine {
     }
   }
 
-  /** Stops the decode thread and frees the context. Running generations fail with DISPOSED. Idempotent. */
+  /** Stops the decode thread and frees the context. Running and queued generations fail with DISPOSED. Idempotent. */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
