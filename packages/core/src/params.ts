@@ -48,7 +48,8 @@ export const PARAMETERS: readonly ParamSpec[] = [
   { key: 'seed', name: 'seed', openai: 'seed', ollama: 'seed', type: 'int', min: 0, max: 4294967295, description: 'absent: a random seed' },
   { key: 'stop', name: 'stop', openai: 'stop', ollama: 'stop', type: 'stringList', maxItems: MAX_STOP_STRINGS, maxLength: MAX_STOP_LENGTH, description: 'a string or a list; generation ends before the first match' },
   { key: 'ignoreEos', name: 'ignore_eos', openai: 'ignore_eos', ollama: null, type: 'bool', default: false, description: 'never end on an end-of-generation token' },
-  { key: 'grammar', name: 'grammar', openai: 'grammar', ollama: null, type: 'string', maxLength: MAX_GRAMMAR_BYTES, description: 'GBNF the output must match' },
+  // Its size, nesting and repetition limits are the grammar guard's (INVALID_GRAMMAR).
+  { key: 'grammar', name: 'grammar', openai: 'grammar', ollama: null, type: 'string', description: `GBNF the output must match (at most ${MAX_GRAMMAR_BYTES} bytes)` },
   { key: 'grammarRoot', name: 'grammar_root', openai: null, ollama: null, type: 'string', maxLength: 256, default: 'root', description: "the grammar's start rule" },
   { key: 'logitBias', name: 'logit_bias', openai: 'logit_bias', ollama: null, type: 'logitBias', min: -100, max: 100, description: 'token id -> bias; -100 bans the token' },
 ];

@@ -49,6 +49,7 @@ export class GrammarChecker {
   #unavailable: string | undefined;
   #startFailures = 0;
   #closed = false;
+  readonly #stats = { parsed: 0, cacheHits: 0, crashes: 0, timeouts: 0 };
 
   constructor(options: GrammarCheckerOptions) {
     this.#modelPath = options.modelPath;
@@ -61,6 +62,7 @@ export class GrammarChecker {
   check(grammar: string, root: string): Promise<string | null> {
     const key = createHash('sha256').update(root).update('\0').update(grammar).digest('hex');
     if (this.#cache.has(key)) {
+      this.#stats.cacheHits++;
       const verdict = this.#cache.get(key) as string | null;
       this.#cache.delete(key);
       this.#cache.set(key, verdict);
@@ -75,6 +77,11 @@ export class GrammarChecker {
     this.#inflight.set(key, promise);
     this.#pump();
     return promise;
+  }
+
+  /** Parses done by the checker process, answers from the cache, parses that killed it or timed out. */
+  stats(): { parsed: number; cacheHits: number; crashes: number; timeouts: number } {
+    return { ...this.#stats };
   }
 
   close(): void {
@@ -100,7 +107,9 @@ export class GrammarChecker {
     if (!this.#ready) return;
     const job = this.#queue.shift() as Job;
     this.#current = job;
+    this.#stats.parsed++;
     this.#timer = setTimeout(() => {
+      this.#stats.timeouts++;
       this.#log.warn('grammar check timed out; restarting the checker', { timeoutMs: this.#timeoutMs });
       this.#finishCurrent(`parsing it took longer than ${this.#timeoutMs / 1000} s`);
       this.#child?.kill('SIGKILL');
@@ -154,6 +163,7 @@ export class GrammarChecker {
       this.#ready = false;
       if (this.#current) {
         const how = signal ? `killed the parser (${signal})` : `made the parser exit (code ${code})`;
+        this.#stats.crashes++;
         this.#log.warn('a grammar crashed the checker', { signal, code });
         this.#finishCurrent(`the grammar ${how}`);
       }

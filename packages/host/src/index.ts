@@ -3,6 +3,8 @@ import { fileURLToPath } from 'node:url';
 export { ModelHost } from './model-host.js';
 export type { ModelHostOptions } from './model-host.js';
 export { EventOutbox } from './event-outbox.js';
+export { GrammarChecker, GrammarCheckerUnavailable } from './grammar-checker.js';
+export type { GrammarCheckerOptions } from './grammar-checker.js';
 
 /** Path of the model host's entry script, for child_process.fork. */
 export function hostMainPath(): string {
