@@ -14,8 +14,8 @@
  */
 import { setMaxListeners } from 'node:events';
 import type { WorkerInfo } from '@lmserve/protocol';
+import { sleep } from '../lib/service-harness.js';
 import { HttpStreamClient } from './http-stream.js';
-import { sleep } from './llama-server-target.js';
 import { ServiceProcess } from './service.js';
 import { benchWorkerEnv, serviceCompletionProtocol } from './service-target.js';
 import { median, percentile } from './stats.js';

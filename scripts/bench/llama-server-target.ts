@@ -4,9 +4,8 @@
  * the target stops and, as a last resort, when this process exits.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { HttpStreamClient, type StreamEventInfo, type StreamProtocol } from './http-stream.js';
+import { OutputTail, freePort, processCpuSeconds, sleep } from '../lib/service-harness.js';
 import type { BenchRequest, BenchTarget, RequestOutcome } from './target.js';
 
 export interface LlamaServerConfig {
@@ -72,43 +71,6 @@ export const llamaCompletionProtocol: StreamProtocol = {
     return info;
   },
 };
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** The last few KiB a child wrote, for the error reported when it dies. */
-export class OutputTail {
-  #text = '';
-  constructor(readonly limit = 8192) {}
-  push(chunk: string): void {
-    this.#text = (this.#text + chunk).slice(-this.limit);
-  }
-  toString(): string {
-    return this.#text;
-  }
-
-  /** Collects a child's output here and reports how it ended (exit, or a failed spawn). */
-  watch(child: ChildProcess, onExit: (exit: { code: number | null; signal: NodeJS.Signals | null }) => void): void {
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => this.push(d));
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => this.push(d));
-    child.on('exit', (code, signal) => onExit({ code, signal }));
-    child.on('error', (err) => {
-      onExit({ code: null, signal: null });
-      this.push(`\nspawn error: ${err.message}\n`);
-    });
-  }
-}
 
 export function llamaServerVersion(binary: string): string {
   const r = spawnSync(binary, ['--version'], { encoding: 'utf8', timeout: 15_000 });
@@ -182,14 +144,7 @@ export class LlamaServerTarget implements BenchTarget {
   cpuSeconds(): number | null {
     const pid = this.#child?.pid;
     if (pid === undefined || this.#exit) return null;
-    try {
-      // /proc/<pid>/stat: utime and stime are fields 14 and 15, in clock ticks (100 Hz on Linux).
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      return (Number(fields[11]) + Number(fields[12])) / 100;
-    } catch {
-      return null;
-    }
+    return processCpuSeconds(pid);
   }
 
   describe(): Record<string, unknown> {
