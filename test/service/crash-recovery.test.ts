@@ -1,22 +1,29 @@
 /**
  * Isolation: kill -9 of one model's host ends its in-flight requests with MODEL_CRASHED, its
  * port answers 503 with Retry-After while it restarts, it comes back, and the other model
- * serves throughout.
+ * serves throughout. Crashes in a row back off exponentially up to the cap. Each test crashes only
+ * its own worker, so its restart counts and delays do not depend on the other tests or their order.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ServiceFixture, alive, tinyBpeModel, tinyModel, waitFor, type SseEvent } from './service-fixture.js';
+
+/** Long enough to see the `restarting` state between a crash and the new host. */
+const BACKOFF_MS = 1500;
+/** Below the third delay (4 × BACKOFF_MS), so the cap shows. */
+const BACKOFF_MAX_MS = 4000;
 
 describe('a model host that dies', () => {
   const service = new ServiceFixture();
 
   before(async () => {
     await service.configure(
-      { alpha: { model: tinyModel }, beta: { model: tinyBpeModel } },
-      { RESTART_BACKOFF_MS: '1500' },
+      // alpha: the isolation test's; beta: serves throughout; gamma: the backoff test's.
+      { alpha: { model: tinyModel }, beta: { model: tinyBpeModel }, gamma: { model: tinyModel } },
+      { RESTART_BACKOFF_MS: String(BACKOFF_MS), RESTART_BACKOFF_MAX_MS: String(BACKOFF_MAX_MS) },
     );
     await service.start(['--all']);
-    await Promise.all([service.waitReady('alpha'), service.waitReady('beta')]);
+    await Promise.all([service.waitReady('alpha'), service.waitReady('beta'), service.waitReady('gamma')]);
   });
 
   after(() => service.cleanup());
@@ -85,13 +92,21 @@ describe('a model host that dies', () => {
     assert.equal(beta.state, 'ready');
   });
 
-  test('crashes in a row back off exponentially', async () => {
-    const before = await service.worker('alpha');
-    process.kill(before.pid as number, 'SIGKILL');
-    const restarting = await service.waitState('alpha', 'restarting');
-    // second crash in a row (ready for less than a minute): the delay doubles
-    assert.match(restarting.reason ?? '', /restarting in 3000 ms/);
-    await service.waitReady('alpha');
-    assert.equal((await service.worker('alpha')).restarts, before.restarts + 1);
+  test('crashes in a row back off exponentially, up to RESTART_BACKOFF_MAX_MS', async () => {
+    // Three crashes show both: the second delay doubles the first, the third is capped.
+    assert.ok(BACKOFF_MS * 2 < BACKOFF_MAX_MS && BACKOFF_MS * 4 > BACKOFF_MAX_MS);
+    assert.equal((await service.worker('gamma')).restarts, 0);
+    // The n-th crash in a row (each within a minute of the last start) waits BACKOFF_MS × 2^(n-1), capped.
+    for (let crash = 1; crash <= 3; crash++) {
+      const ready = await service.worker('gamma');
+      assert.equal(ready.state, 'ready');
+      process.kill(ready.pid as number, 'SIGKILL');
+      const restarting = await service.waitState('gamma', 'restarting');
+      const expected = Math.min(BACKOFF_MS * 2 ** (crash - 1), BACKOFF_MAX_MS);
+      assert.match(restarting.reason ?? '', new RegExp(`restarting in ${expected} ms`), `crash ${crash}`);
+      assert.equal(restarting.restarts, crash);
+      await service.waitReady('gamma');
+      assert.notEqual((await service.worker('gamma')).pid, ready.pid);
+    }
   });
 });

@@ -1,14 +1,12 @@
 /**
  * Shutdown: SIGTERM/SIGINT drain in-flight work within the grace period and exit 0; no model
- * host ever outlives its supervisor, even one killed with SIGKILL.
+ * host ever outlives its supervisor, even one killed with SIGKILL. Each test knows the exact pids
+ * of its own supervisor's hosts (its children in /proc, cross-checked with /admin/workers), so a
+ * host of another supervisor on the machine can neither fail nor satisfy it.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { afterEach, describe, test } from 'node:test';
-import { promisify } from 'node:util';
-import { ServiceFixture, alive, cliMain, repoRoot, tinyBpeModel, tinyModel, waitFor, waitForHostsGone } from './service-fixture.js';
-
-const run = promisify(execFile);
+import { ServiceFixture, tinyBpeModel, tinyModel, waitFor, waitForHostsGone } from './service-fixture.js';
 
 async function startService(supervisorEnv: Record<string, string> = {}): Promise<ServiceFixture> {
   const service = new ServiceFixture();
@@ -16,6 +14,15 @@ async function startService(supervisorEnv: Record<string, string> = {}): Promise
   await service.start(['--all']);
   await Promise.all([service.waitReady('alpha'), service.waitReady('beta')]);
   return service;
+}
+
+/** The supervisor's model hosts: its children that are hosts, which must be the pids /admin/workers reports. */
+async function hostsOf(service: ServiceFixture): Promise<number[]> {
+  const reported = [(await service.worker('alpha')).pid, (await service.worker('beta')).pid];
+  assert.ok(reported.every((pid) => typeof pid === 'number'), `host pids: ${reported.join(', ')}`);
+  const children = service.hostProcesses().sort((a, b) => a - b);
+  assert.deepEqual(children, (reported as number[]).sort((a, b) => a - b));
+  return children;
 }
 
 async function inFlight(service: ServiceFixture, name: string, count: number): Promise<void> {
@@ -29,21 +36,6 @@ async function refused(url: string): Promise<boolean> {
   );
 }
 
-/** Model hosts (by their argv marker) whose parent process is gone or is not a supervisor. */
-async function orphanHosts(): Promise<string[]> {
-  const { stdout } = await run('ps', ['-eo', 'pid=,ppid=,args=']);
-  const procs = stdout
-    .split('\n')
-    .map((line) => /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(line))
-    .filter((m): m is RegExpExecArray => m !== null)
-    .map((m) => ({ pid: Number(m[1]), ppid: Number(m[2]), args: m[3] as string }));
-  const byPid = new Map(procs.map((p) => [p.pid, p]));
-  return procs
-    .filter((p) => p.args.includes('--lmserve-host') && alive(p.pid))
-    .filter((p) => !byPid.get(p.ppid)?.args.includes('main.js'))
-    .map((p) => `${p.pid} (parent ${p.ppid}): ${p.args}`);
-}
-
 describe('supervisor shutdown', () => {
   let service: ServiceFixture | undefined;
 
@@ -54,7 +46,7 @@ describe('supervisor shutdown', () => {
 
   test('SIGTERM lets an in-flight request finish, then exits 0 with every host gone', async () => {
     service = await startService();
-    const hosts = [(await service.worker('alpha')).pid, (await service.worker('beta')).pid] as number[];
+    const hosts = await hostsOf(service);
     let firstToken!: () => void;
     const streaming = new Promise<void>((r) => (firstToken = r));
     const pending = service.stream('alpha', { input: 'finish', params: { max_tokens: 120, ignore_eos: true } }, (e) => {
@@ -73,6 +65,7 @@ describe('supervisor shutdown', () => {
 
   test('SIGINT past the grace period cancels what is still running and exits 0', async () => {
     service = await startService({ SHUTDOWN_GRACE_MS: '200' });
+    const hosts = await hostsOf(service);
     let firstToken!: () => void;
     const streaming = new Promise<void>((r) => (firstToken = r));
     const pending = service.stream('beta', { input: 'never ends', params: { max_tokens: 480, ignore_eos: true } }, (e) => {
@@ -86,12 +79,13 @@ describe('supervisor shutdown', () => {
     assert.equal(last?.data.finish_reason, 'cancelled');
     assert.ok(last?.data.usage.tokens_out < 480);
     assert.deepEqual(await exit, { code: 0, signal: null });
+    assert.deepEqual(await waitForHostsGone(hosts), []);
   });
 
   test('`supervisor stop` shuts a running supervisor down cleanly', async () => {
     service = await startService();
-    const hosts = [(await service.worker('alpha')).pid] as number[];
-    const { stdout } = await run(process.execPath, [cliMain, '--envs', service.envsDir, '--data', service.dataDir, 'stop'], { cwd: repoRoot });
+    const hosts = await hostsOf(service);
+    const { stdout } = await service.cli(['stop']);
     assert.match(stdout, /shutting down/);
     assert.deepEqual(await service.exit, { code: 0, signal: null });
     assert.deepEqual(await waitForHostsGone(hosts), []);
@@ -99,15 +93,11 @@ describe('supervisor shutdown', () => {
 
   test('hosts exit by themselves when the supervisor is killed with SIGKILL', async () => {
     service = await startService();
-    const hosts = [(await service.worker('alpha')).pid, (await service.worker('beta')).pid] as number[];
+    const hosts = await hostsOf(service);
     const pending = service.complete('alpha', { input: 'busy', params: { max_tokens: 480, ignore_eos: true } }).catch(() => undefined);
     await inFlight(service, 'alpha', 1);
     assert.deepEqual(await service.terminate('SIGKILL'), { code: null, signal: 'SIGKILL' });
     await pending;
     assert.deepEqual(await waitForHostsGone(hosts), []);
-  });
-
-  test('no model host process is left without its supervisor', async () => {
-    assert.deepEqual(await orphanHosts(), []);
   });
 });
