@@ -102,7 +102,27 @@ describe('worker configuration', () => {
       JSON.stringify({ user_prefix: '<u>', user_suffix: '</u>', model_prefix: '<m>' }),
     );
     const config = parseWorkerConfig('demo', file, '', paths);
-    assert.deepEqual(config.promptTemplate, { userPrefix: '<u>', userSuffix: '</u>', modelPrefix: '<m>', modelSuffix: '' });
+    assert.deepEqual(config.promptTemplate, {
+      name: null,
+      systemPrefix: null,
+      systemSuffix: null,
+      userPrefix: '<u>',
+      userSuffix: '</u>',
+      modelPrefix: '<m>',
+      modelSuffix: '',
+    });
+    writeFileSync(
+      join(paths.dataDir, 'models', 'demo', 'prompt_template.json'),
+      JSON.stringify({ name: 'tags', system_prefix: '<s>', system_suffix: '</s>', user_prefix: '<u>' }),
+    );
+    const withSystem = parseWorkerConfig('demo', file, '', paths).promptTemplate;
+    assert.equal(withSystem?.name, 'tags');
+    assert.equal(withSystem?.systemPrefix, '<s>');
+    assert.equal(withSystem?.systemSuffix, '</s>');
+    for (const bad of ['[1]', '{"system_prefix": 3}', 'not json']) {
+      writeFileSync(join(paths.dataDir, 'models', 'demo', 'prompt_template.json'), bad);
+      assert.throws(() => parseWorkerConfig('demo', file, '', paths), (err: unknown) => err instanceof LmError && err.code === 'INVALID_REQUEST');
+    }
   });
 
   test('supervisor.env: defaults, and a generated admin token when none is set', () => {

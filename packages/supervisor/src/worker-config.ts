@@ -106,15 +106,23 @@ function readPromptTemplate(file: string): PromptTemplate | null {
   } catch (err) {
     throw new LmError('INVALID_REQUEST', `${file} is not valid JSON: ${(err as Error).message}`, { field: file });
   }
-  const keys = ['user_prefix', 'user_suffix', 'model_prefix', 'model_suffix'] as const;
-  const obj = (typeof json === 'object' && json !== null ? json : {}) as Record<string, unknown>;
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) {
+    throw new LmError('INVALID_REQUEST', `${file} must hold a JSON object`, { field: file });
+  }
+  // The original format (name, user_/model_ prefix and suffix) plus optional system markers.
+  const keys = ['name', 'system_prefix', 'system_suffix', 'user_prefix', 'user_suffix', 'model_prefix', 'model_suffix'] as const;
+  const obj = json as Record<string, unknown>;
   for (const key of keys) {
-    if (obj[key] !== undefined && typeof obj[key] !== 'string') {
+    if (obj[key] !== undefined && obj[key] !== null && typeof obj[key] !== 'string') {
       throw new LmError('INVALID_REQUEST', `invalid ${key} in ${file}: must be a string`, { field: key });
     }
   }
-  const get = (key: (typeof keys)[number]) => (obj[key] as string | undefined) ?? '';
+  const optional = (key: (typeof keys)[number]) => (typeof obj[key] === 'string' ? (obj[key] as string) : null);
+  const get = (key: (typeof keys)[number]) => optional(key) ?? '';
   return {
+    name: optional('name'),
+    systemPrefix: optional('system_prefix'),
+    systemSuffix: optional('system_suffix'),
     userPrefix: get('user_prefix'),
     userSuffix: get('user_suffix'),
     modelPrefix: get('model_prefix'),
