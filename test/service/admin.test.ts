@@ -3,14 +3,10 @@
  * worker they belong to.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { promisify } from 'node:util';
-import { ServiceFixture, cliMain, repoRoot, tinyBpeModel, tinyModel } from './service-fixture.js';
-
-const run = promisify(execFile);
+import { ServiceFixture, tinyBpeModel, tinyModel } from './service-fixture.js';
 
 describe('admin REST, CLI and configuration errors', () => {
   const service = new ServiceFixture();
@@ -29,8 +25,7 @@ describe('admin REST, CLI and configuration errors', () => {
 
   after(() => service.cleanup());
 
-  const cli = (...args: string[]) =>
-    run(process.execPath, [cliMain, '--envs', service.envsDir, '--data', service.dataDir, ...args], { cwd: repoRoot });
+  const cli = (...args: string[]) => service.cli(args);
 
   test('admin calls need the bearer token', async () => {
     for (const token of [null, 'wrong-token']) {

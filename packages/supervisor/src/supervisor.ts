@@ -21,7 +21,7 @@ import { HttpTransport, closeServer, createAdminApp, listen, type AdminBackend, 
 import { ModelWorker } from './model-worker.js';
 import type { ServicePaths } from './service-paths.js';
 import { loadSupervisorConfig, writeAdminToken, type SupervisorConfig } from './supervisor-config.js';
-import { loadWorkerConfig, workerFiles } from './worker-config.js';
+import { loadWorkerConfig, workerEnvPrefix, workerFiles, type WorkerConfig, type WorkerConfigError } from './worker-config.js';
 
 export interface SupervisorOptions {
   paths: ServicePaths;
@@ -207,7 +207,7 @@ export class Supervisor implements AdminBackend {
     const { restartBackoffMs, restartBackoffMaxMs, shutdownGraceMs, logLevel } = this.config;
     for (const { name, file } of files) {
       const worker = new ModelWorker({
-        config: loadWorkerConfig(name, file, this.paths),
+        config: this.#loadWorkerConfig(name, file),
         log: this.#log,
         observer: this.observer,
         timings: { restartBackoffMs, restartBackoffMaxMs, shutdownGraceMs },
@@ -216,6 +216,7 @@ export class Supervisor implements AdminBackend {
       const requests = new RequestPath({ backend: worker, observer: this.observer, log: this.#log.child({ worker: name }) });
       this.#workers.set(name, { worker, requests, action: undefined });
     }
+    this.#warnSharedPrefixes(files.map((f) => f.name));
     process.once('exit', () => this.killAll());
     await this.#openGateway();
     const bound = new Set<ModelWorker>();
@@ -229,6 +230,15 @@ export class Supervisor implements AdminBackend {
     if (files.length === 0) this.#log.warn('no workers configured', { envsDir: this.paths.envsDir });
   }
 
+  /** Names like qwen3-4b and qwen3.4b read the same LMSERVE_QWEN3_4B_* variables: say so. */
+  #warnSharedPrefixes(names: string[]): void {
+    const byPrefix = new Map<string, string[]>();
+    for (const name of names) byPrefix.set(workerEnvPrefix(name), [...(byPrefix.get(workerEnvPrefix(name)) ?? []), name]);
+    for (const [prefix, shared] of byPrefix) {
+      if (shared.length > 1) this.#log.warn('workers share environment overrides', { prefix: `${prefix}<KEY>`, workers: shared });
+    }
+  }
+
   async #openGateway(): Promise<void> {
     const app = createAdminApp(this, this.config.adminToken);
     this.#gateway = await listen(app, this.config.gatewayAddr);
@@ -236,6 +246,12 @@ export class Supervisor implements AdminBackend {
     if (this.config.adminTokenGenerated) tokenNote = { adminTokenFile: writeAdminToken(this.paths, this.config.adminToken) };
     this.#log.info('gateway listening', { address: this.gatewayAddress, ...tokenNote });
     for (const key of this.config.unknownKeys) this.#log.warn('unknown key', { key, file: this.config.file });
+    if (this.config.environmentOverrides.length > 0) this.#log.info('configuration from the environment', { variables: this.config.environmentOverrides });
+  }
+
+  /** A worker's file, its LMSERVE_<WORKER>_<KEY> variables, and the supervisor's defaults (NATS_URL). */
+  #loadWorkerConfig(name: string, file: string): WorkerConfig | WorkerConfigError {
+    return loadWorkerConfig(name, file, this.paths, { natsUrl: this.config.natsUrl });
   }
 
   #reportConfig(worker: ModelWorker): void {
@@ -262,7 +278,7 @@ export class Supervisor implements AdminBackend {
   /** Re-reads the worker's env file; true when the worker is configured and its transports are bound. */
   async #reload(entry: WorkerEntry): Promise<boolean> {
     const { worker } = entry;
-    worker.setConfig(loadWorkerConfig(worker.name, worker.configFile, this.paths));
+    worker.setConfig(this.#loadWorkerConfig(worker.name, worker.configFile));
     this.#reportConfig(worker);
     return this.#bind(entry);
   }
