@@ -23,6 +23,8 @@ export interface HostProcessOptions {
   onExit: (exit: HostExit) => void;
   /** Where each stderr line of the host goes (default: the supervisor's stderr). */
   forwardLine?: (line: string) => void;
+  /** The Node.js binary that runs the host (default: the supervisor's own). */
+  execPath?: string;
 }
 
 /** How long after the exit the pipes may stay open (held by a grandchild) before we stop waiting. */
@@ -54,6 +56,7 @@ export class HostProcess {
       serialization: 'json',
       // The supervisor may run under a loader (tsx in tests); the host is plain JS.
       execArgv: [],
+      ...(options.execPath !== undefined ? { execPath: options.execPath } : {}),
       env: { ...process.env, LMSERVE_WORKER: options.name },
     });
     const lines = (stream: NodeJS.ReadableStream | null) => {
