@@ -13,6 +13,7 @@ export {
   paramsSchema,
   parseParams,
   parameterNames,
+  parameterTableMarkdown,
   toGenerationParams,
   zodError,
 } from './params.js';

@@ -167,3 +167,17 @@ export function parseParams(value: unknown, dialect: ParamDialect, prefix: strin
 export function parameterNames(dialect: ParamDialect): string[] {
   return PARAMETERS.map((spec) => nameIn(spec, dialect)).filter((n): n is string => n !== null);
 }
+
+/** The table as Markdown, for the README (a test keeps the README's copy equal to this). */
+export function parameterTableMarkdown(): string {
+  const cell = (v: string | null) => (v === null ? '—' : `\`${v}\``);
+  const range = (p: ParamSpec) => {
+    if (p.type === 'int' || p.type === 'float' || p.type === 'logitBias') return `${p.type === 'logitBias' ? 'bias ' : ''}${p.min} … ${p.max}`;
+    if (p.type === 'stringList') return `≤ ${p.maxItems} strings of ≤ ${p.maxLength} chars`;
+    return p.maxLength !== undefined ? `≤ ${p.maxLength} bytes` : '';
+  };
+  const rows = PARAMETERS.map((p) =>
+    [cell(p.name), cell(p.openai), cell(p.ollama === null ? null : `options.${p.ollama}`), p.type, range(p), p.default === undefined ? '' : `\`${String(p.default)}\``, p.description].join(' | '),
+  );
+  return ['| params | OpenAI | Ollama | type | range | default | notes |', '| --- | --- | --- | --- | --- | --- | --- |', ...rows.map((r) => `| ${r} |`)].join('\n');
+}
