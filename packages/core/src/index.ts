@@ -1,7 +1,7 @@
 export type { ModelBackend, Readiness, TokenSink } from './backend.js';
 export { RequestPath, ActiveRequest } from './request-path.js';
 export type { RequestPathOptions, RunRequest } from './request-path.js';
-export { ServiceObserver, RecentLog } from './observer.js';
+export { ServiceObserver, RecentLog, MAX_INTER_TOKEN_SAMPLES } from './observer.js';
 export type { EventCode, EventListener, RequestEnd, RequestListener, RequestStatus, ServiceEvent } from './observer.js';
 export { newRequestId, transportOf, isTransportName } from './request-id.js';
 export type { Transport, TransportEndpoint, TransportSettings, TransportWorker } from './transport.js';
@@ -23,3 +23,4 @@ export type { ParsedGenerate } from './generate-body.js';
 export { checkGrammarText, MAX_GRAMMAR_DEPTH, MAX_GRAMMAR_REPEAT } from './grammar-guard.js';
 export { parseListenAddress, formatAddress, isLoopback } from './address.js';
 export type { ListenAddress } from './address.js';
+export type { EventQuery, EventRow, RequestQuery, RequestRow, WorkerRecords } from './records.js';

@@ -39,7 +39,14 @@ export interface RequestEnd {
   usage: { tokensIn: number; tokensOut: number; cachedTokens: number };
   /** Milliseconds: queue wait in the engine, time to first token and total, as the core saw them. */
   timings: { queueMs: number | null; ttftMs: number | null; totalMs: number };
+  /**
+   * Milliseconds between consecutive tokens as the core relayed them (a batch of n tokens after a
+   * gap of g ms counts as n samples of g/n). At most MAX_INTER_TOKEN_SAMPLES, the first ones.
+   */
+  interTokenMs: number[];
 }
+
+export const MAX_INTER_TOKEN_SAMPLES = 4096;
 
 /** Lifecycle event codes (the original service's `startup`, `model.loading`, ... and ours). */
 export type EventCode =

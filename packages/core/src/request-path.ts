@@ -16,7 +16,7 @@ import {
 } from '@lmserve/protocol';
 import type { ModelBackend, TokenSink } from './backend.js';
 import { inputLength } from './generate-body.js';
-import type { RequestEnd, RequestStatus, ServiceObserver } from './observer.js';
+import { MAX_INTER_TOKEN_SAMPLES, type RequestEnd, type RequestStatus, type ServiceObserver } from './observer.js';
 import { newRequestId } from './request-id.js';
 
 export interface RunRequest {
@@ -71,6 +71,8 @@ export class ActiveRequest {
   #running = false;
   #request: RunRequest | null = null;
   #firstTokenMs: number | null = null;
+  #lastTokenMs = 0;
+  #interTokenMs: number[] = [];
   #output: string[] = [];
 
   constructor(id: string, transport: string, clientId: string | null, backend: ModelBackend, observer: ServiceObserver, log: Logger) {
@@ -113,7 +115,14 @@ export class ActiveRequest {
     if (signal.aborted) abort.abort();
     else signal.addEventListener('abort', forward, { once: true });
     const sink: TokenSink = (text, ids) => {
-      if (this.#firstTokenMs === null) this.#firstTokenMs = performance.now() - this.#started;
+      const now = performance.now() - this.#started;
+      if (this.#firstTokenMs === null) {
+        this.#firstTokenMs = now;
+      } else if (ids.length > 0 && this.#interTokenMs.length < MAX_INTER_TOKEN_SAMPLES) {
+        const each = (now - this.#lastTokenMs) / ids.length;
+        for (let i = 0; i < ids.length && this.#interTokenMs.length < MAX_INTER_TOKEN_SAMPLES; i++) this.#interTokenMs.push(each);
+      }
+      if (ids.length > 0) this.#lastTokenMs = now;
       this.#output.push(text);
       try {
         onTokens(text, ids);
@@ -176,6 +185,7 @@ export class ActiveRequest {
         cachedTokens: result?.usage.cachedTokens ?? 0,
       },
       timings: { queueMs: result?.timings.queueMs ?? null, ttftMs: this.#firstTokenMs, totalMs },
+      interTokenMs: this.#interTokenMs,
     };
     const level = error && error.status >= 500 ? 'warn' : 'debug';
     this.#log[level]('request ended', {
