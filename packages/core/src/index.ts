@@ -4,7 +4,7 @@ export type { RequestPathOptions, RunRequest } from './request-path.js';
 export { ServiceObserver, RecentLog, MAX_INTER_TOKEN_SAMPLES } from './observer.js';
 export type { EventCode, EventListener, RequestEnd, RequestListener, RequestStatus, ServiceEvent } from './observer.js';
 export { newRequestId, transportOf, isTransportName } from './request-id.js';
-export type { Transport, TransportEndpoint, TransportSettings, TransportWorker } from './transport.js';
+export type { MetricsSource, Transport, TransportEndpoint, TransportSettings, TransportWorker } from './transport.js';
 export {
   PARAMETERS,
   MAX_GRAMMAR_BYTES,
@@ -24,3 +24,4 @@ export { checkGrammarText, MAX_GRAMMAR_DEPTH, MAX_GRAMMAR_REPEAT } from './gramm
 export { parseListenAddress, formatAddress, isLoopback } from './address.js';
 export type { ListenAddress } from './address.js';
 export type { EventQuery, EventRow, RequestQuery, RequestRow, WorkerRecords } from './records.js';
+export { parseRequestQuery, parseEventQuery, MAX_RECORDS_PER_READ } from './record-query.js';

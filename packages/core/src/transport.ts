@@ -5,7 +5,14 @@
  */
 import type { ListenAddress } from './address.js';
 import type { ModelBackend } from './backend.js';
+import type { WorkerRecords } from './records.js';
 import type { RequestPath } from './request-path.js';
+
+/** A worker's Prometheus metrics in exposition format (GET /metrics). */
+export interface MetricsSource {
+  readonly contentType: string;
+  text(): Promise<string>;
+}
 
 /** The worker settings transports read (a subset of envs/worker.<name>.env). */
 export interface TransportSettings {
@@ -23,6 +30,10 @@ export interface TransportWorker {
   readonly backend: ModelBackend;
   readonly requests: RequestPath;
   readonly settings: TransportSettings;
+  /** The worker's audit trail (null when AUDIT=off). */
+  readonly records: WorkerRecords | null;
+  /** The worker's metrics (null when METRICS=off). */
+  readonly metrics: MetricsSource | null;
 }
 
 /** Where a transport serves a worker (shown in /admin/workers and the services.init event). */

@@ -3,6 +3,7 @@
  * one typed interface. It routes each request to the least busy replica, forwards the
  * replicas' batched events to the supervisor, and drains the pool on shutdown.
  */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type {
@@ -53,6 +54,9 @@ export class ModelHost {
   readonly #checking = new Set<string>();
   readonly #grammars: GrammarChecker;
   #pool: Piscina<ReplicaTask, ReplicaExit> | undefined;
+  readonly #loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 20 });
+  #lastProcessReport = 0;
+  #processStats: HostStats['process'];
   #ready = false;
   #closing: Promise<void> | undefined;
 
@@ -63,6 +67,7 @@ export class ModelHost {
     this.#onExit = options.onExit;
     this.#outbox = new EventOutbox((events) => this.#send({ type: 'events', events }));
     this.#grammars = new GrammarChecker({ modelPath: this.#spec.modelPath, log: this.#log });
+    this.#loopDelay.enable();
   }
 
   start(): void {
@@ -144,6 +149,7 @@ export class ModelHost {
   async #close(graceMs: number): Promise<void> {
     this.#log.info('draining', { graceMs, inFlight: this.#owner.size });
     this.#grammars.close();
+    this.#loopDelay.disable();
     for (const id of [...this.#checking]) this.cancel(id);
     for (const replica of this.#replicas) replica.port.postMessage({ type: 'shutdown', graceMs });
     await Promise.allSettled(this.#replicas.map((r) => r.task));
@@ -185,7 +191,7 @@ export class ModelHost {
         break;
       case 'stats':
         replica.stats = message.stats;
-        this.#send({ type: 'stats', stats: this.#totalStats() });
+        this.#send({ type: 'stats', stats: { ...this.#totalStats(), process: this.#processReport() } });
         break;
     }
   }
@@ -198,6 +204,24 @@ export class ModelHost {
       }
       this.#outbox.push(event);
     }
+  }
+
+  /** The host's own resource use, measured at most every 500 ms (every replica reports that often). */
+  #processReport(): HostStats['process'] {
+    const now = Date.now();
+    if (this.#processStats && now - this.#lastProcessReport < 450) return this.#processStats;
+    this.#lastProcessReport = now;
+    const cpu = process.cpuUsage();
+    const mean = this.#loopDelay.mean;
+    this.#loopDelay.reset();
+    this.#processStats = {
+      pid: process.pid,
+      cpuSecondsTotal: (cpu.user + cpu.system) / 1e6,
+      residentBytes: process.memoryUsage.rss(),
+      heapUsedBytes: process.memoryUsage().heapUsed,
+      eventLoopLagSeconds: Number.isFinite(mean) ? mean / 1e9 : 0,
+    };
+    return this.#processStats;
   }
 
   #totalStats(): HostStats {

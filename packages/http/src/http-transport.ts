@@ -32,7 +32,12 @@ export class HttpTransport implements Transport {
     const current = this.#bindings.get(worker.name);
     if (current && (current.key === key || httpAddr.port === 0)) return current.endpoint;
     if (current) await this.unbind(worker.name);
-    const app = createModelApp({ requests: worker.requests, log: this.#log.child({ worker: worker.name }) });
+    const app = createModelApp({
+      requests: worker.requests,
+      records: worker.records,
+      metrics: worker.metrics,
+      log: this.#log.child({ worker: worker.name }),
+    });
     let server: Server;
     try {
       server = await listen(app, httpAddr);

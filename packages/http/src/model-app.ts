@@ -5,13 +5,25 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
-import { parseGenerateBody, type ActiveRequest, type RequestPath } from '@lmserve/core';
+import {
+  parseEventQuery,
+  parseGenerateBody,
+  parseRequestQuery,
+  type ActiveRequest,
+  type MetricsSource,
+  type RequestPath,
+  type WorkerRecords,
+} from '@lmserve/core';
 import { LmError, toLmError, type GenerationResult, type Logger } from '@lmserve/protocol';
 import { bodyError, errorMiddleware, sendError } from './errors.js';
 import { SseStream } from './sse.js';
 
 export interface ModelAppOptions {
   requests: RequestPath;
+  /** The worker's audit trail: GET /logs and GET /events (404 when null: AUDIT=off). */
+  records?: WorkerRecords | null;
+  /** GET /metrics (404 when null: METRICS=off). */
+  metrics?: MetricsSource | null;
   log: Logger;
   /** Largest request body accepted (default 4 MiB). */
   bodyLimit?: string;
@@ -122,12 +134,36 @@ export function createModelApp(options: ModelAppOptions): Express {
     }
   }
 
-  app.use('/v1', (req, res, next) => {
+  const authorized = (req: Request, res: Response, next: NextFunction) => {
     if (backend.apiKey === null || bearerMatches(req.headers.authorization, backend.apiKey)) {
       next();
       return;
     }
     sendError(res, new LmError('UNAUTHORIZED', 'missing or wrong API key (Authorization: Bearer <API_KEY>)'));
+  };
+  app.use('/v1', authorized);
+
+  // The audit trail holds prompts and outputs: behind the API key like the completions.
+  const records = options.records ?? null;
+  const noAudit = () => new LmError('NOT_FOUND', 'the audit trail is off for this service (AUDIT=off)');
+  app.get('/logs', authorized, (req, res) => {
+    if (!records) throw noAudit();
+    const query = parseRequestQuery(req.query as Record<string, unknown>);
+    records.requests(query).then((rows) => res.json(rows), (err: unknown) => sendError(res, err));
+  });
+  app.get('/events', authorized, (req, res) => {
+    if (!records) throw noAudit();
+    const query = parseEventQuery(req.query as Record<string, unknown>);
+    records.events(query).then((rows) => res.json(rows), (err: unknown) => sendError(res, err));
+  });
+
+  const metrics = options.metrics ?? null;
+  app.get('/metrics', (_req, res) => {
+    if (!metrics) throw new LmError('NOT_FOUND', 'metrics are off for this service (METRICS=off)');
+    metrics.text().then(
+      (text) => res.setHeader('Content-Type', metrics.contentType).send(text),
+      (err: unknown) => sendError(res, err),
+    );
   });
   app.use((_req, res) => sendError(res, new LmError('NOT_FOUND', 'no such route')));
   app.use(errorMiddleware);

@@ -18,6 +18,7 @@ export type {
   GenerationEvent,
   HostSpec,
   HostStats,
+  HostProcessStats,
   HostToReplica,
   HostToSupervisor,
   ModelSummary,

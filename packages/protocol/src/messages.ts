@@ -95,6 +95,18 @@ export interface HostStats {
   queued: number;
   kvUsedRatio: number;
   tokensGenerated: number;
+  /** The host process itself (added by the host, not by replicas). */
+  process?: HostProcessStats;
+}
+
+/** Resource use of a model host process, sent with its stats. */
+export interface HostProcessStats {
+  pid: number;
+  cpuSecondsTotal: number;
+  residentBytes: number;
+  heapUsedBytes: number;
+  /** Mean event-loop delay since the previous report. */
+  eventLoopLagSeconds: number;
 }
 
 export type GenerationEvent =

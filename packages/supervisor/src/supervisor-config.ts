@@ -20,6 +20,11 @@ export const SUPERVISOR_KEYS = [
   'SHUTDOWN_GRACE_MS',
   'RESTART_BACKOFF_MS',
   'RESTART_BACKOFF_MAX_MS',
+  'AUDIT',
+  'LOG_BODIES',
+  'LOG_RETENTION_DAYS',
+  'LOG_MAX_ROWS',
+  'METRICS',
 ] as const;
 
 /** URL schemes a NATS_URL may have (the supervisor's and every worker's). */
@@ -37,6 +42,16 @@ export interface SupervisorConfig {
   shutdownGraceMs: number;
   restartBackoffMs: number;
   restartBackoffMaxMs: number;
+  /** Record every request and event in each worker's SQLite file (DB_PATH). */
+  audit: boolean;
+  /** Store input and output text in the audit trail (off: NULL). */
+  logBodies: boolean;
+  /** Audit rows older than this are pruned in the background. */
+  logRetentionDays: number;
+  /** At most this many rows per table and worker (the oldest go first). */
+  logMaxRows: number;
+  /** Prometheus metrics on every model port and the gateway (GET /metrics). */
+  metrics: boolean;
   /** Keys in the file that are not configuration keys (reported as warnings). */
   unknownKeys: string[];
   /** Environment variables that set a value (they win over the file). */
@@ -77,6 +92,11 @@ export function loadSupervisorConfig(paths: ServicePaths, env: Environment = pro
     shutdownGraceMs: r.int('SHUTDOWN_GRACE_MS', 10_000, 0, 3_600_000),
     restartBackoffMs: r.int('RESTART_BACKOFF_MS', 500, 10, 600_000),
     restartBackoffMaxMs: r.int('RESTART_BACKOFF_MAX_MS', 30_000, 10, 3_600_000),
+    audit: r.choice('AUDIT', 'on', ['on', 'off'] as const) === 'on',
+    logBodies: r.choice('LOG_BODIES', 'on', ['on', 'off'] as const) === 'on',
+    logRetentionDays: r.int('LOG_RETENTION_DAYS', 30, 1, 36_500),
+    logMaxRows: r.int('LOG_MAX_ROWS', 1_000_000, 1000, 1_000_000_000),
+    metrics: r.choice('METRICS', 'on', ['on', 'off'] as const) === 'on',
     unknownKeys: r.unknownKeys(SUPERVISOR_KEYS),
     // Last: it lists what the reads above took from the environment.
     environmentOverrides: r.environmentOverrides(),

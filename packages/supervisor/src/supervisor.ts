@@ -291,7 +291,7 @@ export class Supervisor implements AdminBackend {
     const endpoints: TransportEndpoint[] = [];
     for (const transport of this.#transports) {
       try {
-        const endpoint = await transport.bind({ name: worker.name, backend: worker, requests, settings: config });
+        const endpoint = await transport.bind({ name: worker.name, backend: worker, requests, settings: config, records: null, metrics: null });
         if (endpoint) endpoints.push(endpoint);
       } catch (err) {
         const reason = toLmError(err).message;
