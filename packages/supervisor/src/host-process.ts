@@ -27,6 +27,16 @@ export interface HostProcessOptions {
   execPath?: string;
 }
 
+/**
+ * The host's own lines are JSON already; anything else it prints (llama.cpp's native log, a
+ * crash report) is wrapped, so the supervisor's output stays one JSON object per line, each
+ * with the worker it came from.
+ */
+export function asJsonLine(line: string, worker: string): string {
+  if (line.startsWith('{') && line.endsWith('}')) return line;
+  return JSON.stringify({ ts: new Date().toISOString(), level: 'info', component: 'host', worker, msg: line, raw: true });
+}
+
 /** How long after the exit the pipes may stay open (held by a grandchild) before we stop waiting. */
 const PIPE_CLOSE_TIMEOUT_MS = 2000;
 
@@ -38,7 +48,7 @@ export class HostProcess {
   #reported = false;
 
   constructor(options: HostProcessOptions) {
-    const forward = options.forwardLine ?? ((line: string) => process.stderr.write(`${line}\n`));
+    const forward = options.forwardLine ?? ((line: string) => process.stderr.write(`${asJsonLine(line, options.name)}\n`));
     let report!: (exit: HostExit) => void;
     this.exited = new Promise((resolve) => {
       report = (exit) => {
