@@ -1,8 +1,10 @@
 /**
  * `npm run bench`: our service (through its per-model HTTP port; `--ours engine` drives the engine
  * in-process instead) against llama.cpp's llama-server on the same model, build, threads, context
- * per slot, batch size, sampling and workload; then the two-model row (model B's TTFT while model
- * A is idle and while A is saturated). Prints the tables and saves the figures as JSON under
+ * per slot, batch size, sampling and workload. With the service, a third target runs in the same
+ * rounds: the service with AUDIT=off and METRICS=off (`ours-bare`), and a second table gives what
+ * the audit trail and metrics cost (throughput, TTFT, supervisor CPU per 1,000 tokens). Then the
+ * two-model row (model B's TTFT while model A is idle and while A is saturated). Prints the tables and saves the figures as JSON under
  * bench/results/. See docs/benchmarks.md for what is compared and why.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -16,9 +18,9 @@ import { formatIsolation, measureIsolation, type IsolationResult } from './bench
 import { LlamaServerTarget } from './bench/llama-server-target.js';
 import { machineInfo } from './bench/machine.js';
 import { parseOptions, USAGE, type BenchOptions } from './bench/options.js';
-import { batchingGain, comparisonRows, formatTable } from './bench/report.js';
+import { batchingGain, comparisonRows, formatOverheadTable, formatTable, overheadRows, overheadWorst } from './bench/report.js';
 import { runRounds, summarize, warmUp, type RunPlan } from './bench/runner.js';
-import { ServiceTarget } from './bench/service-target.js';
+import { BARE_SUPERVISOR_ENV, ServiceTarget } from './bench/service-target.js';
 import type { BenchTarget } from './bench/target.js';
 import { BANNED_SPM_IDS, fitBaseText, requestTag, SAMPLING } from './bench/workload.js';
 
@@ -75,13 +77,20 @@ async function main(options: BenchOptions): Promise<void> {
   const shared = { modelPath, slots: options.slots, ctxPerSlot: options.ctxPerSlot, batchSize: options.batchSize, threads: options.threads, kvUnified: options.kvUnified };
   const ours: EngineTarget | ServiceTarget = options.ours === 'engine' ? new EngineTarget(shared) : new ServiceTarget({ ...shared, root, log });
   const server = new LlamaServerTarget({ ...shared, binary: serverBin, extraArgs: options.serverArgs });
-  const targets: BenchTarget[] = [ours, server];
-  running.push(ours, server);
+  // The same service without its audit trail and metrics, measured in the same rounds right after
+  // llama-server (ours, llama-server, ours-bare per level): the main comparison keeps its A, B order.
+  const bare = options.ours === 'http' && options.bareRow
+    ? new ServiceTarget({ ...shared, root, log, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } })
+    : null;
+  const targets: BenchTarget[] = bare ? [ours, server, bare] : [ours, server];
+  running.push(...targets);
   log(options.ours === 'engine'
     ? 'loading the model in-process and starting llama-server'
-    : 'starting our supervisor (one worker for the bench model) and llama-server');
+    : `starting our supervisor (one worker for the bench model) and llama-server` +
+        (bare ? `, then a second supervisor with ${Object.entries(BARE_SUPERVISOR_ENV).map(([k, v]) => `${k}=${v}`).join(' ')} (ours-bare)` : ''));
   await ours.start();
   await server.start();
+  await bare?.start();
 
   const { baseText, promptTokens } = ours instanceof EngineTarget
     ? fitPrompt(options.promptTokens, (text) => ours.countTokens(text))
@@ -95,13 +104,16 @@ async function main(options: BenchOptions): Promise<void> {
   };
   log(`prompt: about ${promptTokens} tokens; ${options.maxTokens} generated per request; ` +
     `levels ${options.concurrency.join(',')}; ${options.rounds} rounds; ${options.requestsPerClient} requests per client`);
-  log('warming up both sides');
+  log(`warming up ${targets.map((t) => t.label).join(', ')}`);
   await warmUp(targets, plan);
   const runs = await runRounds(targets, plan);
 
   const labels = targets.map((t) => t.label);
   const summaries = summarize(runs, labels, options.concurrency);
-  const rows = comparisonRows(summaries, ours.label, server.label);
+  // Each table's flags and notes come from its own two targets only.
+  const rows = comparisonRows(summarize(runs, [ours.label, server.label], options.concurrency), ours.label, server.label);
+  const overhead = bare ? overheadRows(summarize(runs, [ours.label, bare.label], options.concurrency), ours.label, bare.label) : null;
+  const worst = overhead ? overheadWorst(overhead) : null;
   const gain = batchingGain(rows);
   const idleServerCpu = runs.filter((r) => r.target === ours.label).map((r) => r.othersCpuSeconds[server.label] ?? 0);
   const idleOursCpu = runs.filter((r) => r.target === server.label).map((r) => r.othersCpuSeconds[ours.label] ?? null);
@@ -119,10 +131,26 @@ async function main(options: BenchOptions): Promise<void> {
       : `ours: the service's model port, POST /v1/completions + SSE over loopback (supervisor -> host process -> engine); ` +
           `llama-server: POST /completion + SSE over loopback\n`,
   );
+  if (overhead) {
+    process.stdout.write(
+      `\naudit + metrics cost: ours (AUDIT=on, METRICS=on, the defaults) vs ours-bare (AUDIT=off, METRICS=off), same rounds; ` +
+        `cost = 1 - ours/bare\n${formatOverheadTable(overhead)}\n`,
+    );
+    if (worst) {
+      process.stdout.write(
+        `largest cost ${worst.costPercent >= 0 ? '+' : ''}${worst.costPercent.toFixed(1)}% at c=${worst.costAt}; ` +
+          `largest TTFT p50 increase ${worst.ttftP50DeltaMs === null ? '-' : `${worst.ttftP50DeltaMs >= 0 ? '+' : ''}${worst.ttftP50DeltaMs.toFixed(0)} ms`}` +
+          `${worst.ttftAt === null ? '' : ` at c=${worst.ttftAt}`} ` +
+          `(goal: under 2% at every level, no TTFT change; ${options.rounds} round${options.rounds === 1 ? '' : 's'})\n`,
+      );
+    }
+  }
 
   // The comparison's processes go first: the two-model row gets the machine to itself.
   if (ours instanceof ServiceTarget) await ours.snapshot();
-  const targetInfo = { ours: ours.describe(), 'llama-server': server.describe() };
+  await bare?.snapshot();
+  const targetInfo: Record<string, Record<string, unknown>> = { ours: ours.describe(), 'llama-server': server.describe() };
+  if (bare) targetInfo[bare.label] = bare.describe();
   await stopTargets();
   let isolation: IsolationResult | { error: string } | null = null;
   if (tinyPath && !stopping) {
@@ -186,7 +214,24 @@ async function main(options: BenchOptions): Promise<void> {
       note: 'CPU seconds each side used while the other ran (both should be idle); ours = supervisor + host (null in-process)',
       llamaServerCpuSecondsDuringOurs: idleServerCpu,
       oursCpuSecondsDuringLlamaServer: idleOursCpu,
+      ...(bare
+        ? {
+            oursBareCpuSecondsDuringOthers: runs.filter((r) => r.target !== bare.label).map((r) => r.othersCpuSeconds[bare.label] ?? null),
+            oursCpuSecondsDuringOursBare: runs.filter((r) => r.target === bare.label).map((r) => r.othersCpuSeconds[ours.label] ?? null),
+          }
+        : {}),
     },
+    overhead: overhead
+      ? {
+          note:
+            'ours (supervisor.env defaults: AUDIT=on, METRICS=on) vs ours-bare (same service, AUDIT=off, METRICS=off), ' +
+            'each level run as ours, llama-server, ours-bare in every round; ratio = median tok/s ours / ours-bare, ' +
+            'costPercent = (1 - ratio) * 100; CPU per 1k tokens in seconds, pooled over rounds',
+          bareSupervisorEnv: BARE_SUPERVISOR_ENV,
+          rows: overhead,
+          worst,
+        }
+      : null,
     isolation,
     summaries,
     runs,

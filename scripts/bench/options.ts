@@ -30,6 +30,11 @@ export interface BenchOptions {
   isolationRequests: number;
   /** Tokens each of B's requests generates. */
   isolationMaxTokens: number;
+  /**
+   * A third target in the same rounds: our service with AUDIT=off and METRICS=off (`ours-bare`),
+   * for the cost of the audit trail and metrics. Only with --ours http; --no-bare-row skips it.
+   */
+  bareRow: boolean;
   help: boolean;
 }
 
@@ -51,6 +56,7 @@ export const DEFAULTS: BenchOptions = {
   out: undefined,
   isolationRequests: 10,
   isolationMaxTokens: 16,
+  bareRow: true,
   help: false,
 };
 
@@ -58,8 +64,10 @@ export const USAGE = `usage: npm run bench -- [options]
 
 Compares our service (its per-model HTTP port, streaming) with llama.cpp's llama-server (HTTP,
 streaming) on the generated bench model: same GGUF, same llama.cpp build, same threads, context per
-slot, batch and sampling. Then the two-model row: model B's time to first token while model A is
-idle and while A is saturated, both served by one supervisor.
+slot, batch and sampling. With --ours http a third target runs in the same rounds: our service with
+AUDIT=off and METRICS=off (ours-bare), for the cost of the audit trail and metrics (second table).
+Then the two-model row: model B's time to first token while model A is idle and while A is
+saturated, both served by one supervisor.
 
   --ours http|engine       our side: the service over HTTP (default) or the engine in-process
   --concurrency 1,4,8,16   concurrent clients per level (default 1,4,8,16)
@@ -73,11 +81,13 @@ idle and while A is saturated, both served by one supervisor.
   --prompt-tokens N        prompt length in tokens, about (default 64)
   --kv-unified             one KV buffer for all sequences on both sides (default: one per sequence)
   --quick                  smoke test: concurrency 1,4, 32 tokens, 1 round, 1 request per client,
-                           5 requests per phase of the two-model row
+                           5 requests per phase of the two-model row (keeps the ours-bare target)
   --server-bin PATH        use this llama-server instead of building it from build/
   --server-arg ARG         extra llama-server argument (repeatable, e.g. --server-arg=--cache-ram=8192)
   --isolation-requests N   B requests per phase of the two-model row; 0 skips the row (default 10)
   --isolation-max-tokens N tokens per B request in the two-model row (default 16)
+  --no-bare-row            skip the ours-bare target (service with AUDIT=off, METRICS=off) and its
+                           table; --ours engine has no service and never runs it
   --out PATH               JSON output (default bench/results/<timestamp>.json)
 `;
 
@@ -128,6 +138,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       }
       case '--isolation-requests': o.isolationRequests = int(flag, value(), 0); break;
       case '--isolation-max-tokens': o.isolationMaxTokens = int(flag, value(), 1); break;
+      case '--no-bare-row': o.bareRow = false; break;
       case '-h':
       case '--help': o.help = true; break;
       default: throw new Error(`unknown option ${arg} (see --help)`);
@@ -141,6 +152,8 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     if (!explicit.has('--requests-per-client')) o.requestsPerClient = 1;
     if (!explicit.has('--isolation-requests')) o.isolationRequests = 5;
   }
+  // The in-process engine has no supervisor, hence no audit trail or metrics to turn off.
+  if (o.ours === 'engine') o.bareRow = false;
   if (o.ours === 'http' && o.kvUnified) {
     throw new Error('--kv-unified needs --ours engine: the service has no worker key for a unified KV cache (it always uses one buffer per sequence)');
   }

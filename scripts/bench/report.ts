@@ -66,3 +66,107 @@ export function batchingGain(rows: readonly ComparisonRow[]): { from: number; to
   const gain = (x: number | null, y: number | null) => (x !== null && y ? x / y : null);
   return { from: lo.concurrency, to: hi.concurrency, ours: gain(hi.oursTps, lo.oursTps), server: gain(hi.serverTps, lo.serverTps) };
 }
+
+/**
+ * One level of the audit + metrics cost table: our service as configured by default (AUDIT=on,
+ * METRICS=on) against the same service with both off (`ours-bare`), measured in the same rounds.
+ */
+export interface OverheadRow {
+  concurrency: number;
+  oursTps: number | null;
+  bareTps: number | null;
+  /** ours / ours-bare, from the medians over rounds. */
+  ratio: number | null;
+  /** 1 - ratio, in percent: the throughput the audit trail and metrics cost (negative: ours was faster). */
+  costPercent: number | null;
+  /** ours / ours-bare per round (the two ran back to back in the same round and level). */
+  ratioRounds: number[];
+  oursTtftP50: number | null;
+  bareTtftP50: number | null;
+  ttftP50DeltaMs: number | null;
+  oursTtftP95: number | null;
+  bareTtftP95: number | null;
+  /** Supervisor process CPU seconds per 1,000 generated tokens. */
+  oursSupervisorCpuPer1k: number | null;
+  bareSupervisorCpuPer1k: number | null;
+  /** Supervisor + model host CPU seconds per 1,000 generated tokens. */
+  oursCpuPer1k: number | null;
+  bareCpuPer1k: number | null;
+  flagged: boolean;
+  notes: string[];
+}
+
+/** `summaries` must come from summarize() over these two labels only (their flags and notes). */
+export function overheadRows(summaries: readonly LevelSummary[], ours: string, bare: string): OverheadRow[] {
+  return summaries.map((s) => {
+    const a = s.perTarget[ours];
+    const b = s.perTarget[bare];
+    const oursTps = a?.tokensPerSecondMedian ?? null;
+    const bareTps = b?.tokensPerSecondMedian ?? null;
+    const ratio = oursTps !== null && bareTps ? oursTps / bareTps : null;
+    const aRounds = a?.tokensPerSecondRounds ?? [];
+    const bRounds = b?.tokensPerSecondRounds ?? [];
+    return {
+      concurrency: s.concurrency,
+      oursTps,
+      bareTps,
+      ratio,
+      costPercent: ratio === null ? null : (1 - ratio) * 100,
+      ratioRounds: aRounds.flatMap((x, i) => (bRounds[i] ? [x / bRounds[i]!] : [])),
+      oursTtftP50: a?.ttftP50 ?? null,
+      bareTtftP50: b?.ttftP50 ?? null,
+      ttftP50DeltaMs: a?.ttftP50 != null && b?.ttftP50 != null ? a.ttftP50 - b.ttftP50 : null,
+      oursTtftP95: a?.ttftP95 ?? null,
+      bareTtftP95: b?.ttftP95 ?? null,
+      oursSupervisorCpuPer1k: a?.supervisorCpuSecondsPer1kTokens ?? null,
+      bareSupervisorCpuPer1k: b?.supervisorCpuSecondsPer1kTokens ?? null,
+      oursCpuPer1k: a?.ownCpuSecondsPer1kTokens ?? null,
+      bareCpuPer1k: b?.ownCpuSecondsPer1kTokens ?? null,
+      flagged: s.flagged,
+      notes: s.notes,
+    };
+  });
+}
+
+export function formatOverheadTable(rows: readonly OverheadRow[]): string {
+  const signed = (v: number | null, digits: number, unit = '') =>
+    v === null ? '-' : `${v >= 0 ? '+' : ''}${v.toFixed(digits)}${unit}`;
+  const ms = (v: number | null) => (v === null ? '-' : (v * 1000).toFixed(0));
+  const header = [
+    'concurrency', 'ours tok/s', 'ours-bare tok/s', 'ours/bare', 'audit+metrics cost', 'per round',
+    'ours TTFT p50 ms', 'bare TTFT p50 ms', 'TTFT p50 delta ms', 'supervisor CPU ms/1k tok ours / bare', '',
+  ];
+  const body = rows.map((r) => [
+    String(r.concurrency),
+    fmt(r.oursTps, 1),
+    fmt(r.bareTps, 1),
+    r.ratio === null ? '-' : `${r.ratio.toFixed(3)}x`,
+    signed(r.costPercent, 1, '%'),
+    r.ratioRounds.map((x) => x.toFixed(3)).join(', ') || '-',
+    fmt(r.oursTtftP50),
+    fmt(r.bareTtftP50),
+    signed(r.ttftP50DeltaMs, 0),
+    `${ms(r.oursSupervisorCpuPer1k)} / ${ms(r.bareSupervisorCpuPer1k)}`,
+    r.flagged ? 'FLAGGED' : '',
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  const out = [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)];
+  for (const r of rows) for (const n of r.notes) out.push(`  ! c=${r.concurrency}: ${n}`);
+  return out.join('\n');
+}
+
+/** The largest throughput cost and TTFT p50 change over the levels (null when nothing was measured). */
+export function overheadWorst(rows: readonly OverheadRow[]): {
+  costPercent: number;
+  costAt: number;
+  ttftP50DeltaMs: number | null;
+  ttftAt: number | null;
+} | null {
+  const costs = rows.filter((r) => r.costPercent !== null);
+  if (costs.length === 0) return null;
+  const worst = costs.reduce((a, b) => (b.costPercent! > a.costPercent! ? b : a));
+  const ttfts = rows.filter((r) => r.ttftP50DeltaMs !== null);
+  const ttft = ttfts.length ? ttfts.reduce((a, b) => (b.ttftP50DeltaMs! > a.ttftP50DeltaMs! ? b : a)) : null;
+  return { costPercent: worst.costPercent!, costAt: worst.concurrency, ttftP50DeltaMs: ttft?.ttftP50DeltaMs ?? null, ttftAt: ttft?.concurrency ?? null };
+}

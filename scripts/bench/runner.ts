@@ -31,6 +31,8 @@ export interface LevelRun {
    */
   ownCpuSeconds: number | null;
   stealSeconds: number | null;
+  /** Our service only: the supervisor's share of ownCpuSeconds (HTTP, SSE, relay, audit, metrics). */
+  supervisorCpuSeconds: number | null;
 }
 
 /** Steal time of all CPUs so far (/proc/stat, clock ticks at 100 Hz); null where unknown. */
@@ -55,6 +57,10 @@ export interface LevelSummary {
     ttftP95: number | null;
     promptTokensMedian: number | null;
     cachedTokensMax: number | null;
+    /** CPU seconds of the target's processes per 1,000 generated tokens, all rounds pooled (null in-process). */
+    ownCpuSecondsPer1kTokens: number | null;
+    /** Our service only: the supervisor process's CPU seconds per 1,000 generated tokens. */
+    supervisorCpuSecondsPer1kTokens: number | null;
   }>;
 }
 
@@ -104,6 +110,7 @@ function summarizeRun(target: BenchTarget, round: number, concurrency: number, m
     othersCpuSeconds: {},
     ownCpuSeconds: null,
     stealSeconds: null,
+    supervisorCpuSeconds: null,
   };
 }
 
@@ -130,12 +137,15 @@ export async function runRounds(targets: readonly BenchTarget[], plan: RunPlan):
         const others = targets.filter((t) => t !== target);
         const cpuBefore = others.map((t) => t.cpuSeconds?.() ?? null);
         const ownBefore = target.cpuSeconds?.() ?? null;
+        const supervisorBefore = target.supervisorCpuSeconds?.() ?? null;
         const stealBefore = stealSeconds();
         const result = await runLevel(target, requests, concurrency);
         const run = summarizeRun(target, round, concurrency, plan.workload.maxTokens, result);
         const ownAfter = target.cpuSeconds?.() ?? null;
+        const supervisorAfter = target.supervisorCpuSeconds?.() ?? null;
         const stealAfter = stealSeconds();
         if (ownBefore !== null && ownAfter !== null) run.ownCpuSeconds = ownAfter - ownBefore;
+        if (supervisorBefore !== null && supervisorAfter !== null) run.supervisorCpuSeconds = supervisorAfter - supervisorBefore;
         if (stealBefore !== null && stealAfter !== null) run.stealSeconds = stealAfter - stealBefore;
         others.forEach((t, i) => {
           const after = t.cpuSeconds?.() ?? null;
@@ -148,6 +158,7 @@ export async function runRounds(targets: readonly BenchTarget[], plan: RunPlan):
           `round ${round + 1}/${plan.rounds} c=${concurrency} ${target.label}: ${run.tokensPerSecond.toFixed(1)} tok/s, ` +
             `${run.tokensOut} tokens in ${(run.wallMs / 1000).toFixed(2)} s, TTFT p50 ${ttft?.toFixed(0) ?? '-'} ms` +
             (run.ownCpuSeconds !== null ? `, ${run.ownCpuSeconds.toFixed(1)} CPU s` : '') +
+            (run.supervisorCpuSeconds !== null ? ` (supervisor ${run.supervisorCpuSeconds.toFixed(2)})` : '') +
             (run.stealSeconds ? `, ${run.stealSeconds.toFixed(1)} s stolen` : '') +
             (run.failures.length ? `, ${run.failures.length} FAILED (${run.failures[0]})` : '') +
             (run.countMismatches ? `, ${run.countMismatches} token-count mismatches` : ''),
@@ -170,6 +181,13 @@ export function summarize(runs: readonly LevelRun[], labels: readonly string[], 
       if (mismatches) summary.notes.push(`${label}: ${mismatches} requests generated a token count other than max_tokens`);
       if (failures || mismatches) summary.flagged = true;
       const cached = mine.flatMap((r) => r.cachedTokens);
+      const tokens = mine.reduce((n, r) => n + r.tokensOut, 0);
+      // Pooled over the rounds; null unless every round measured it.
+      const per1k = (cpu: (r: LevelRun) => number | null): number | null => {
+        const values = mine.map(cpu);
+        if (tokens === 0 || values.length === 0 || values.some((v) => v === null)) return null;
+        return ((values as number[]).reduce((a, b) => a + b, 0) * 1000) / tokens;
+      };
       summary.perTarget[label] = {
         tokensPerSecondMedian: median(mine.map((r) => r.tokensPerSecond)),
         tokensPerSecondRounds: mine.map((r) => r.tokensPerSecond),
@@ -177,6 +195,8 @@ export function summarize(runs: readonly LevelRun[], labels: readonly string[], 
         ttftP95: percentile(ttfts, 95),
         promptTokensMedian: median(mine.flatMap((r) => r.promptTokens)),
         cachedTokensMax: cached.length ? Math.max(...cached) : null,
+        ownCpuSecondsPer1kTokens: per1k((r) => r.ownCpuSeconds),
+        supervisorCpuSecondsPer1kTokens: per1k((r) => r.supervisorCpuSeconds),
       };
     }
     return summary;

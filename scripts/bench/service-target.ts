@@ -16,8 +16,15 @@ export interface ServiceTargetConfig {
   ctxPerSlot: number;
   batchSize: number;
   threads: number;
+  /** Label in tables and JSON (default "ours"). */
+  label?: string;
+  /** Extra supervisor.env keys: `ours-bare` runs with AUDIT=off and METRICS=off. */
+  supervisorEnv?: Record<string, string>;
   log?: (line: string) => void;
 }
+
+/** supervisor.env keys of the `ours-bare` target: the service without its audit trail and metrics. */
+export const BARE_SUPERVISOR_ENV: Readonly<Record<string, string>> = { AUDIT: 'off', METRICS: 'off' };
 
 /**
  * Our /v1/completions SSE format: `event: token` with `{id, text, tokens}`, then `event: done`
@@ -78,7 +85,10 @@ export const serviceCompletionProtocol: StreamProtocol = {
 };
 
 /** worker.<name>.env keys that give the service the engine settings llama-server gets on its command line. */
-export function benchWorkerEnv(c: Omit<ServiceTargetConfig, 'root' | 'log'>, maxQueue: number): Record<string, string> {
+export function benchWorkerEnv(
+  c: Pick<ServiceTargetConfig, 'modelPath' | 'slots' | 'ctxPerSlot' | 'batchSize' | 'threads'>,
+  maxQueue: number,
+): Record<string, string> {
   return {
     MODEL_PATH: c.modelPath,
     WORKER_CONCURRENCY: String(c.slots), // -np
@@ -93,7 +103,7 @@ export function benchWorkerEnv(c: Omit<ServiceTargetConfig, 'root' | 'log'>, max
 }
 
 export class ServiceTarget implements BenchTarget {
-  readonly label = 'ours';
+  readonly label: string;
   readonly transport =
     'HTTP POST /v1/completions, "stream": true, "raw": true (SSE) to the supervisor\'s model port; ' +
     'engine in a host process (piscina worker thread); a new loopback connection per request';
@@ -104,11 +114,13 @@ export class ServiceTarget implements BenchTarget {
 
   constructor(config: ServiceTargetConfig) {
     this.#config = config;
-    const { root, log, ...engine } = config;
+    this.label = config.label ?? 'ours';
+    const { root, log, supervisorEnv } = config;
     this.#service = new ServiceProcess({
       root,
-      workers: [{ name: 'bench', env: benchWorkerEnv(engine, 1024) }],
+      workers: [{ name: 'bench', env: benchWorkerEnv(config, 1024) }],
       shutdownGraceMs: 2000,
+      ...(supervisorEnv ? { supervisorEnv } : {}),
       ...(log ? { log } : {}),
     });
   }
@@ -131,6 +143,10 @@ export class ServiceTarget implements BenchTarget {
     return this.#service.cpuSeconds();
   }
 
+  supervisorCpuSeconds(): number | null {
+    return this.#service.supervisorCpuSeconds();
+  }
+
   /** Reads the admin API's view of the worker (counters, restarts) for the JSON; call before stop(). */
   async snapshot(): Promise<void> {
     this.#finalWorkers = await this.#service.workers().catch((err: unknown) => `unavailable: ${String(err)}`);
@@ -139,6 +155,7 @@ export class ServiceTarget implements BenchTarget {
   describe(): Record<string, unknown> {
     return {
       transport: this.transport,
+      supervisorEnvExtra: this.#config.supervisorEnv ?? {},
       addonPathEnv: process.env.LMSERVE_ADDON_PATH ?? null,
       service: this.#service.describe(),
       workersAtEnd: this.#finalWorkers,

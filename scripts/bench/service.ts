@@ -24,6 +24,8 @@ export interface ServiceOptions {
   workers: readonly ServiceWorker[];
   /** Drain grace of the supervisor's shutdown (SHUTDOWN_GRACE_MS). */
   shutdownGraceMs?: number;
+  /** Extra supervisor.env keys (e.g. AUDIT=off, METRICS=off), on top of the bench's own. */
+  supervisorEnv?: Record<string, string>;
   /** How long start() waits for every worker to be ready. */
   startTimeoutMs?: number;
   log?: (line: string) => void;
@@ -59,7 +61,11 @@ export class ServiceProcess {
     const o = this.#options;
     const harness = new ServiceHarness({ root: o.root, tempPrefix: 'lmserve-bench-', outputLimit: 16_384 });
     this.#harness = harness;
-    const supervisorEnv = await harness.writeSupervisorEnv({ SHUTDOWN_GRACE_MS: String(o.shutdownGraceMs ?? 2000), LOG_LEVEL: 'info' });
+    const supervisorEnv = await harness.writeSupervisorEnv({
+      SHUTDOWN_GRACE_MS: String(o.shutdownGraceMs ?? 2000),
+      LOG_LEVEL: 'info',
+      ...o.supervisorEnv,
+    });
     this.#envFiles['supervisor.env'] = { ...supervisorEnv, ADMIN_TOKEN: '(generated per run)' };
     for (const w of o.workers) {
       // Port 0: the supervisor binds a free port and reports it through the admin API.
@@ -103,6 +109,13 @@ export class ServiceProcess {
     const own = processCpuSeconds(pid);
     if (own === null) return null;
     return this.hostPids.reduce((sum, p) => sum + (processCpuSeconds(p) ?? 0), own);
+  }
+
+  /** CPU seconds of the supervisor process alone (all its threads; not its hosts); null once stopped. */
+  supervisorCpuSeconds(): number | null {
+    const pid = this.#harness?.child?.pid;
+    if (pid === undefined || this.#harness?.exitStatus) return null;
+    return processCpuSeconds(pid);
   }
 
   describe(): Record<string, unknown> {

@@ -61,6 +61,11 @@ export interface BenchTarget {
   describe(): Record<string, unknown>;
   /** CPU seconds the target's own process used so far, when it is a separate process. */
   cpuSeconds?(): number | null;
+  /**
+   * Our service only: CPU seconds of the supervisor process alone so far (HTTP, SSE, the relay
+   * from the model host, audit and metrics when on), a part of cpuSeconds().
+   */
+  supervisorCpuSeconds?(): number | null;
   /** Idempotent; must also be safe to call after a failed start. */
   stop(): Promise<void>;
 }
