@@ -71,7 +71,9 @@ export function createModelApp(options: ModelAppOptions): Express {
   // Every POST /v1/completions is a request of the core from its first byte on: its id is
   // created before authentication and parsing, so refused ones are published too.
   app.post('/v1/completions', (req, res, next) => {
-    res.locals.request = requests.begin(HTTP_TRANSPORT);
+    const request = requests.begin(HTTP_TRANSPORT);
+    res.locals.request = request;
+    res.setHeader('X-Request-Id', request.id);
     const apiKey = backend.apiKey;
     if (apiKey !== null && !bearerMatches(req.headers.authorization, apiKey)) {
       const error = (res.locals.request as ActiveRequest).fail(

@@ -251,7 +251,7 @@ export class Supervisor implements AdminBackend {
 
   /** A worker's file, its LMSERVE_<WORKER>_<KEY> variables, and the supervisor's defaults (NATS_URL). */
   #loadWorkerConfig(name: string, file: string): WorkerConfig | WorkerConfigError {
-    return loadWorkerConfig(name, file, this.paths, { natsUrl: this.config.natsUrl });
+    return loadWorkerConfig(name, file, this.paths, { natsUrl: this.config.natsUrl, logBodies: this.config.logBodies ? 'on' : 'off' });
   }
 
   #reportConfig(worker: ModelWorker): void {

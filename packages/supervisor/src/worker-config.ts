@@ -32,6 +32,7 @@ export const WORKER_KEYS = [
   'JETSTREAM',
   'MAX_QUEUE',
   'API_KEY',
+  'LOG_BODIES',
 ] as const;
 
 export interface WorkerConfig {
@@ -53,6 +54,8 @@ export interface WorkerConfig {
   gpuLayers: number | 'auto';
   dbPath: string;
   natsUrl: string | null;
+  /** Store input and output text in this worker's audit trail (default: the supervisor's LOG_BODIES). */
+  logBodies: boolean;
   jetstream: boolean;
   maxQueue: number;
   apiKey: string | null;
@@ -67,6 +70,8 @@ export interface WorkerConfig {
 export interface WorkerDefaults {
   /** The supervisor's NATS_URL (from supervisor.env or the environment). */
   natsUrl: string | null;
+  /** The supervisor's LOG_BODIES (on|off); null: on. */
+  logBodies?: 'on' | 'off' | null;
 }
 
 const NO_DEFAULTS: WorkerDefaults = { natsUrl: null };
@@ -143,6 +148,7 @@ export function parseWorkerConfig(
     environmentLayer(env, workerEnvPrefix(name)),
     fileLayer(file, parseEnvFile(text, file)),
     valuesLayer({ NATS_URL: defaults.natsUrl }, "the supervisor's NATS_URL"),
+    valuesLayer({ LOG_BODIES: defaults.logBodies ?? null }, "the supervisor's LOG_BODIES"),
   ]);
   const modelName = r.matching('MODEL_NAME', name, /^[A-Za-z0-9][A-Za-z0-9._:-]*$/, 'must be letters, digits, . _ : -');
   let httpAddr: ListenAddress;
@@ -172,6 +178,7 @@ export function parseWorkerConfig(
     gpuLayers,
     dbPath: resolve(paths.root, r.string('DB_PATH', join(paths.dataDir, 'logs', `${name}.sqlite`))),
     natsUrl: r.url('NATS_URL', NATS_PROTOCOLS),
+    logBodies: r.choice('LOG_BODIES', 'on', ['on', 'off'] as const) === 'on',
     jetstream: r.choice('JETSTREAM', 'off', ['on', 'off'] as const) === 'on',
     maxQueue: r.int('MAX_QUEUE', 64, 0, 1_000_000),
     apiKey: r.string('API_KEY', '') || null,
