@@ -43,6 +43,8 @@ function cmakeDefines(variant, llamaDir) {
   defs.push(`GGML_VULKAN=${variant === 'vulkan' ? 'ON' : 'OFF'}`);
   if (process.platform === 'darwin') defs.push(`GGML_METAL=${variant === 'metal' ? 'ON' : 'OFF'}`);
   if (variant === 'cuda' && env('CMAKE_CUDA_ARCHITECTURES')) defs.push(`CMAKE_CUDA_ARCHITECTURES=${env('CMAKE_CUDA_ARCHITECTURES')}`);
+  // llama-server's build would download its web UI (network at build time); the bench needs none.
+  defs.push('LLAMA_USE_PREBUILT_UI=OFF');
   // GGML_NATIVE stays at ggml's default (ON): the addon is built on the machine that runs it.
   if (env('LMSERVE_CMAKE_DEFINES')) defs.push(...env('LMSERVE_CMAKE_DEFINES').split(/\s+/).filter(Boolean));
   return defs;
