@@ -3,12 +3,14 @@
  * The `supervisor` command. `start` runs the service in the foreground; the other commands
  * talk to a running supervisor through its admin REST.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { toLmError } from '@lmserve/protocol';
 import { resolveServicePaths, type ServicePaths } from '@lmserve/supervisor';
 import { AdminClient } from './admin-client.js';
+import { MAX_LIMIT, runAudit, type AuditKind, type AuditOptions } from './audit-command.js';
 import { table, workersTable } from './format.js';
 import { runSupervisor } from './run-supervisor.js';
+import { SINCE_FORMS, parseSince } from './since.js';
 import { testWorker } from './test-command.js';
 
 interface GlobalOptions {
@@ -93,6 +95,59 @@ program
   .action(async (name: string, options: { input: string; maxTokens: number }) => {
     console.log(await testWorker(paths(), name, options));
   });
+
+function limit(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > MAX_LIMIT) throw new InvalidArgumentError(`--limit must be an integer from 1 to ${MAX_LIMIT}`);
+  return n;
+}
+
+/** Runs `logs`/`events`: Ctrl-C (or SIGTERM) ends --follow with exit 0; a closed stdout (| head) ends it quietly. */
+async function audit(kind: AuditKind, name: string, options: AuditOptions): Promise<void> {
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  if (options.follow) {
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+  }
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => process.exit(err.code === 'EPIPE' ? 0 : 1));
+  try {
+    await runAudit(paths(), name, kind, options, {
+      out: (text) => process.stdout.write(text),
+      err: (text) => process.stderr.write(text),
+      signal: stop.signal,
+    });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+const since = (what: string) => new Option('--since <time>', `only ${what} since: ${SINCE_FORMS}`).argParser((value: string) => parseSince(value));
+
+program
+  .command('logs')
+  .description("a worker's requests from its audit trail, oldest first (GET /logs on the worker's port)")
+  .argument('<name>', 'the worker')
+  .option('--limit <n>', `the newest N requests (1-${MAX_LIMIT})`, limit, 20)
+  .addOption(new Option('--status <status>', 'only requests that ended so').choices(['completed', 'failed', 'cancelled', 'rejected']))
+  .option('--transport <name>', 'only requests of this transport (http, nats, ...)')
+  .addOption(since('requests'))
+  .option('--json', 'print the rows as JSON lines')
+  .option('--follow', 'keep printing new requests as they end, until Ctrl-C')
+  .action((name: string, options: AuditOptions) => audit('logs', name, options));
+
+program
+  .command('events')
+  .description("a worker's lifecycle events from its audit trail, oldest first (GET /events on the worker's port)")
+  .argument('<name>', 'the worker')
+  .option('--limit <n>', `the newest N events (1-${MAX_LIMIT})`, limit, 20)
+  .addOption(new Option('--level <level>', 'only events of this level').choices(['debug', 'info', 'warn', 'error']))
+  .option('--code <code>', 'only events with this code (startup, crash, model.loaded, ...)')
+  .addOption(since('events'))
+  .option('--json', 'print the rows as JSON lines')
+  .option('--follow', 'keep printing new events as they come, until Ctrl-C')
+  .action((name: string, options: AuditOptions) => audit('events', name, options));
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const error = toLmError(err);

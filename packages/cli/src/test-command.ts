@@ -1,8 +1,7 @@
 /** `supervisor test NAME`: one sample request to a running worker, printing the answer and its timings. */
 import { LmError, isErrorCode } from '@lmserve/protocol';
-import { isConfigError, loadWorkerConfig, type ServicePaths } from '@lmserve/supervisor';
-import { join } from 'node:path';
-import { AdminClient, connectHost } from './admin-client.js';
+import type { ServicePaths } from '@lmserve/supervisor';
+import { workerEndpoint } from './worker-endpoint.js';
 
 export interface TestOptions {
   input: string;
@@ -19,20 +18,11 @@ interface CompletionResponse {
 }
 
 export async function testWorker(paths: ServicePaths, name: string, options: TestOptions): Promise<string> {
-  const client = AdminClient.fromConfig(paths);
-  const worker = (await client.workers()).find((w) => w.name === name);
-  if (!worker) throw new LmError('NOT_FOUND', `no worker named "${name}"`);
-  if (worker.port === null || worker.address === null) {
-    throw new LmError('MODEL_NOT_READY', `worker ${name} has no HTTP port (${worker.state}: ${worker.reason ?? ''})`);
-  }
-  const host = connectHost(worker.address.slice(0, worker.address.lastIndexOf(':')).replace(/^\[|\]$/g, ''));
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  const config = loadWorkerConfig(name, join(paths.envsDir, `worker.${name}.env`), paths);
-  if (!isConfigError(config) && config.apiKey) headers.authorization = `Bearer ${config.apiKey}`;
+  const { worker, baseUrl, headers } = await workerEndpoint(paths, name);
   const started = performance.now();
-  const res = await fetch(`http://${host}:${worker.port}/v1/completions`, {
+  const res = await fetch(`${baseUrl}/v1/completions`, {
     method: 'POST',
-    headers,
+    headers: { ...headers, 'content-type': 'application/json' },
     body: JSON.stringify({ input: options.input, params: { max_tokens: options.maxTokens } }),
   });
   const body = (await res.json()) as CompletionResponse & { error?: { code: string; message: string } };
