@@ -66,6 +66,7 @@ export type EventCode =
   | 'restart'
   | 'stop'
   | 'shutdown'
+  | 'audit.failed'
   | 'internal.error';
 
 export interface ServiceEvent {

@@ -28,6 +28,16 @@ export function createAdminApp(backend: AdminBackend, token: string): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
 
+  // One scrape for every model; metrics hold no prompts, so no token (the gateway is loopback by default).
+  app.get('/metrics', (_req, res) => {
+    const metrics = backend.metrics();
+    if (!metrics) throw new LmError('NOT_FOUND', 'metrics are off for this service (METRICS=off)');
+    metrics.text().then(
+      (text) => res.setHeader('Content-Type', metrics.contentType).send(text),
+      (err: unknown) => sendError(res, err),
+    );
+  });
+
   app.use('/admin', (req, res, next) => {
     if (bearerMatches(req.headers.authorization, token)) next();
     else sendError(res, new LmError('UNAUTHORIZED', 'missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)'));

@@ -1,5 +1,5 @@
 /** What the admin REST needs from the supervisor. */
-import type { RequestEnd, ServiceEvent } from '@lmserve/core';
+import type { MetricsSource, RequestEnd, ServiceEvent } from '@lmserve/core';
 import type { SupervisorStatus, WorkerInfo } from '@lmserve/protocol';
 
 export interface RecentQuery {
@@ -22,6 +22,8 @@ export interface AdminBackend {
   /** The supervisor's recent lifecycle events and request ends (oldest first). */
   recentEvents(query: RecentQuery): Array<{ seq: number; event: ServiceEvent }>;
   recentRequests(query: RecentQuery): Array<{ seq: number; request: RequestEnd }>;
+  /** Every model's metrics and the supervisor's (GET /metrics on the gateway); null when METRICS=off. */
+  metrics(): MetricsSource | null;
   /** Stops the supervisor (after the response is sent). */
   shutdown(): void;
 }

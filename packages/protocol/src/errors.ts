@@ -19,6 +19,7 @@ export const ErrorStatus = {
   LOAD_ABORTED: 503,
   MODEL_NOT_READY: 503,
   MODEL_CRASHED: 503,
+  STORE_UNAVAILABLE: 503,
   KV_CACHE_FULL: 503,
   DISPOSED: 503,
 } as const;

@@ -20,6 +20,7 @@ import {
   type WorkerInfo,
   type WorkerState,
 } from '@lmserve/protocol';
+import type { WorkerSnapshot } from '@lmserve/metrics';
 import { HostProcess, type HostExit, type HostProcessOptions } from './host-process.js';
 import { decideAfterExit } from './restart-policy.js';
 import { buildHostSpec } from './host-spec.js';
@@ -139,6 +140,24 @@ export class ModelWorker implements ModelBackend {
     if (this.#state === 'restarting') retryAfterS = Math.max(1, Math.ceil((this.#restartAt - Date.now()) / 1000) + 1);
     else if (this.#state === 'starting' || this.#state === 'stopping') retryAfterS = 2;
     return { ready, state: this.#state, reason: this.#reason, retryAfterS };
+  }
+
+  /** What the metrics read at each scrape. */
+  snapshot(): WorkerSnapshot {
+    const config = this.config;
+    return {
+      name: this.name,
+      model: this.model,
+      state: this.#state,
+      up: this.#state === 'ready',
+      slotsBusy: this.#stats?.slotsBusy ?? 0,
+      slotsTotal: this.#stats?.slots ?? (config ? config.concurrency * config.replicas : 0),
+      queued: this.#stats?.queued ?? 0,
+      inFlight: this.#pending.size,
+      kvUsedRatio: this.#stats?.kvUsedRatio ?? 0,
+      restarts: this.#restarts,
+      host: this.#host ? (this.#stats?.process ?? null) : null,
+    };
   }
 
   info(): WorkerInfo {

@@ -19,6 +19,7 @@ import {
 import { LmError, createLogger, toLmError, type Logger, type SupervisorStatus, type WorkerInfo } from '@lmserve/protocol';
 import { HttpTransport, closeServer, createAdminApp, listen, type AdminBackend, type RecentQuery } from '@lmserve/http';
 import { ModelWorker } from './model-worker.js';
+import { Observability } from './observability.js';
 import type { ServicePaths } from './service-paths.js';
 import { loadSupervisorConfig, writeAdminToken, type SupervisorConfig } from './supervisor-config.js';
 import { loadWorkerConfig, workerEnvPrefix, workerFiles, type WorkerConfig, type WorkerConfigError } from './worker-config.js';
@@ -59,6 +60,7 @@ export class Supervisor implements AdminBackend {
   readonly #onShutdownRequest: (() => void) | undefined;
   readonly #events = new RecentLog<ServiceEvent>(RECENT_EVENTS);
   readonly #requests = new RecentLog<RequestEnd>(RECENT_REQUESTS);
+  readonly #sinks: Observability;
   #gateway: Server | undefined;
   #closing: Promise<void> | undefined;
 
@@ -71,6 +73,12 @@ export class Supervisor implements AdminBackend {
     this.observer.onEvent((event) => this.#events.push(event));
     this.observer.onRequest((end) => this.#requests.push(end));
     this.#transports = options.transports ? options.transports(log) : [new HttpTransport({ log })];
+    this.#sinks = new Observability({
+      config,
+      observer: this.observer,
+      log,
+      workers: () => [...this.#workers.values()].map(({ worker }) => worker.snapshot()),
+    });
   }
 
   /** Reads the configuration, binds every port and starts the chosen workers. Throws on a bad supervisor.env. */
@@ -137,6 +145,10 @@ export class Supervisor implements AdminBackend {
     });
   }
 
+  metrics() {
+    return this.#sinks.serviceMetrics();
+  }
+
   shutdown(): void {
     if (this.#onShutdownRequest) this.#onShutdownRequest();
     else void this.close();
@@ -198,12 +210,6 @@ export class Supervisor implements AdminBackend {
         }
       }
     }
-    this.observer.event('startup', null, 'supervisor starting', {
-      pid: process.pid,
-      envsDir: this.paths.envsDir,
-      dataDir: this.paths.dataDir,
-      workers: files.map((f) => f.name),
-    });
     const { restartBackoffMs, restartBackoffMaxMs, shutdownGraceMs, logLevel } = this.config;
     for (const { name, file } of files) {
       const worker = new ModelWorker({
@@ -215,7 +221,14 @@ export class Supervisor implements AdminBackend {
       });
       const requests = new RequestPath({ backend: worker, observer: this.observer, log: this.#log.child({ worker: name }) });
       this.#workers.set(name, { worker, requests, action: undefined });
+      this.#sinks.attach(name, worker.config);
     }
+    this.observer.event('startup', null, 'supervisor starting', {
+      pid: process.pid,
+      envsDir: this.paths.envsDir,
+      dataDir: this.paths.dataDir,
+      workers: files.map((f) => f.name),
+    });
     this.#warnSharedPrefixes(files.map((f) => f.name));
     process.once('exit', () => this.killAll());
     await this.#openGateway();
@@ -279,6 +292,7 @@ export class Supervisor implements AdminBackend {
   async #reload(entry: WorkerEntry): Promise<boolean> {
     const { worker } = entry;
     worker.setConfig(this.#loadWorkerConfig(worker.name, worker.configFile));
+    this.#sinks.attach(worker.name, worker.config);
     this.#reportConfig(worker);
     return this.#bind(entry);
   }
@@ -291,7 +305,14 @@ export class Supervisor implements AdminBackend {
     const endpoints: TransportEndpoint[] = [];
     for (const transport of this.#transports) {
       try {
-        const endpoint = await transport.bind({ name: worker.name, backend: worker, requests, settings: config, records: null, metrics: null });
+        const endpoint = await transport.bind({
+          name: worker.name,
+          backend: worker,
+          requests,
+          settings: config,
+          records: this.#sinks.records(worker.name),
+          metrics: this.#sinks.workerMetrics(worker.name),
+        });
         if (endpoint) endpoints.push(endpoint);
       } catch (err) {
         const reason = toLmError(err).message;
@@ -320,6 +341,7 @@ export class Supervisor implements AdminBackend {
     }, 1000);
     await Promise.all(closed);
     clearTimeout(force);
+    await this.#sinks.close();
     this.#log.info('shut down');
   }
 }
