@@ -5,7 +5,7 @@
  * exactly what clients got, and the files survive kill -9 of the supervisor and of a host.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ServiceFixture, tinyModel, waitFor } from './service-fixture.js';
@@ -101,6 +101,17 @@ describe('audit trail and metrics', () => {
     assert.ok(filtered.length >= 1 && filtered.every((r) => r.status === 'rejected'));
   });
 
+  test('supervisor logs NAME prints the rows as a table; --json as JSON lines', async () => {
+    const res = await service.complete('alpha', { input: 'from the cli', params: { max_tokens: 2 } });
+    const table = await service.cli(['logs', 'alpha', '--limit', '3']);
+    assert.ok(table.stdout.includes(res.body.id), table.stdout);
+    assert.match(table.stdout.split('\n')[0] ?? '', /REQ_ID/);
+    const json = await service.cli(['logs', 'alpha', '--limit', '1', '--json']);
+    assert.equal(JSON.parse(json.stdout.trim()).req_id, res.body.id);
+    const events = await service.cli(['events', 'alpha', '--code', 'server.ready']);
+    assert.match(events.stdout, /server\.ready/);
+  });
+
   test('events: the original one-liner lists the lifecycle; GET /events reads it', async () => {
     const text = await waitFor('server.ready in the file', async () => {
       const out = sqlite(db, ONE_LINER_EVENTS);
@@ -129,6 +140,13 @@ describe('audit trail and metrics', () => {
     assert.ok(all.includes('lmserve_supervisor_'));
     const alpha = await metrics('alpha');
     assert.ok(!alpha.includes('model="beta"'));
+    // promtool, where installed (.ci/run installs it), finds nothing to say about either scrape.
+    if (spawnSync('promtool', ['--version']).status === 0) {
+      for (const text of [all, alpha]) {
+        const check = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+        assert.equal(check.status, 0, `${check.stdout}${check.stderr}`);
+      }
+    }
     const betaRows = await logs('beta', '?limit=1');
     assert.equal(betaRows[0]?.status, 'completed');
     assert.equal(betaRows[0]?.input, null, 'LOG_BODIES=off stores no input');

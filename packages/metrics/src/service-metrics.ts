@@ -66,6 +66,15 @@ export function supervisorProcessRegistry(): Registry {
   return supervisorRegistry;
 }
 
+/**
+ * prom-client names three of its default gauges `nodejs_active_*_total`: Prometheus reserves
+ * `_total` for counters (promtool flags them). Each is the sum of the same family without the
+ * suffix (by type), which stays, so they are left out.
+ */
+function conventionalName(family: MetricFamily): boolean {
+  return family.type === 'counter' || !family.name.endsWith('_total');
+}
+
 type Labels = Readonly<Record<string, string>>;
 
 /** Everything the request-end path needs for one (worker, model), resolved once. */
@@ -241,7 +250,7 @@ export class ServiceMetrics {
       this.#withSnapshot(() => this.#registry.getMetricsAsJSON()),
       supervisorProcessRegistry().getMetricsAsJSON(),
     ]);
-    return renderFamilies([...(models as unknown as MetricFamily[]), ...(supervisor as unknown as MetricFamily[])]);
+    return renderFamilies([...(models as unknown as MetricFamily[]), ...(supervisor as unknown as MetricFamily[]).filter(conventionalName)]);
   }
 
   /** A model port's GET /metrics source (the core's MetricsSource): `modelText(model)`. */
