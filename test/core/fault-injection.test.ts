@@ -102,6 +102,7 @@ describe('a backend that fails in every phase cannot take the process down', () 
       settings: { file: 'test', httpAddr: { host: '127.0.0.1', port: 0 }, apiKey: null, subject: 's', natsUrl: null, jetstream: false },
       records: null,
       metrics: null,
+      grammars: null,
     });
     base = `http://${endpoint.address}`;
   });

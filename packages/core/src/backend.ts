@@ -28,3 +28,52 @@ export interface ModelBackend {
    */
   complete(request: GenerateRequest, onTokens: TokenSink, signal: AbortSignal): Promise<GenerationResult>;
 }
+
+/** A grammar of the library, as a request uses it. */
+export interface LibraryGrammar {
+  content: string;
+  root: string;
+}
+
+/** Names to grammars (the service's grammar library). Synchronous: the library is in memory. */
+export interface GrammarResolver {
+  resolve(name: string): LibraryGrammar | null;
+}
+
+/** `params.grammar` is inline GBNF when it holds a rule (`::=`), else the name of a library grammar. */
+export function isInlineGrammar(grammar: string): boolean {
+  return grammar.includes('::=');
+}
+
+/** A grammar of the library as the API shows it. */
+export interface StoredGrammar {
+  name: string;
+  description: string;
+  /** Absent in lists unless asked for. */
+  content?: string;
+  root: string;
+  version: number;
+  builtin: boolean;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface GrammarPage {
+  grammars: StoredGrammar[];
+  total: number;
+  offset: number;
+  limit: number;
+}
+
+/**
+ * The grammar library as transports serve it (CRUD). Bodies are validated by the library, so
+ * every transport refuses the same things with the same codes and fields.
+ */
+export interface GrammarLibraryApi extends GrammarResolver {
+  list(query: { offset: number; limit: number; withContent: boolean }): GrammarPage;
+  /** Throws LmError NOT_FOUND. */
+  get(name: string): StoredGrammar;
+  create(body: unknown): Promise<StoredGrammar>;
+  update(name: string, body: unknown): Promise<StoredGrammar>;
+  delete(name: string): Promise<void>;
+}

@@ -1,4 +1,14 @@
-export type { ModelBackend, Readiness, TokenSink } from './backend.js';
+export type {
+  GrammarLibraryApi,
+  GrammarPage,
+  GrammarResolver,
+  LibraryGrammar,
+  ModelBackend,
+  Readiness,
+  StoredGrammar,
+  TokenSink,
+} from './backend.js';
+export { isInlineGrammar } from './backend.js';
 export { RequestPath, ActiveRequest } from './request-path.js';
 export type { RequestPathOptions, RunRequest } from './request-path.js';
 export { ServiceObserver, RecentLog, MAX_INTER_TOKEN_SAMPLES } from './observer.js';
@@ -8,6 +18,7 @@ export type { MetricsSource, Transport, TransportEndpoint, TransportSettings, Tr
 export {
   PARAMETERS,
   MAX_GRAMMAR_BYTES,
+  MAX_JSON_SCHEMA_BYTES,
   MAX_STOP_LENGTH,
   MAX_STOP_STRINGS,
   paramsSchema,

@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { LmError, type GenerationParams } from '@lmserve/protocol';
 
-export type ParamType = 'int' | 'float' | 'bool' | 'string' | 'stringList' | 'logitBias';
+export type ParamType = 'int' | 'float' | 'bool' | 'string' | 'stringList' | 'logitBias' | 'jsonSchema';
 
 export interface ParamSpec {
   /** The engine's name (GenerationParams key, camelCase; the addon's name too). */
@@ -26,8 +26,13 @@ export interface ParamSpec {
   /** stringList: at most this many strings. string: at most this many characters. */
   maxItems?: number;
   maxLength?: number;
+  /** false: handled before the engine (the native table does not have it). */
+  native?: boolean;
   description: string;
 }
+
+/** Largest JSON schema (bytes of its JSON text). */
+export const MAX_JSON_SCHEMA_BYTES = 64 * 1024;
 
 /** Most stop strings a request may give, and the longest one. */
 export const MAX_STOP_STRINGS = 16;
@@ -52,12 +57,22 @@ export const PARAMETERS: readonly ParamSpec[] = [
   { key: 'grammar', name: 'grammar', openai: 'grammar', ollama: null, type: 'string', description: `GBNF the output must match (at most ${MAX_GRAMMAR_BYTES} bytes)` },
   { key: 'grammarRoot', name: 'grammar_root', openai: null, ollama: null, type: 'string', maxLength: 256, default: 'root', description: "the grammar's start rule" },
   { key: 'logitBias', name: 'logit_bias', openai: 'logit_bias', ollama: null, type: 'logitBias', min: -100, max: 100, description: 'token id -> bias; -100 bans the token' },
+  // OpenAI's response_format and Ollama's format map onto it in their routes.
+  { key: 'jsonSchema', name: 'json_schema', openai: null, ollama: null, type: 'jsonSchema', native: false, maxLength: MAX_JSON_SCHEMA_BYTES, description: "a JSON schema the output must match (llama.cpp's converter); not with grammar" },
 ];
 
 export type ParamDialect = 'original' | 'openai' | 'ollama';
 
 function nameIn(spec: ParamSpec, dialect: ParamDialect): string | null {
   return dialect === 'original' ? spec.name : spec[dialect];
+}
+
+function safeSize(value: unknown): number {
+  try {
+    return Buffer.byteLength(JSON.stringify(value) ?? '');
+  } catch {
+    return Infinity;
+  }
 }
 
 /** The zod schema of one parameter; messages are completed with the field path by the caller. */
@@ -91,6 +106,10 @@ function schemaFor(spec: ParamSpec): z.ZodTypeAny {
           issue.code === 'invalid_union' ? { message: 'must be a string or an array of strings' } : { message: ctx.defaultError },
       });
     }
+    case 'jsonSchema':
+      return z
+        .record(z.unknown(), { invalid_type_error: 'must be a JSON schema object' })
+        .refine((v) => safeSize(v) <= (spec.maxLength ?? Infinity), `must be at most ${spec.maxLength} bytes of JSON`);
     case 'logitBias':
       return z.record(
         z.string().regex(/^\d{1,9}$/, 'keys must be token ids'),
@@ -160,7 +179,12 @@ export function parseParams(value: unknown, dialect: ParamDialect, prefix: strin
   }
   const parsed = dialectSchema(dialect).safeParse(value);
   if (!parsed.success) throw zodError(parsed.error, prefix);
-  return toGenerationParams(parsed.data, dialect);
+  const params = toGenerationParams(parsed.data, dialect);
+  if (params.grammar !== undefined && params.jsonSchema !== undefined) {
+    const field = `${prefix}json_schema`;
+    throw new LmError('INVALID_REQUEST', `${field} and ${prefix}grammar cannot both be given`, { field });
+  }
+  return params;
 }
 
 /** Every parameter's name in the original API, for documentation and error messages. */
@@ -174,6 +198,7 @@ export function parameterTableMarkdown(): string {
   const range = (p: ParamSpec) => {
     if (p.type === 'int' || p.type === 'float' || p.type === 'logitBias') return `${p.type === 'logitBias' ? 'bias ' : ''}${p.min} … ${p.max}`;
     if (p.type === 'stringList') return `≤ ${p.maxItems} strings of ≤ ${p.maxLength} chars`;
+    if (p.type === 'jsonSchema') return `≤ ${p.maxLength} bytes`;
     return p.maxLength !== undefined ? `≤ ${p.maxLength} bytes` : '';
   };
   const rows = PARAMETERS.map((p) =>

@@ -14,7 +14,7 @@ import {
   type GenerationResult,
   type Logger,
 } from '@lmserve/protocol';
-import type { ModelBackend, TokenSink } from './backend.js';
+import { isInlineGrammar, type GrammarResolver, type ModelBackend, type TokenSink } from './backend.js';
 import { inputLength } from './generate-body.js';
 import { MAX_INTER_TOKEN_SAMPLES, type RequestEnd, type RequestStatus, type ServiceObserver } from './observer.js';
 import { newRequestId } from './request-id.js';
@@ -29,17 +29,21 @@ export interface RequestPathOptions {
   backend: ModelBackend;
   observer: ServiceObserver;
   log: Logger;
+  /** Resolves `params.grammar` names (absent: every grammar must be inline). */
+  grammars?: GrammarResolver;
 }
 
 export class RequestPath {
   readonly backend: ModelBackend;
   readonly #observer: ServiceObserver;
   readonly #log: Logger;
+  readonly #grammars: GrammarResolver | undefined;
 
   constructor(options: RequestPathOptions) {
     this.backend = options.backend;
     this.#observer = options.observer;
     this.#log = options.log;
+    this.#grammars = options.grammars;
   }
 
   get worker(): string {
@@ -48,7 +52,7 @@ export class RequestPath {
 
   /** Starts a request of `transport` (e.g. "http", "nats", "jobs"): its id is created here. */
   begin(transport: string, clientId: string | null = null): ActiveRequest {
-    return new ActiveRequest(newRequestId(transport), transport, clientId, this.backend, this.#observer, this.#log);
+    return new ActiveRequest(newRequestId(transport), transport, clientId, this.backend, this.#observer, this.#log, this.#grammars);
   }
 }
 
@@ -67,6 +71,7 @@ export class ActiveRequest {
   readonly #backend: ModelBackend;
   readonly #observer: ServiceObserver;
   readonly #log: Logger;
+  readonly #grammars: GrammarResolver | undefined;
   #ended = false;
   #running = false;
   #request: RunRequest | null = null;
@@ -75,8 +80,17 @@ export class ActiveRequest {
   #interTokenMs: number[] = [];
   #output: string[] = [];
 
-  constructor(id: string, transport: string, clientId: string | null, backend: ModelBackend, observer: ServiceObserver, log: Logger) {
+  constructor(
+    id: string,
+    transport: string,
+    clientId: string | null,
+    backend: ModelBackend,
+    observer: ServiceObserver,
+    log: Logger,
+    grammars?: GrammarResolver,
+  ) {
     this.id = id;
+    this.#grammars = grammars;
     this.transport = transport;
     this.clientId = clientId;
     this.#backend = backend;
@@ -134,7 +148,8 @@ export class ActiveRequest {
     let result: GenerationResult;
     try {
       this.#log.debug('request started', { transport: this.transport, worker: this.#backend.name });
-      result = checkResult(await this.#backend.complete({ id: this.id, input: request.input, params: request.params, raw: request.raw }, sink, abort.signal));
+      const params = this.#resolveGrammar(request.params);
+      result = checkResult(await this.#backend.complete({ id: this.id, input: request.input, params, raw: request.raw }, sink, abort.signal));
     } catch (err) {
       const error = toLmError(err);
       this.#end({ error });
@@ -144,6 +159,17 @@ export class ActiveRequest {
     }
     this.#end({ result });
     return result;
+  }
+
+  /** A grammar given by name becomes the library's content, before any work is queued. */
+  #resolveGrammar(params: GenerationParams): GenerationParams {
+    const { grammar } = params;
+    if (grammar === undefined || isInlineGrammar(grammar)) return params;
+    const found = this.#grammars?.resolve(grammar) ?? null;
+    if (!found) {
+      throw new LmError('GRAMMAR_NOT_FOUND', `params.grammar names no grammar of the library: "${grammar.slice(0, 64)}"`, { field: 'params.grammar' });
+    }
+    return { ...params, grammar: found.content, grammarRoot: params.grammarRoot ?? found.root };
   }
 
   #end(outcome: { result?: GenerationResult; error?: LmError }): void {

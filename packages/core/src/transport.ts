@@ -4,7 +4,7 @@
  * the worker's RequestPath; transports never import each other.
  */
 import type { ListenAddress } from './address.js';
-import type { ModelBackend } from './backend.js';
+import type { GrammarLibraryApi, ModelBackend } from './backend.js';
 import type { WorkerRecords } from './records.js';
 import type { RequestPath } from './request-path.js';
 
@@ -34,6 +34,8 @@ export interface TransportWorker {
   readonly records: WorkerRecords | null;
   /** The worker's metrics (null when METRICS=off). */
   readonly metrics: MetricsSource | null;
+  /** The service's grammar library (the same for every worker; null while it is not open). */
+  readonly grammars: GrammarLibraryApi | null;
 }
 
 /** Where a transport serves a worker (shown in /admin/workers and the services.init event). */

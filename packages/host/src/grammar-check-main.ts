@@ -5,14 +5,17 @@
  * allocation) ends this process, which the host reports as one invalid grammar.
  */
 import { readFileSync } from 'node:fs';
-import { loadModel, setProcessMemoryLimit, type Model } from '@lmserve/engine';
+import { jsonSchemaToGrammar, loadModel, setProcessMemoryLimit, type Model } from '@lmserve/engine';
 import { toLmError } from '@lmserve/protocol';
 
-export type CheckerRequest = { id: number; grammar: string; root: string };
+/** One piece of work for the checker: parse a grammar, or convert a JSON schema to GBNF. */
+export type CheckerJob = { kind: 'grammar'; grammar: string; root: string } | { kind: 'schema'; schema: string };
+export type CheckerRequest = CheckerJob & { id: number };
 export type CheckerReply =
   | { type: 'ready' }
   | { type: 'failed'; message: string }
-  | { type: 'verdict'; id: number; reason: string | null };
+  | { type: 'verdict'; id: number; reason: string | null }
+  | { type: 'converted'; id: number; grammar: string | null; reason: string | null };
 
 /** Address space the parser may use beyond what the process has once it is loaded. */
 const HEADROOM_BYTES = Number(process.env.LMSERVE_GRAMMAR_CHECK_HEADROOM ?? 512 * 1024 * 1024);
@@ -46,6 +49,14 @@ async function main(): Promise<void> {
   const size = virtualSize();
   if (size !== null) setProcessMemoryLimit(size + HEADROOM_BYTES);
   process.on('message', (message: CheckerRequest) => {
+    if (message.kind === 'schema') {
+      try {
+        send({ type: 'converted', id: message.id, grammar: jsonSchemaToGrammar(message.schema), reason: null });
+      } catch (err) {
+        send({ type: 'converted', id: message.id, grammar: null, reason: toLmError(err).message });
+      }
+      return;
+    }
     let reason: string | null;
     try {
       reason = model.checkGrammar(message.grammar, message.root);

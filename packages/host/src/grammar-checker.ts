@@ -7,7 +7,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import type { Logger } from '@lmserve/protocol';
-import type { CheckerReply, CheckerRequest } from './grammar-check-main.js';
+import type { CheckerJob, CheckerReply, CheckerRequest } from './grammar-check-main.js';
 
 export interface GrammarCheckerOptions {
   modelPath: string;
@@ -18,12 +18,14 @@ export interface GrammarCheckerOptions {
   cacheSize?: number;
 }
 
+/** What the checker process answers: a parse verdict, or a schema converted to GBNF. */
+export type Verdict = { ok: true; grammar?: string } | { ok: false; reason: string };
+
 interface Job {
   id: number;
   key: string;
-  grammar: string;
-  root: string;
-  resolve: (reason: string | null) => void;
+  request: CheckerJob;
+  resolve: (verdict: Verdict) => void;
   reject: (error: Error) => void;
 }
 
@@ -38,8 +40,8 @@ export class GrammarChecker {
   readonly #log: Logger;
   readonly #timeoutMs: number;
   readonly #cacheSize: number;
-  readonly #cache = new Map<string, string | null>();
-  readonly #inflight = new Map<string, Promise<string | null>>();
+  readonly #cache = new Map<string, Verdict>();
+  readonly #inflight = new Map<string, Promise<Verdict>>();
   readonly #queue: Job[] = [];
   #child: ChildProcess | undefined;
   #ready = false;
@@ -59,20 +61,33 @@ export class GrammarChecker {
   }
 
   /** null when llama.cpp parses the grammar, else the reason it is refused. */
-  check(grammar: string, root: string): Promise<string | null> {
-    const key = createHash('sha256').update(root).update('\0').update(grammar).digest('hex');
-    if (this.#cache.has(key)) {
+  async check(grammar: string, root: string): Promise<string | null> {
+    const verdict = await this.#ask({ kind: 'grammar', grammar, root });
+    return verdict.ok ? null : verdict.reason;
+  }
+
+  /** A JSON schema (its JSON text) as GBNF, by llama.cpp's converter; or why it cannot be converted. */
+  convertSchema(schemaJson: string): Promise<Verdict> {
+    return this.#ask({ kind: 'schema', schema: schemaJson });
+  }
+
+  #ask(request: CheckerJob): Promise<Verdict> {
+    const hash = createHash('sha256').update(request.kind).update('\0');
+    if (request.kind === 'grammar') hash.update(request.root).update('\0').update(request.grammar);
+    else hash.update(request.schema);
+    const key = hash.digest('hex');
+    const cached = this.#cache.get(key);
+    if (cached) {
       this.#stats.cacheHits++;
-      const verdict = this.#cache.get(key) as string | null;
       this.#cache.delete(key);
-      this.#cache.set(key, verdict);
-      return Promise.resolve(verdict);
+      this.#cache.set(key, cached);
+      return Promise.resolve(cached);
     }
     const running = this.#inflight.get(key);
     if (running) return running;
     if (this.#unavailable !== undefined) return Promise.reject(new GrammarCheckerUnavailable(this.#unavailable));
-    const promise = new Promise<string | null>((resolve, reject) => {
-      this.#queue.push({ id: this.#nextId++, key, grammar, root, resolve, reject });
+    const promise = new Promise<Verdict>((resolve, reject) => {
+      this.#queue.push({ id: this.#nextId++, key, request, resolve, reject });
     });
     this.#inflight.set(key, promise);
     this.#pump();
@@ -91,11 +106,11 @@ export class GrammarChecker {
     this.#child = undefined;
   }
 
-  #remember(job: Job, reason: string | null): void {
+  #remember(job: Job, verdict: Verdict): void {
     this.#inflight.delete(job.key);
-    this.#cache.set(job.key, reason);
+    this.#cache.set(job.key, verdict);
     if (this.#cache.size > this.#cacheSize) this.#cache.delete(this.#cache.keys().next().value as string);
-    job.resolve(reason);
+    job.resolve(verdict);
   }
 
   #pump(): void {
@@ -111,10 +126,10 @@ export class GrammarChecker {
     this.#timer = setTimeout(() => {
       this.#stats.timeouts++;
       this.#log.warn('grammar check timed out; restarting the checker', { timeoutMs: this.#timeoutMs });
-      this.#finishCurrent(`parsing it took longer than ${this.#timeoutMs / 1000} s`);
+      this.#finishCurrent({ ok: false, reason: `parsing it took longer than ${this.#timeoutMs / 1000} s` });
       this.#child?.kill('SIGKILL');
     }, this.#timeoutMs);
-    const request: CheckerRequest = { id: job.id, grammar: job.grammar, root: job.root };
+    const request = { ...job.request, id: job.id } as CheckerRequest;
     try {
       this.#child.send(request);
     } catch {
@@ -122,12 +137,12 @@ export class GrammarChecker {
     }
   }
 
-  #finishCurrent(reason: string | null): void {
+  #finishCurrent(verdict: Verdict): void {
     const job = this.#current;
     if (!job) return;
     clearTimeout(this.#timer);
     this.#current = undefined;
-    this.#remember(job, reason);
+    this.#remember(job, verdict);
   }
 
   #spawn(): void {
@@ -151,7 +166,10 @@ export class GrammarChecker {
       } else if (reply.type === 'failed') {
         this.#unavailable = `the grammar checker cannot load the vocabulary: ${reply.message}`;
       } else if (reply.type === 'verdict' && this.#current?.id === reply.id) {
-        this.#finishCurrent(reply.reason);
+        this.#finishCurrent(reply.reason === null ? { ok: true } : { ok: false, reason: reply.reason });
+        this.#pump();
+      } else if (reply.type === 'converted' && this.#current?.id === reply.id) {
+        this.#finishCurrent(reply.grammar !== null ? { ok: true, grammar: reply.grammar } : { ok: false, reason: reply.reason ?? 'cannot be converted' });
         this.#pump();
       }
     });
@@ -165,7 +183,7 @@ export class GrammarChecker {
         const how = signal ? `killed the parser (${signal})` : `made the parser exit (code ${code})`;
         this.#stats.crashes++;
         this.#log.warn('a grammar crashed the checker', { signal, code });
-        this.#finishCurrent(`the grammar ${how}`);
+        this.#finishCurrent({ ok: false, reason: `it ${how}` });
       }
       if (this.#unavailable !== undefined) {
         const reason = this.#unavailable;

@@ -93,9 +93,16 @@ export class ModelHost {
     this.#log.info('pool started', { replicas: count, model: this.#spec.modelPath });
   }
 
-  /** A request with a grammar is routed once its grammar passed the checker process. */
+  /**
+   * A request with a JSON schema gets it converted to GBNF, and a request with a grammar is
+   * routed once its grammar passed, both in the checker process.
+   */
   generate(request: GenerateRequest): void {
     const { id, params } = request;
+    if (params.jsonSchema !== undefined) {
+      this.#convertSchema(request);
+      return;
+    }
     if (params.grammar === undefined) {
       this.#route(request);
       return;
@@ -105,7 +112,7 @@ export class ModelHost {
       (reason) => {
         if (!this.#checking.delete(id)) return;
         if (reason === null) this.#route(request);
-        else this.#fail(id, 'INVALID_GRAMMAR', `params.grammar is not valid: ${reason}`);
+        else this.#fail(id, 'INVALID_GRAMMAR', `params.grammar is not valid: ${reason}`, 'params.grammar');
       },
       (err: unknown) => {
         if (!this.#checking.delete(id)) return;
@@ -135,9 +142,30 @@ export class ModelHost {
     replica.port.postMessage({ type: 'generate', request });
   }
 
-  #fail(id: string, code: ErrorCode, message: string): void {
+  #convertSchema(request: GenerateRequest): void {
+    const { id } = request;
+    const { jsonSchema, ...params } = request.params;
+    this.#checking.add(id);
+    this.#grammars.convertSchema(JSON.stringify(jsonSchema)).then(
+      (verdict) => {
+        if (!this.#checking.delete(id)) return;
+        if (!verdict.ok || verdict.grammar === undefined) {
+          const reason = verdict.ok ? 'the converter returned nothing' : verdict.reason;
+          this.#fail(id, 'INVALID_REQUEST', `params.json_schema cannot be turned into a grammar: ${reason}`, 'params.json_schema');
+          return;
+        }
+        this.generate({ ...request, params: { ...params, grammar: verdict.grammar, grammarRoot: 'root' } });
+      },
+      (err: unknown) => {
+        if (!this.#checking.delete(id)) return;
+        this.#fail(id, 'INTERNAL', `the JSON schema could not be converted: ${String(err)}`);
+      },
+    );
+  }
+
+  #fail(id: string, code: ErrorCode, message: string, field?: string): void {
     this.#log.debug('request refused', { reqId: id, code, reason: message });
-    this.#outbox.push({ type: 'error', id, code, message });
+    this.#outbox.push(field === undefined ? { type: 'error', id, code, message } : { type: 'error', id, code, message, field });
   }
 
   /** Drains every replica (running generations get up to graceMs), then ends the pool. */

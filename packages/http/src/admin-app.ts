@@ -3,6 +3,7 @@ import express, { type Express, type Request, type Response } from 'express';
 import { LmError, type WorkerInfo } from '@lmserve/protocol';
 import type { AdminBackend, RecentQuery } from './admin-backend.js';
 import { errorMiddleware, sendError } from './errors.js';
+import { grammarRoutes } from './grammar-routes.js';
 import { bearerMatches } from './model-app.js';
 
 function recentQuery(query: Request['query']): RecentQuery {
@@ -38,10 +39,14 @@ export function createAdminApp(backend: AdminBackend, token: string): Express {
     );
   });
 
-  app.use('/admin', (req, res, next) => {
+  const adminOnly = (req: Request, res: Response, next: () => void) => {
     if (bearerMatches(req.headers.authorization, token)) next();
     else sendError(res, new LmError('UNAUTHORIZED', 'missing or wrong admin token (Authorization: Bearer <ADMIN_TOKEN>)'));
-  });
+  };
+  app.use('/admin', adminOnly);
+  // The one grammar library of the service, also reachable here when no model runs.
+  app.use('/grammars', adminOnly);
+  app.use(grammarRoutes(() => backend.grammars()));
 
   app.get('/admin/status', (_req, res) => {
     res.json(backend.status());

@@ -1,5 +1,5 @@
 /** What the admin REST needs from the supervisor. */
-import type { MetricsSource, RequestEnd, ServiceEvent } from '@lmserve/core';
+import type { GrammarLibraryApi, MetricsSource, RequestEnd, ServiceEvent } from '@lmserve/core';
 import type { SupervisorStatus, WorkerInfo } from '@lmserve/protocol';
 
 export interface RecentQuery {
@@ -24,6 +24,8 @@ export interface AdminBackend {
   recentRequests(query: RecentQuery): Array<{ seq: number; request: RequestEnd }>;
   /** Every model's metrics and the supervisor's (GET /metrics on the gateway); null when METRICS=off. */
   metrics(): MetricsSource | null;
+  /** The service's grammar library (/grammars on the gateway, behind the admin token); null while not open. */
+  grammars(): GrammarLibraryApi | null;
   /** Stops the supervisor (after the response is sent). */
   shutdown(): void;
 }

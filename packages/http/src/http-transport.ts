@@ -36,6 +36,7 @@ export class HttpTransport implements Transport {
       requests: worker.requests,
       records: worker.records,
       metrics: worker.metrics,
+      grammars: worker.grammars,
       log: this.#log.child({ worker: worker.name }),
     });
     let server: Server;

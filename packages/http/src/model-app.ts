@@ -10,12 +10,14 @@ import {
   parseGenerateBody,
   parseRequestQuery,
   type ActiveRequest,
+  type GrammarLibraryApi,
   type MetricsSource,
   type RequestPath,
   type WorkerRecords,
 } from '@lmserve/core';
 import { LmError, toLmError, type GenerationResult, type Logger } from '@lmserve/protocol';
 import { bodyError, errorMiddleware, sendError } from './errors.js';
+import { grammarRoutes } from './grammar-routes.js';
 import { SseStream } from './sse.js';
 
 export interface ModelAppOptions {
@@ -24,6 +26,8 @@ export interface ModelAppOptions {
   records?: WorkerRecords | null;
   /** GET /metrics (404 when null: METRICS=off). */
   metrics?: MetricsSource | null;
+  /** /grammars CRUD on the service's library. */
+  grammars?: GrammarLibraryApi | null;
   log: Logger;
   /** Largest request body accepted (default 4 MiB). */
   bodyLimit?: string;
@@ -158,6 +162,10 @@ export function createModelApp(options: ModelAppOptions): Express {
     const query = parseEventQuery(req.query as Record<string, unknown>);
     records.events(query).then((rows) => res.json(rows), (err: unknown) => sendError(res, err));
   });
+
+  const grammars = options.grammars ?? null;
+  app.use('/grammars', authorized);
+  app.use(grammarRoutes(() => grammars));
 
   const metrics = options.metrics ?? null;
   app.get('/metrics', (_req, res) => {

@@ -18,6 +18,11 @@ export interface GenerationParams {
   /** A GBNF grammar the output must match. */
   grammar?: string;
   grammarRoot?: string;
+  /**
+   * A JSON schema the output must match: converted to a grammar by llama.cpp's converter in the
+   * model host (never reaches the engine). Exclusive with `grammar`.
+   */
+  jsonSchema?: Record<string, unknown>;
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';

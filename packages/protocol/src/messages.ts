@@ -120,7 +120,7 @@ export type GenerationEvent =
       usage: Usage;
       timings: Timings;
     }
-  | { type: 'error'; id: string; code: ErrorCode; message: string };
+  | { type: 'error'; id: string; code: ErrorCode; message: string; field?: string };
 
 /** supervisor -> host */
 export type SupervisorToHost =

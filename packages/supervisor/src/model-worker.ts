@@ -351,7 +351,8 @@ export class ModelWorker implements ModelBackend {
         if (stopString !== undefined) result.stopString = stopString;
         this.#settle(event.id, { result });
       } else {
-        this.#settle(event.id, { error: new LmError(event.code, String(event.message)) });
+        const options = typeof event.field === 'string' ? { field: event.field } : {};
+        this.#settle(event.id, { error: new LmError(event.code, String(event.message), options) });
       }
     }
   }

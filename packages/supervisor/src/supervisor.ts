@@ -11,6 +11,7 @@ import {
   RequestPath,
   ServiceObserver,
   formatAddress,
+  type GrammarLibraryApi,
   type RequestEnd,
   type ServiceEvent,
   type Transport,
@@ -62,6 +63,7 @@ export class Supervisor implements AdminBackend {
   readonly #requests = new RecentLog<RequestEnd>(RECENT_REQUESTS);
   readonly #sinks: Observability;
   #gateway: Server | undefined;
+  #grammars: GrammarLibraryApi | null = null;
   #closing: Promise<void> | undefined;
 
   private constructor(paths: ServicePaths, config: SupervisorConfig, log: Logger, options: SupervisorOptions) {
@@ -149,6 +151,25 @@ export class Supervisor implements AdminBackend {
     return this.#sinks.serviceMetrics();
   }
 
+  grammars(): GrammarLibraryApi | null {
+    return this.#grammars;
+  }
+
+  /** What transports hold: a stable view of the library, which opens after the ports are bound. */
+  readonly #grammarsApi: GrammarLibraryApi = {
+    resolve: (name) => this.#library().resolve(name),
+    list: (query) => this.#library().list(query),
+    get: (name) => this.#library().get(name),
+    create: async (body) => this.#library().create(body),
+    update: async (name, body) => this.#library().update(name, body),
+    delete: async (name) => this.#library().delete(name),
+  };
+
+  #library(): GrammarLibraryApi {
+    if (!this.#grammars) throw new LmError('STORE_UNAVAILABLE', 'the grammar library is not open yet');
+    return this.#grammars;
+  }
+
   shutdown(): void {
     if (this.#onShutdownRequest) this.#onShutdownRequest();
     else void this.close();
@@ -219,7 +240,12 @@ export class Supervisor implements AdminBackend {
         timings: { restartBackoffMs, restartBackoffMaxMs, shutdownGraceMs },
         logLevel,
       });
-      const requests = new RequestPath({ backend: worker, observer: this.observer, log: this.#log.child({ worker: name }) });
+      const requests = new RequestPath({
+        backend: worker,
+        observer: this.observer,
+        log: this.#log.child({ worker: name }),
+        grammars: { resolve: (grammar) => this.#grammars?.resolve(grammar) ?? null },
+      });
       this.#workers.set(name, { worker, requests, action: undefined });
       this.#sinks.attach(name, worker.config);
     }
@@ -312,6 +338,7 @@ export class Supervisor implements AdminBackend {
           settings: config,
           records: this.#sinks.records(worker.name),
           metrics: this.#sinks.workerMetrics(worker.name),
+          grammars: this.#grammarsApi,
         });
         if (endpoint) endpoints.push(endpoint);
       } catch (err) {
