@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { isLogLevel, type LogLevel } from '@lmserve/protocol';
 import { isLoopback, parseListenAddress, type ListenAddress } from '@lmserve/http';
 import { ConfigReader, environmentLayer, fileLayer, type Environment } from './config-values.js';
@@ -25,6 +25,7 @@ export const SUPERVISOR_KEYS = [
   'LOG_RETENTION_DAYS',
   'LOG_MAX_ROWS',
   'METRICS',
+  'GRAMMARS_DB',
 ] as const;
 
 /** URL schemes a NATS_URL may have (the supervisor's and every worker's). */
@@ -52,6 +53,8 @@ export interface SupervisorConfig {
   logMaxRows: number;
   /** Prometheus metrics on every model port and the gateway (GET /metrics). */
   metrics: boolean;
+  /** The service's grammar library (one SQLite file shared by every model). */
+  grammarsDb: string;
   /** Keys in the file that are not configuration keys (reported as warnings). */
   unknownKeys: string[];
   /** Environment variables that set a value (they win over the file). */
@@ -97,6 +100,7 @@ export function loadSupervisorConfig(paths: ServicePaths, env: Environment = pro
     logRetentionDays: r.int('LOG_RETENTION_DAYS', 30, 1, 36_500),
     logMaxRows: r.int('LOG_MAX_ROWS', 1_000_000, 1000, 1_000_000_000),
     metrics: r.choice('METRICS', 'on', ['on', 'off'] as const) === 'on',
+    grammarsDb: resolve(paths.root, r.string('GRAMMARS_DB', join(paths.dataDir, 'grammars.sqlite'))),
     unknownKeys: r.unknownKeys(SUPERVISOR_KEYS),
     // Last: it lists what the reads above took from the environment.
     environmentOverrides: r.environmentOverrides(),

@@ -21,6 +21,7 @@ import { LmError, createLogger, toLmError, type Logger, type SupervisorStatus, t
 import { HttpTransport, closeServer, createAdminApp, listen, type AdminBackend, type RecentQuery } from '@lmserve/http';
 import { ModelWorker } from './model-worker.js';
 import { Observability } from './observability.js';
+import { GrammarService, checkerModelPath } from './grammar-service.js';
 import type { ServicePaths } from './service-paths.js';
 import { loadSupervisorConfig, writeAdminToken, type SupervisorConfig } from './supervisor-config.js';
 import { loadWorkerConfig, workerEnvPrefix, workerFiles, type WorkerConfig, type WorkerConfigError } from './worker-config.js';
@@ -64,6 +65,7 @@ export class Supervisor implements AdminBackend {
   readonly #sinks: Observability;
   #gateway: Server | undefined;
   #grammars: GrammarLibraryApi | null = null;
+  #grammarService: Promise<GrammarService | null> | undefined;
   #closing: Promise<void> | undefined;
 
   private constructor(paths: ServicePaths, config: SupervisorConfig, log: Logger, options: SupervisorOptions) {
@@ -244,7 +246,7 @@ export class Supervisor implements AdminBackend {
         backend: worker,
         observer: this.observer,
         log: this.#log.child({ worker: name }),
-        grammars: { resolve: (grammar) => this.#grammars?.resolve(grammar) ?? null },
+        grammars: { resolve: (grammar) => this.#grammarsApi.resolve(grammar) },
       });
       this.#workers.set(name, { worker, requests, action: undefined });
       this.#sinks.attach(name, worker.config);
@@ -256,6 +258,7 @@ export class Supervisor implements AdminBackend {
       workers: files.map((f) => f.name),
     });
     this.#warnSharedPrefixes(files.map((f) => f.name));
+    this.#grammarService = this.#openGrammars();
     process.once('exit', () => this.killAll());
     await this.#openGateway();
     const bound = new Set<ModelWorker>();
@@ -267,6 +270,23 @@ export class Supervisor implements AdminBackend {
       if (start === 'all' || start.includes(worker.name)) worker.start();
     }
     if (files.length === 0) this.#log.warn('no workers configured', { envsDir: this.paths.envsDir });
+  }
+
+  /** Opens the library in the background: the ports and the workers do not wait for it. */
+  async #openGrammars(): Promise<GrammarService | null> {
+    const models = [...this.#workers.values()].flatMap(({ worker }) => (worker.config ? [worker.config.modelPath] : []));
+    const modelPath = checkerModelPath(this.paths.root, this.paths.dataDir, models);
+    try {
+      const service = await GrammarService.open({ path: this.config.grammarsDb, modelPath, log: this.#log.child({ component: 'grammars' }) });
+      this.#grammars = service.api();
+      this.#log.info('grammar library open', { path: this.config.grammarsDb, grammars: service.library.list({ limit: 1 }).total, checkerModel: modelPath });
+      return service;
+    } catch (err) {
+      const reason = toLmError(err).message;
+      this.#log.error('grammar library unavailable', { path: this.config.grammarsDb, reason });
+      this.observer.event('internal.error', null, `the grammar library cannot be opened: ${reason}`, { path: this.config.grammarsDb }, 'error');
+      return null;
+    }
   }
 
   /** Names like qwen3-4b and qwen3.4b read the same LMSERVE_QWEN3_4B_* variables: say so. */
@@ -369,6 +389,7 @@ export class Supervisor implements AdminBackend {
     await Promise.all(closed);
     clearTimeout(force);
     await this.#sinks.close();
+    await (await this.#grammarService)?.close().catch(() => undefined);
     this.#log.info('shut down');
   }
 }
