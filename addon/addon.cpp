@@ -54,6 +54,37 @@ Napi::Value CheckGrammarJs(const Napi::CallbackInfo& info) {
   return reason.empty() ? env.Null() : Napi::Value(Napi::String::New(env, reason));
 }
 
+// inspectGrammar(vocabModel: Model, grammar, root?) -> {valid, verdict, reason, rules,
+// alternatives, width, widestRule, maxWidth}: checkGrammar's verdict with the grammar's size
+// and width (sampling.h) against the width limit in force.
+Napi::Value InspectGrammarJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsString() ||
+      !info[0].As<Napi::Object>().InstanceOf(EnvRegistry::For(env).modelConstructor.Value())) {
+    throw Napi::TypeError::New(env, "inspectGrammar(model, grammar, root?)");
+  }
+  auto* model = Napi::ObjectWrap<AddonModel>::Unwrap(info[0].As<Napi::Object>());
+  std::string root = info.Length() > 2 && info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : "root";
+  GrammarReport r = AnalyzeGrammar(model->Handle(env)->vocab(), info[1].As<Napi::String>().Utf8Value(), root);
+  Napi::Object o = Napi::Object::New(env);
+  const char* verdict = "valid";
+  switch (r.verdict) {
+    case GrammarReport::Verdict::Valid: verdict = "valid"; break;
+    case GrammarReport::Verdict::Syntax: verdict = "syntax"; break;
+    case GrammarReport::Verdict::Unsupported: verdict = "unsupported"; break;
+    case GrammarReport::Verdict::TooComplex: verdict = "too-complex"; break;
+  }
+  o.Set("valid", r.verdict == GrammarReport::Verdict::Valid);
+  o.Set("verdict", verdict);
+  o.Set("reason", r.reason.empty() ? env.Null() : Napi::Value(Napi::String::New(env, r.reason)));
+  o.Set("rules", Napi::Number::New(env, static_cast<double>(r.rules)));
+  o.Set("alternatives", Napi::Number::New(env, static_cast<double>(r.alternatives)));
+  o.Set("width", Napi::Number::New(env, static_cast<double>(r.width)));
+  o.Set("widestRule", r.widestRule.empty() ? env.Null() : Napi::Value(Napi::String::New(env, r.widestRule)));
+  o.Set("maxWidth", Napi::Number::New(env, static_cast<double>(r.maxWidth)));
+  return o;
+}
+
 // jsonSchemaToGrammar(schemaJson: string) -> GBNF string (llama.cpp's common converter)
 Napi::Value JsonSchemaToGrammarJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -127,6 +158,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // Every function goes through Coded<>: a CodedError reaches JS with its code (errors.h).
   exports.Set("systemInfo", Napi::Function::New(env, Coded<SystemInfo>));
   exports.Set("checkGrammar", Napi::Function::New(env, Coded<CheckGrammarJs>));
+  exports.Set("inspectGrammar", Napi::Function::New(env, Coded<InspectGrammarJs>));
   exports.Set("jsonSchemaToGrammar", Napi::Function::New(env, Coded<JsonSchemaToGrammarJs>));
   exports.Set("paramSpecs", Napi::Function::New(env, Coded<ParamSpecsJs>));
   exports.Set("errorCodes", Napi::Function::New(env, Coded<ErrorCodesJs>));

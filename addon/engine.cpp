@@ -298,9 +298,9 @@ Napi::Value AddonEngine::Submit(const Napi::CallbackInfo& info) {
   }
   request->params = ParseGenerationParams(env, info.Length() > 2 ? info[2] : env.Undefined(), nVocab);
   int32_t tokensIn = static_cast<int32_t>(request->prompt.size());
-  // TokenizeText, BuildSamplerChain and EngineCore::Submit throw CodedError; the method runs
+  // TokenizeText, BuildSampler and EngineCore::Submit throw CodedError; the method runs
   // through RunCoded (CodedMethod), which hands them to JS with their code.
-  request->sampler = BuildSamplerChain(core.model()->model(), request->params);
+  request->sampler = BuildSampler(core.model()->model(), request->params);
   core.Submit(std::move(request));
   events_->SetActive(env, +1);
   Napi::Object out = Napi::Object::New(env);
@@ -331,6 +331,9 @@ Napi::Value AddonEngine::Stats(const Napi::CallbackInfo& info) {
   o.Set("promptTokensProcessed", Napi::Number::New(env, static_cast<double>(s.promptTokensProcessed)));
   o.Set("requestsDone", Napi::Number::New(env, static_cast<double>(s.requestsDone)));
   o.Set("decodeSteps", Napi::Number::New(env, static_cast<double>(s.decodeSteps)));
+  o.Set("grammarFastSamples", Napi::Number::New(env, static_cast<double>(s.grammarFastSamples)));
+  o.Set("grammarFullSamples", Napi::Number::New(env, static_cast<double>(s.grammarFullSamples)));
+  o.Set("grammarSkippedSteps", Napi::Number::New(env, static_cast<double>(s.grammarSkippedSteps)));
   return o;
 }
 

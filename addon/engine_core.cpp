@@ -1,6 +1,14 @@
 #include "engine_core.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "errors.h"
 #include "log_capture.h"
@@ -149,11 +157,20 @@ int32_t EngineCore::CellsPerSequence() const { return options_.contextSize; }
 
 void EngineCore::Run() {
   while (WaitForWork()) {
+    emittedThisStep_ = 0;
     CancelRequested();
+    CollectSampled(false);
     AdmitPending();
     BuildBatch();
-    emittedThisStep_ = 0;
-    if (batch_.n_tokens > 0 && DecodeBatch()) SampleAndEmit();
+    if (batch_.n_tokens > 0) {
+      int32_t sitting = 0;
+      for (const auto& slot : slots_) sitting += slot.sampling ? 1 : 0;
+      if (sitting > 0) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        stats_.grammarSkippedSteps += static_cast<uint64_t>(sitting);
+      }
+      if (DecodeBatch()) SampleAndEmit();
+    }
     FlushEvents();
     UpdateStats(emittedThisStep_);
   }
@@ -162,10 +179,15 @@ void EngineCore::Run() {
 }
 
 bool EngineCore::WaitForWork() {
-  bool active = std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state != SlotState::Idle; });
+  // Something to decode: a slot that is not waiting for its sampling thread.
+  bool decodable = std::any_of(slots_.begin(), slots_.end(),
+                               [](const Slot& s) { return s.state != SlotState::Idle && !s.sampling; });
+  bool anyIdle = std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state == SlotState::Idle; });
   std::unique_lock<std::mutex> lock(mutex_);
-  if (!active) {
-    wake_.wait(lock, [this]() { return stopping_ || !queue_.empty() || !cancelIds_.empty(); });
+  if (!decodable) {
+    wake_.wait(lock, [&]() {
+      return stopping_ || (anyIdle && !queue_.empty()) || !cancelIds_.empty() || !sampled_.empty();
+    });
   }
   return !stopping_;
 }
@@ -197,7 +219,12 @@ void EngineCore::CancelRequested() {
   }
   for (auto& slot : slots_) {
     if (slot.state == SlotState::Idle) continue;
-    if (std::find(ids.begin(), ids.end(), slot.request->id) != ids.end()) Finish(slot, "cancelled");
+    if (std::find(ids.begin(), ids.end(), slot.request->id) == ids.end()) continue;
+    if (slot.sampling) {
+      slot.cancelAfterSampling = true;  // its sampler is busy: ends when the token is back
+    } else {
+      Finish(slot, "cancelled");
+    }
   }
 }
 
@@ -262,7 +289,7 @@ void EngineCore::BuildBatch() {
   for (auto& slot : slots_) {
     slot.batchIndex = -1;
     slot.addedThisStep = 0;
-    if (slot.state != SlotState::Generating) continue;
+    if (slot.state != SlotState::Generating || slot.sampling) continue;
     slot.batchIndex = batch_.n_tokens;
     BatchAdd(batch_, slot.pending, static_cast<llama_pos>(slot.cache.size()), slot.seqId, true);
     slot.cache.push_back(slot.pending);
@@ -312,8 +339,11 @@ void EngineCore::RollbackBatch() {
 bool EngineCore::DecodeBatch() {
   // llama.cpp logs decode failures (and aborts, which are ours) itself; keep them for our errors.
   LogCapture capture;
+  auto start = Clock::now();
   int32_t ret = llama_decode(ctx_, batch_);
   if (ret == 0) {
+    double ms = Ms(start, Clock::now());
+    decodeMsAvg_ = decodeMsAvg_ == 0 ? ms : 0.8 * decodeMsAvg_ + 0.2 * ms;
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.decodeSteps++;
     return true;
@@ -322,7 +352,7 @@ bool EngineCore::DecodeBatch() {
     RollbackBatch();
     if (!FreeSpace()) {
       for (auto& slot : slots_) {
-        if (slot.state != SlotState::Idle) FailSlot(slot, codes::kKvCacheFull, "the KV cache is full");
+        if (slot.state != SlotState::Idle && !slot.sampling) FailSlot(slot, codes::kKvCacheFull, "the KV cache is full");
       }
     }
     return false;
@@ -342,7 +372,10 @@ void EngineCore::FailSlot(Slot& slot, const std::string& code, const std::string
 }
 
 std::unique_ptr<Request> EngineCore::ReleaseSlot(Slot& slot, SlotCache cache) {
+  // Never while the sampling thread holds the slot's sampler (callers wait for it).
   std::unique_ptr<Request> request = std::move(slot.request);
+  slot.sampling = false;
+  slot.cancelAfterSampling = false;
   bool wasBusy = slot.state != SlotState::Idle;
   slot.state = SlotState::Idle;
   slot.text.reset();
@@ -386,7 +419,8 @@ bool EngineCore::FreeSpace() {
     if (slot.state == SlotState::Prefill && (newestPrefill == nullptr || slot.admitOrder > newestPrefill->admitOrder)) {
       newestPrefill = &slot;
     }
-    if (slot.state == SlotState::Generating && (longest == nullptr || slot.cache.size() > longest->cache.size())) {
+    if (slot.state == SlotState::Generating && !slot.sampling &&
+        (longest == nullptr || slot.cache.size() > longest->cache.size())) {
       longest = &slot;
     }
   }
@@ -399,6 +433,11 @@ bool EngineCore::FreeSpace() {
   }
   if (longest != nullptr) {
     Finish(*longest, "length");
+    return true;
+  }
+  if (samplingInFlight_ > 0) {
+    // Only sequences on the sampling thread are left to end: take them back, then choose.
+    CollectSampled(true);
     return true;
   }
   return false;
@@ -419,9 +458,153 @@ void EngineCore::SampleAndEmit() {
         continue;
       }
     }
-    llama_token token = llama_sampler_sample(slot.request->sampler.get(), ctx_, slot.batchIndex);
+    SequenceSampler& sampler = *slot.request->sampler;
+    llama_token token = -1;
+    try {
+      const float* logits = llama_get_logits_ith(ctx_, slot.batchIndex);
+      if (logits == nullptr) throw CodedError(codes::kInternal, "no logits for the sequence");
+      if (sampler.SampleFast(logits, &token)) {
+        if (sampler.constrained()) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          stats_.grammarFastSamples++;
+        }
+      } else {
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          stats_.grammarFullSamples++;
+        }
+        // The grammar over the whole vocabulary: on the sampling thread, so that a heavy
+        // grammar delays its own sequence, not the batch (nor a request that arrives while
+        // it runs). Alone, the loop just waits for it: measured no slower than inline.
+        sampler.KeepLogits(logits);
+        StartSampling(slot);
+        continue;
+      }
+      sampler.Accept(token);
+    } catch (const CodedError& e) {
+      FailSlot(slot, e.code(), e.what());
+      continue;
+    } catch (const std::exception& e) {
+      FailSlot(slot, codes::kInternal, std::string("sampling failed: ") + e.what());
+      continue;
+    }
     EmitToken(slot, token);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sampling thread: full grammar sampling off the loop's critical path. The loop waits for
+// a job until its deadline (a quarter of a decode step, at least 1 ms): a cheap grammar's token
+// still joins the next step, a slow one's sequence sits that step out and joins a later one.
+
+void EngineCore::StartSampling(Slot& slot) {
+  const double budgetMs = std::max(1.0, 0.25 * decodeMsAvg_);
+  slot.sampling = true;
+  slot.samplingDeadline = Clock::now() + std::chrono::microseconds(static_cast<int64_t>(budgetMs * 1000));
+  samplingInFlight_++;
+  {
+    std::lock_guard<std::mutex> lock(samplingMutex_);
+    samplingJobs_.push_back(&slot);
+  }
+  if (!samplingThread_.joinable()) samplingThread_ = std::thread([this]() { SamplingThread(); });
+  samplingWake_.notify_one();
+}
+
+void EngineCore::SamplingThread() {
+#if defined(__linux__)
+  // Below the decode threads: a slow grammar takes what CPU the batch leaves, not the reverse
+  // (on Linux, nice applies per thread). LMSERVE_SAMPLING_NICE: the increment (default 10).
+  {
+    const char* v = std::getenv("LMSERVE_SAMPLING_NICE");
+    int increment = v != nullptr && *v != '\0' ? std::atoi(v) : 10;
+    const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+    errno = 0;
+    int current = getpriority(PRIO_PROCESS, tid);
+    if (errno == 0 && increment > 0) setpriority(PRIO_PROCESS, tid, std::min(19, current + increment));
+  }
+#endif
+  while (true) {
+    Slot* slot = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(samplingMutex_);
+      samplingWake_.wait(lock, [this]() { return samplingStop_ || !samplingJobs_.empty(); });
+      if (samplingStop_) return;
+      slot = samplingJobs_.front();
+      samplingJobs_.pop_front();
+    }
+    SampledToken result;
+    result.slot = slot;
+    try {
+      SequenceSampler& sampler = *slot->request->sampler;
+      result.token = sampler.SampleFull(sampler.keptLogits());
+      sampler.Accept(result.token);
+    } catch (const CodedError& e) {
+      result.code = e.code();
+      result.message = e.what();
+    } catch (const std::exception& e) {
+      result.code = codes::kInternal;
+      result.message = std::string("sampling failed: ") + e.what();
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    sampled_.push_back(std::move(result));
+    wake_.notify_all();
+  }
+}
+
+void EngineCore::CollectSampled(bool all) {
+  if (samplingInFlight_ == 0) return;
+  std::vector<SampledToken> done;
+  {
+    const Clock::time_point now = Clock::now();
+    Clock::time_point until = now;
+    for (const auto& slot : slots_) {
+      if (slot.sampling) until = std::max(until, slot.samplingDeadline);
+    }
+    std::unique_lock<std::mutex> lock(mutex_);
+    // Ready when every job is back, or (not `all`) every job still within its deadline is.
+    auto ready = [&]() {
+      if (stopping_ || static_cast<int32_t>(sampled_.size()) >= samplingInFlight_) return true;
+      if (all) return false;
+      for (const auto& slot : slots_) {
+        if (!slot.sampling || slot.samplingDeadline <= now) continue;
+        bool back = std::any_of(sampled_.begin(), sampled_.end(), [&](const SampledToken& r) { return r.slot == &slot; });
+        if (!back) return false;
+      }
+      return true;
+    };
+    if (all) {
+      wake_.wait(lock, ready);
+    } else {
+      wake_.wait_until(lock, until, ready);
+    }
+    done.swap(sampled_);
+  }
+  for (auto& result : done) {
+    samplingInFlight_--;
+    Slot& slot = *result.slot;
+    slot.sampling = false;
+    if (!result.code.empty()) {
+      FailSlot(slot, result.code, result.message);
+    } else if (slot.cancelAfterSampling) {
+      Finish(slot, "cancelled");
+    } else {
+      EmitToken(slot, result.token);
+    }
+  }
+}
+
+void EngineCore::StopSamplingThread() {
+  {
+    std::lock_guard<std::mutex> lock(samplingMutex_);
+    samplingStop_ = true;
+    samplingJobs_.clear();
+  }
+  samplingWake_.notify_all();
+  if (samplingThread_.joinable()) samplingThread_.join();
+  // Whatever it finished is dropped with its slot below.
+  std::lock_guard<std::mutex> lock(mutex_);
+  sampled_.clear();
+  samplingInFlight_ = 0;
 }
 
 void EngineCore::EmitToken(Slot& slot, llama_token token) {
@@ -495,6 +678,7 @@ void EngineCore::FailRequest(Request& request, const std::string& code, const st
 }
 
 void EngineCore::DrainOnStop() {
+  StopSamplingThread();  // the job it runs finishes (bounded by the grammar width limit)
   for (auto& slot : slots_) {
     if (slot.state == SlotState::Idle) continue;
     FailRequest(*slot.request, codes::kDisposed, "the engine was disposed during generation");

@@ -39,7 +39,7 @@ struct Request {
   uint32_t id = 0;
   std::vector<llama_token> prompt;
   GenerationParams params;
-  SamplerPtr sampler;
+  std::unique_ptr<SequenceSampler> sampler;
   Clock::time_point submitted = Clock::now();
 };
 
@@ -64,6 +64,12 @@ struct EngineStats {
   int64_t kvCells = 0, kvUsed = 0;
   double tokensPerSecond = 0;  // generated tokens/s over the last second or so
   uint64_t tokensGenerated = 0, promptTokensProcessed = 0, requestsDone = 0, decodeSteps = 0;
+  // Tokens sampled under a grammar: accepted on the fast path (the grammar checked only the
+  // chain's choice) or sampled again with the grammar over the whole vocabulary.
+  uint64_t grammarFastSamples = 0, grammarFullSamples = 0;
+  // Decode steps a constrained sequence sat out because its full grammar sampling (on the
+  // sampling thread) was not done in time; the other sequences did not wait for it.
+  uint64_t grammarSkippedSteps = 0;
 };
 
 using EventSink = std::function<void(std::vector<EngineEvent>&&)>;
@@ -113,6 +119,16 @@ class EngineCore {
     std::unique_ptr<TextStream> text;
     Clock::time_point admitted, firstToken, promptDone;
     uint64_t admitOrder = 0;
+    // Its full grammar sampling runs on the sampling thread (the slot sits out decode steps
+    // until the token is back). While set, the loop leaves the slot and its sampler alone.
+    bool sampling = false;
+    bool cancelAfterSampling = false;
+    Clock::time_point samplingDeadline;  // the loop waits for the token until then, no longer
+  };
+  struct SampledToken {
+    Slot* slot = nullptr;
+    llama_token token = -1;
+    std::string code, message;  // an error instead of a token
   };
 
   void Run();
@@ -125,6 +141,13 @@ class EngineCore {
   void RollbackBatch();
   bool FreeSpace();
   void SampleAndEmit();
+  // Hands a slot's full grammar sampling (its logits kept in its sampler) to the sampling thread.
+  void StartSampling(Slot& slot);
+  // Emits the tokens the sampling thread has finished. Waits for those still running until
+  // their deadline (all: until every one is back).
+  void CollectSampled(bool all);
+  void SamplingThread();
+  void StopSamplingThread();
   void EmitToken(Slot& slot, llama_token token);
   void Finish(Slot& slot, const std::string& reason);
   void FailRequest(Request& request, const std::string& code, const std::string& message);
@@ -157,6 +180,16 @@ class EngineCore {
   bool stopping_ = false;
   std::atomic<bool> abortDecode_{false};
   std::thread thread_;
+
+  // The sampling thread (started on first use). Jobs: slots whose sampler holds kept logits.
+  std::thread samplingThread_;
+  std::mutex samplingMutex_;  // guards samplingJobs_, samplingStop_
+  std::condition_variable samplingWake_;
+  std::deque<Slot*> samplingJobs_;
+  bool samplingStop_ = false;
+  std::vector<SampledToken> sampled_;  // guarded by mutex_; the loop is woken through wake_
+  int32_t samplingInFlight_ = 0;       // loop thread only
+  double decodeMsAvg_ = 0;             // moving average of a decode step, for the wait budget
 
   // Throughput window
   Clock::time_point windowStart_ = Clock::now();

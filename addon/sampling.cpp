@@ -1,11 +1,18 @@
 #include "sampling.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
 #include <limits>
 #include <type_traits>
 
 #include "errors.h"
 #include "log_capture.h"
+// llama.cpp's grammar parser (an internal header of the pinned source, reached through its
+// public include directory): driven here so that its error message is not lost to stderr.
+#include "../src/llama-grammar.h"
 
 namespace lmserve {
 
@@ -249,28 +256,407 @@ GenerationParams ParseGenerationParams(Napi::Env env, Napi::Value value, int32_t
   return p;
 }
 
-std::string CheckGrammar(const llama_vocab* vocab, const std::string& grammar, const std::string& root) {
-  LogCapture capture;
-  llama_sampler* s = llama_sampler_init_grammar(vocab, grammar.c_str(), root.c_str());
-  if (s != nullptr) {
-    llama_sampler_free(s);
-    return {};
+// ---------------------------------------------------------------------------------------------
+// Grammars
+
+namespace {
+
+// llama.cpp's parse_space (src/llama-grammar.cpp, a static function there): blanks, comments
+// and, where allowed, newlines.
+const char* SkipSpace(const char* pos, bool newlineOk) {
+  while (*pos == ' ' || *pos == '\t' || *pos == '#' || (newlineOk && (*pos == '\r' || *pos == '\n'))) {
+    if (*pos == '#') {
+      while (*pos && *pos != '\r' && *pos != '\n') pos++;
+    } else {
+      pos++;
+    }
   }
-  std::string reason = capture.Tail(3);
-  return reason.empty() ? "the grammar does not parse" : reason;
+  return pos;
 }
 
-SamplerPtr BuildSamplerChain(const llama_model* model, const GenerationParams& p) {
+std::string Quote(const std::string& name) { return "'" + name + "'"; }
+
+// At most `max` bytes of `text` up to its first line break, cut on a UTF-8 character boundary.
+std::string Snippet(const std::string& text, size_t max) {
+  size_t end = text.find_first_of("\r\n");
+  if (end == std::string::npos) end = text.size();
+  bool cut = end > max;
+  if (cut) {
+    end = max;
+    while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) end--;
+  }
+  return text.substr(0, end) + (cut ? "..." : "");
+}
+
+// llama.cpp's parser messages end with " at " and the whole rest of the grammar text: turn that
+// rest into a line and column and a short excerpt.
+std::string DescribeParseError(const std::string& grammar, const std::string& what) {
+  for (size_t at = what.find(" at "); at != std::string::npos; at = what.find(" at ", at + 1)) {
+    const size_t restLen = what.size() - (at + 4);
+    if (restLen > grammar.size() || what.compare(at + 4, restLen, grammar, grammar.size() - restLen, restLen) != 0) {
+      continue;
+    }
+    const size_t offset = grammar.size() - restLen;
+    size_t line = 1, lineStart = 0;
+    for (size_t k = 0; k < offset; ++k) {
+      if (grammar[k] == '\n') {
+        line++;
+        lineStart = k + 1;
+      }
+    }
+    std::string out = what.substr(0, at) + " at line " + std::to_string(line) + ", column " +
+                      std::to_string(offset - lineStart + 1);
+    std::string excerpt = Snippet(grammar.substr(offset, 64), 40);
+    out += excerpt.empty() ? " (the end of " + std::string(offset == grammar.size() ? "the grammar)" : "the line)")
+                           : ": `" + excerpt + "`";
+    return out;
+  }
+  if (what == "unexpected end of input") {
+    return what + ": a string (\"...\") or a character class ([...]) is not closed";
+  }
+  return Snippet(what, 200);
+}
+
+// Widths (see sampling.h) of every rule of a parsed grammar, without recursion: a grammar's rule
+// graph can be as deep as it has rules. Rules referenced in a first position form a DAG once
+// left recursion is ruled out (llama.cpp refuses it); a cycle met anyway counts as width 1.
+struct WidthResult {
+  uint64_t width = 0;
+  size_t rule = 0;
+  size_t alternatives = 0;
+  bool leftRecursive = false;  // a rule reached again through first positions
+  size_t recursiveRule = 0;
+};
+
+WidthResult RuleWidths(const llama_grammar_rules& rules) {
+  static constexpr uint64_t kSaturate = uint64_t(1) << 60;
+  auto add = [](uint64_t a, uint64_t b) { return std::min(kSaturate, a + b); };
+  const size_t n = rules.size();
+  auto isTerminal = [](const llama_grammar_element& e) {
+    return e.type == LLAMA_GRETYPE_CHAR || e.type == LLAMA_GRETYPE_CHAR_NOT || e.type == LLAMA_GRETYPE_CHAR_ANY ||
+           e.type == LLAMA_GRETYPE_TOKEN || e.type == LLAMA_GRETYPE_TOKEN_NOT;
+  };
+  auto isEnd = [](const llama_grammar_element& e) {
+    return e.type == LLAMA_GRETYPE_END || e.type == LLAMA_GRETYPE_ALT;
+  };
+  // The alternatives of every rule as [begin, end) element ranges.
+  struct Alt {
+    size_t rule, begin, end;
+  };
+  std::vector<Alt> alts;
+  std::vector<std::vector<size_t>> altsOf(n);
+  for (size_t r = 0; r < n; ++r) {
+    const auto& rule = rules[r];
+    size_t begin = 0;
+    for (size_t k = 0; k < rule.size(); ++k) {
+      if (!isEnd(rule[k])) continue;
+      altsOf[r].push_back(alts.size());
+      alts.push_back({r, begin, k});
+      begin = k + 1;
+      if (rule[k].type == LLAMA_GRETYPE_END) break;
+    }
+  }
+  // Rules that derive the empty string: a worklist over the alternatives without terminals.
+  std::vector<char> nullable(n, 0);
+  std::vector<size_t> missing(alts.size(), 0);
+  std::vector<std::vector<size_t>> usedIn(n);  // alternatives that reference a rule (per use)
+  std::vector<size_t> work;
+  for (size_t a = 0; a < alts.size(); ++a) {
+    const auto& rule = rules[alts[a].rule];
+    bool terminal = false;
+    for (size_t k = alts[a].begin; k < alts[a].end; ++k) {
+      if (isTerminal(rule[k])) terminal = true;
+    }
+    if (terminal) {
+      missing[a] = SIZE_MAX;
+      continue;
+    }
+    for (size_t k = alts[a].begin; k < alts[a].end; ++k) {
+      if (rule[k].type == LLAMA_GRETYPE_RULE_REF && rule[k].value < n) {
+        missing[a]++;
+        usedIn[rule[k].value].push_back(a);
+      }
+    }
+    if (missing[a] == 0 && !nullable[alts[a].rule]) {
+      nullable[alts[a].rule] = 1;
+      work.push_back(alts[a].rule);
+    }
+  }
+  while (!work.empty()) {
+    size_t r = work.back();
+    work.pop_back();
+    for (size_t a : usedIn[r]) {
+      if (missing[a] == SIZE_MAX || missing[a] == 0) continue;
+      if (--missing[a] == 0 && !nullable[alts[a].rule]) {
+        nullable[alts[a].rule] = 1;
+        work.push_back(alts[a].rule);
+      }
+    }
+  }
+  // The rules a rule's width depends on: those referenced at the start of an alternative or
+  // after references to nullable rules.
+  auto firstRefs = [&](size_t r, const std::function<void(size_t)>& visit) {
+    const auto& rule = rules[r];
+    for (size_t a : altsOf[r]) {
+      for (size_t k = alts[a].begin; k < alts[a].end; ++k) {
+        if (isTerminal(rule[k])) break;
+        if (rule[k].type != LLAMA_GRETYPE_RULE_REF || rule[k].value >= n) continue;  // modifiers follow chars
+        visit(rule[k].value);
+        if (!nullable[rule[k].value]) break;
+      }
+    }
+  };
+  WidthResult out;
+  std::vector<uint64_t> width(n, 0);
+  std::vector<char> state(n, 0);  // 0 new, 1 on the stack, 2 done
+  auto compute = [&](size_t r) {
+    const auto& rule = rules[r];
+    uint64_t w = 0;
+    for (size_t a : altsOf[r]) {
+      for (size_t k = alts[a].begin; k < alts[a].end; ++k) {
+        if (isTerminal(rule[k])) {
+          w = add(w, 1);
+          break;
+        }
+        if (rule[k].type != LLAMA_GRETYPE_RULE_REF || rule[k].value >= n) continue;
+        const size_t ref = rule[k].value;
+        w = add(w, state[ref] == 2 ? width[ref] : 1);
+        if (!nullable[ref]) break;
+      }
+    }
+    width[r] = w;
+  };
+  for (size_t start = 0; start < n; ++start) {
+    if (state[start] != 0) continue;
+    std::vector<std::pair<size_t, bool>> stack{{start, false}};
+    while (!stack.empty()) {
+      auto [r, expanded] = stack.back();
+      stack.pop_back();
+      if (expanded) {
+        compute(r);
+        state[r] = 2;
+        continue;
+      }
+      if (state[r] != 0) continue;
+      state[r] = 1;
+      stack.push_back({r, true});
+      firstRefs(r, [&](size_t ref) {
+        if (state[ref] == 0) {
+          stack.push_back({ref, false});
+        } else if (state[ref] == 1 && !out.leftRecursive) {
+          // state 1 marks exactly the rules being expanded above this one: a cycle
+          out.leftRecursive = true;
+          out.recursiveRule = ref;
+        }
+      });
+    }
+  }
+  out.alternatives = alts.size();
+  for (size_t r = 0; r < n; ++r) {
+    // A nullable rule also leaves the stack that continues after it.
+    uint64_t w = add(width[r], nullable[r] ? 1 : 0);
+    if (w > out.width) {
+      out.width = w;
+      out.rule = r;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+uint64_t GrammarMaxWidth() {
+  static const uint64_t limit = []() {
+    const char* v = std::getenv("LMSERVE_GRAMMAR_MAX_WIDTH");
+    if (v == nullptr || *v == '\0') return kDefaultGrammarMaxWidth;
+    char* end = nullptr;
+    unsigned long long n = std::strtoull(v, &end, 10);
+    return end != nullptr && *end == '\0' ? static_cast<uint64_t>(n) : kDefaultGrammarMaxWidth;
+  }();
+  return limit;
+}
+
+GrammarReport AnalyzeGrammar(const llama_vocab* vocab, const std::string& grammar, const std::string& root,
+                             bool keepSampler) {
+  GrammarReport report;
+  report.maxWidth = GrammarMaxWidth();
+  auto fail = [&](GrammarReport::Verdict verdict, std::string reason) {
+    report.verdict = verdict;
+    report.reason = std::move(reason);
+    report.sampler.reset();
+    return std::move(report);
+  };
+
+  // 1. Syntax: llama.cpp's parser, driven rule by rule as its parse() does, so that its
+  //    exception (which parse() only prints to stderr) becomes the reason.
+  llama_grammar_parser parser(vocab);
+  try {
+    const char* pos = SkipSpace(grammar.c_str(), true);
+    while (*pos) pos = parser.parse_rule(pos);
+  } catch (const std::exception& e) {
+    return fail(GrammarReport::Verdict::Syntax, DescribeParseError(grammar, e.what()));
+  }
+  // Every symbol's name: rules referenced but never defined have ids beyond parser.rules.
+  size_t nSymbols = parser.rules.size();
+  for (const auto& entry : parser.symbol_ids) nSymbols = std::max<size_t>(nSymbols, entry.second + size_t(1));
+  std::vector<std::string> names(nSymbols);
+  for (const auto& [name, id] : parser.symbol_ids) names[id] = name;
+  auto nameOf = [&](uint32_t id) { return id < names.size() && !names[id].empty() ? names[id] : "#" + std::to_string(id); };
+  // parse()'s own check, naming the rule: every rule used is defined.
+  for (size_t r = 0; r < parser.rules.size(); ++r) {
+    for (const auto& e : parser.rules[r]) {
+      if (e.type == LLAMA_GRETYPE_RULE_REF && (e.value >= parser.rules.size() || parser.rules[e.value].empty())) {
+        return fail(GrammarReport::Verdict::Syntax, "rule " + Quote(nameOf(e.value)) + " is used but never defined");
+      }
+    }
+    if (parser.rules[r].empty()) {
+      return fail(GrammarReport::Verdict::Syntax, "rule " + Quote(nameOf(static_cast<uint32_t>(r))) + " is never defined");
+    }
+  }
+  if (parser.rules.empty()) return fail(GrammarReport::Verdict::Syntax, "the grammar defines no rules");
+  // Token references (<[id]>) are not checked by the parser: an id outside the vocabulary could
+  // never match, and the grammar would allow no token there.
+  const int32_t nVocab = vocab != nullptr ? llama_vocab_n_tokens(vocab) : 0;
+  for (size_t r = 0; r < parser.rules.size(); ++r) {
+    for (const auto& e : parser.rules[r]) {
+      if ((e.type == LLAMA_GRETYPE_TOKEN || e.type == LLAMA_GRETYPE_TOKEN_NOT) && e.value >= static_cast<uint32_t>(nVocab)) {
+        return fail(GrammarReport::Verdict::Syntax,
+                    "rule " + Quote(nameOf(static_cast<uint32_t>(r))) + " refers to token " + std::to_string(e.value) +
+                        ", outside the vocabulary (0.." + std::to_string(nVocab - 1) + ")");
+      }
+    }
+  }
+  auto rootIt = parser.symbol_ids.find(root);
+  if (rootIt == parser.symbol_ids.end()) {
+    return fail(GrammarReport::Verdict::Syntax,
+                "the root rule " + Quote(root) + " is not defined (the grammar defines " +
+                    Quote(nameOf(0)) + (parser.rules.size() > 1 ? " and others)" : ")"));
+  }
+  report.rules = parser.rules.size();
+
+  // 2. llama.cpp's own verdict (left recursion, anything added since): the sampler it builds.
+  {
+    LogCapture capture;
+    SamplerPtr sampler(llama_sampler_init_grammar(vocab, grammar.c_str(), root.c_str()));
+    if (!sampler) {
+      std::string log = capture.text();
+      const std::string marker = "left recursion detected for nonterminal at index ";
+      size_t m = log.find(marker);
+      if (m != std::string::npos) {
+        // llama.cpp names the rule its search started from; the cycle may be further on.
+        uint32_t index = static_cast<uint32_t>(std::strtoul(log.c_str() + m + marker.size(), nullptr, 10));
+        WidthResult w = RuleWidths(parser.rules);
+        if (w.leftRecursive) index = static_cast<uint32_t>(w.recursiveRule);
+        return fail(GrammarReport::Verdict::Unsupported,
+                    "rule " + Quote(nameOf(index)) + " is left-recursive, which llama.cpp does not support");
+      }
+      std::string tail = capture.Tail(3);
+      return fail(GrammarReport::Verdict::Unsupported, tail.empty() ? "llama.cpp refuses the grammar" : tail);
+    }
+    if (keepSampler) report.sampler = std::move(sampler);
+  }
+
+  // 3. Width.
+  WidthResult w = RuleWidths(parser.rules);
+  report.alternatives = w.alternatives;
+  report.width = w.width;
+  report.widestRule = nameOf(static_cast<uint32_t>(w.rule));
+  if (report.maxWidth > 0 && report.width > report.maxWidth) {
+    return fail(GrammarReport::Verdict::TooComplex,
+                "too complex: rule " + Quote(report.widestRule) + " can open " + std::to_string(report.width) +
+                    " alternatives at one point; at most " + std::to_string(report.maxWidth) +
+                    " are allowed (each one is checked against every token of the vocabulary)");
+  }
+  return report;
+}
+
+std::string CheckGrammar(const llama_vocab* vocab, const std::string& grammar, const std::string& root) {
+  return AnalyzeGrammar(vocab, grammar, root).reason;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SequenceSampler
+
+SequenceSampler::SequenceSampler(SamplerPtr chain, SamplerPtr grammar, int32_t nVocab)
+    : chain_(std::move(chain)), grammar_(std::move(grammar)), nVocab_(nVocab) {
+  cur_.resize(static_cast<size_t>(nVocab_));
+}
+
+llama_token_data_array SequenceSampler::Fill(const float* logits) {
+  cur_.resize(static_cast<size_t>(nVocab_));
+  for (llama_token id = 0; id < nVocab_; ++id) cur_[static_cast<size_t>(id)] = llama_token_data{id, logits[id], 0.0f};
+  return llama_token_data_array{cur_.data(), cur_.size(), -1, false};
+}
+
+bool SequenceSampler::SampleFast(const float* logits, llama_token* token) {
+  llama_token_data_array cur = Fill(logits);
+  llama_sampler_apply(chain_.get(), &cur);
+  if (cur.selected < 0 || cur.selected >= static_cast<int64_t>(cur.size)) {
+    throw CodedError(codes::kInternal, "the sampler chain selected no token");
+  }
+  const llama_token id = cur.data[cur.selected].id;
+  if (!grammar_) {
+    *token = id;
+    return true;
+  }
+  // Does the grammar accept the chain's choice? (common_sampler_sample, grammar_first = false)
+  llama_token_data single{id, 1.0f, 0.0f};
+  llama_token_data_array one{&single, 1, -1, false};
+  llama_sampler_apply(grammar_.get(), &one);
+  if (one.data[0].logit == -std::numeric_limits<float>::infinity()) return false;
+  *token = id;
+  return true;
+}
+
+llama_token SequenceSampler::SampleFull(const float* logits) {
+  llama_token_data_array cur = Fill(logits);
+  if (grammar_) llama_sampler_apply(grammar_.get(), &cur);
+  llama_sampler_apply(chain_.get(), &cur);
+  if (cur.selected < 0 || cur.selected >= static_cast<int64_t>(cur.size) ||
+      cur.data[cur.selected].logit == -std::numeric_limits<float>::infinity()) {
+    throw CodedError(codes::kInvalidGrammar,
+                     "params.grammar allows no token here that params.logitBias does not ban", "params.grammar");
+  }
+  return cur.data[cur.selected].id;
+}
+
+void SequenceSampler::Accept(llama_token token) {
+  if (grammar_) {
+    try {
+      llama_sampler_accept(grammar_.get(), token);
+    } catch (const std::exception& e) {
+      throw CodedError(codes::kInvalidGrammar, std::string("params.grammar cannot continue: ") + e.what(),
+                       "params.grammar");
+    }
+  }
+  llama_sampler_accept(chain_.get(), token);
+}
+
+const float* SequenceSampler::KeepLogits(const float* logits) {
+  kept_.assign(logits, logits + nVocab_);
+  return kept_.data();
+}
+
+std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const GenerationParams& p) {
   const llama_vocab* vocab = llama_model_get_vocab(model);
   const int32_t nVocab = llama_vocab_n_tokens(vocab);
+  SamplerPtr grammar;
+  if (!p.grammar.empty()) {
+    GrammarReport report = AnalyzeGrammar(vocab, p.grammar, p.grammarRoot, true);
+    if (report.verdict != GrammarReport::Verdict::Valid) {
+      throw CodedError(codes::kInvalidGrammar, "params.grammar is not valid: " + report.reason, "params.grammar");
+    }
+    grammar = std::move(report.sampler);
+  }
+
   llama_sampler_chain_params cp = llama_sampler_chain_default_params();
   cp.no_perf = true;
   SamplerPtr chain(llama_sampler_chain_init(cp));
-
   std::vector<llama_logit_bias> biases;
   for (const auto& [id, bias] : p.logitBias) biases.push_back({id, bias});
   if (p.ignoreEos && p.grammar.empty()) {
-    // As llama-server does: end-of-generation tokens can never be sampled.
+    // As llama-server does: end-of-generation tokens can never be sampled. (With a grammar, the
+    // grammar decides where the output may end.)
     for (llama_token id = 0; id < nVocab; ++id) {
       if (llama_vocab_is_eog(vocab, id)) biases.push_back({id, -std::numeric_limits<float>::infinity()});
     }
@@ -279,30 +665,20 @@ SamplerPtr BuildSamplerChain(const llama_model* model, const GenerationParams& p
     llama_sampler_chain_add(chain.get(), llama_sampler_init_logit_bias(nVocab, static_cast<int32_t>(biases.size()),
                                                                        biases.data()));
   }
-  if (!p.grammar.empty()) {
-    LogCapture capture;
-    llama_sampler* g = llama_sampler_init_grammar(vocab, p.grammar.c_str(), p.grammarRoot.c_str());
-    if (g == nullptr) {
-      std::string reason = capture.Tail(3);
-      throw CodedError(codes::kInvalidGrammar, "params.grammar does not parse: " +
-                                                   (reason.empty() ? std::string("invalid GBNF") : reason));
-    }
-    llama_sampler_chain_add(chain.get(), g);
-  }
   if (p.repeatPenalty != 1.0f || p.presencePenalty != 0.0f || p.frequencyPenalty != 0.0f) {
     llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(nVocab, p.repeatLastN, p.repeatPenalty,
                                                                       p.frequencyPenalty, p.presencePenalty));
   }
   if (p.temperature <= 0.0f) {
     llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
-    return chain;
+  } else {
+    if (p.topK > 0) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_k(p.topK));
+    if (p.topP < 1.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(p.topP, 1));
+    if (p.minP > 0.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_min_p(p.minP, 1));
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(p.temperature));
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(p.seed));
   }
-  if (p.topK > 0) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_k(p.topK));
-  if (p.topP < 1.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(p.topP, 1));
-  if (p.minP > 0.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_min_p(p.minP, 1));
-  llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(p.temperature));
-  llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(p.seed));
-  return chain;
+  return std::make_unique<SequenceSampler>(std::move(chain), std::move(grammar), nVocab);
 }
 
 }  // namespace lmserve

@@ -64,10 +64,86 @@ Napi::Value ParamSpecsJs(const Napi::CallbackInfo& info);
 // Reads and validates params from JS; throws a JS error with code INVALID_REQUEST naming the field.
 GenerationParams ParseGenerationParams(Napi::Env env, Napi::Value value, int32_t nVocab);
 
-// Builds the chain; throws CodedError(INVALID_GRAMMAR) with llama.cpp's parser reason.
-SamplerPtr BuildSamplerChain(const llama_model* model, const GenerationParams& params);
+// ---------------------------------------------------------------------------------------------
+// Grammars.
+//
+// A grammar's cost per sampled token grows with the number of parser stacks it keeps open: the
+// full check runs every candidate token of the vocabulary against every stack. The width of a
+// rule is how many stacks expanding it can open at one point: its alternatives, with a rule
+// referenced at the start of an alternative (or after rules that may be empty) counted as its
+// own alternatives, recursively. `root ::= "a" | "b" | ... ` with 20,000 words has width 20,000
+// and made every token sampled under it cost 0.5-1 s on a 32k vocabulary; a JSON grammar from
+// json_schema_to_grammar has a width of a few dozen. A grammar wider than the limit anywhere
+// (kDefaultGrammarMaxWidth, or LMSERVE_GRAMMAR_MAX_WIDTH; 0 lifts it) is refused with
+// INVALID_GRAMMAR before it reaches a sampler.
+constexpr uint64_t kDefaultGrammarMaxWidth = 1024;
+uint64_t GrammarMaxWidth();
 
-// Parses a GBNF grammar; returns an empty string when it is valid, else the parser's reason.
+struct GrammarReport {
+  enum class Verdict { Valid, Syntax, Unsupported, TooComplex };
+  Verdict verdict = Verdict::Valid;
+  std::string reason;    // empty when valid: what is wrong, e.g. "expecting name at line 2, column 9: `| x`"
+  size_t rules = 0;      // after parsing (repetitions and groups become rules of their own)
+  size_t alternatives = 0;
+  uint64_t width = 0;    // see above; of the widest rule
+  std::string widestRule;
+  uint64_t maxWidth = 0;  // the limit in force (0: none)
+  SamplerPtr sampler;     // with keepSampler: llama.cpp's grammar sampler, when valid
+};
+
+// Parses a GBNF grammar with llama.cpp's own parser, reporting why it does not parse (the
+// parser only prints that to stderr, so the parse is driven here and its exception caught),
+// a missing root rule by name, left recursion by rule name, and a width above the limit.
+// Thread-safe; nothing is printed.
+GrammarReport AnalyzeGrammar(const llama_vocab* vocab, const std::string& grammar, const std::string& root,
+                             bool keepSampler = false);
+
+// Parses a GBNF grammar; returns an empty string when it is valid, else the reason.
 std::string CheckGrammar(const llama_vocab* vocab, const std::string& grammar, const std::string& root);
+
+// ---------------------------------------------------------------------------------------------
+// One sequence's sampler: the chain (logit bias incl. the EOG ban for ignoreEos, penalties,
+// top-k, top-p, min-p, temperature, dist/greedy) and, apart from it, the grammar.
+//
+// As llama.cpp's common sampler (common_sampler_sample with grammar_first = false): the chain
+// samples from all candidates first, and the grammar checks only the token it chose; only when
+// the grammar rejects it are the candidates reset from the logits, the grammar applied to all of
+// them, then the chain, and a token sampled again. A grammar that the model mostly follows costs
+// one single-candidate check per token instead of a pass over the whole vocabulary.
+//
+// Not thread-safe: one thread at a time (the engine hands a sequence's full sampling to its
+// sampling thread and does not touch the sampler until the result is back).
+class SequenceSampler {
+ public:
+  SequenceSampler(SamplerPtr chain, SamplerPtr grammar, int32_t nVocab);
+
+  bool constrained() const { return grammar_ != nullptr; }
+  // The chain's choice from `logits` (n_vocab floats) when the grammar accepts it (or there is
+  // no grammar): true and *token. False when the grammar rejects it: call SampleFull with the
+  // same logits. Accepts nothing.
+  bool SampleFast(const float* logits, llama_token* token);
+  // Grammar over every candidate, then the chain. Throws CodedError(INVALID_GRAMMAR) when the
+  // grammar (with the logit bias) leaves no token. Accepts nothing.
+  llama_token SampleFull(const float* logits);
+  // Advances the grammar and the chain (the penalties' history) past `token`. Throws
+  // CodedError(INVALID_GRAMMAR) when the grammar cannot take it.
+  void Accept(llama_token token);
+  // Copies one row of logits, for a SampleFull after the context has decoded again.
+  const float* KeepLogits(const float* logits);
+  const float* keptLogits() const { return kept_.data(); }
+
+ private:
+  llama_token_data_array Fill(const float* logits);
+
+  SamplerPtr chain_;
+  SamplerPtr grammar_;
+  int32_t nVocab_;
+  std::vector<llama_token_data> cur_;
+  std::vector<float> kept_;
+};
+
+// Builds a sequence's sampler; throws CodedError(INVALID_GRAMMAR) naming params.grammar with the
+// reason (AnalyzeGrammar).
+std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const GenerationParams& params);
 
 }  // namespace lmserve

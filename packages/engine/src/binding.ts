@@ -90,12 +90,45 @@ export interface NativeParams {
   grammarRoot?: string;
 }
 
+/**
+ * How a grammar parses and how wide it is (addon/sampling.h). `width`: the most parser stacks
+ * one rule can open at one point (its alternatives, with rules referenced first counted as their
+ * own alternatives); the full grammar check costs about vocabulary size × width per token.
+ */
+export interface GrammarReport {
+  valid: boolean;
+  verdict: 'valid' | 'syntax' | 'unsupported' | 'too-complex';
+  /** null when valid; else what is wrong, e.g. "expecting name at line 1, column 12: `|`". */
+  reason: string | null;
+  /** Rules after parsing (groups and repetitions become rules of their own); 0 when it does not parse. */
+  rules: number;
+  alternatives: number;
+  width: number;
+  widestRule: string | null;
+  /** The width limit in force (LMSERVE_GRAMMAR_MAX_WIDTH, default 1024; 0: none). */
+  maxWidth: number;
+}
+
+/** Counters of grammar-constrained sampling, beside the EngineStats. */
+export interface GrammarSamplingStats {
+  /** Tokens the grammar accepted as the unconstrained sampler chose them (one-candidate check). */
+  grammarFastSamples: number;
+  /** Tokens sampled again with the grammar over the whole vocabulary (the choice was rejected). */
+  grammarFullSamples: number;
+  /**
+   * Decode steps a constrained sequence sat out because its full grammar sampling (on the
+   * engine's sampling thread) took longer than a quarter of a decode step (at least 1 ms); the
+   * batch did not wait. That thread runs at a lower priority (nice +10, LMSERVE_SAMPLING_NICE).
+   */
+  grammarSkippedSteps: number;
+}
+
 export interface NativeEngine {
   submit(id: number, prompt: string | Int32Array, params: NativeParams, options?: { parseSpecial?: boolean }): {
     tokensIn: number;
   };
   cancel(id: number): void;
-  stats(): import('@lmserve/protocol').EngineStats;
+  stats(): import('@lmserve/protocol').EngineStats & GrammarSamplingStats;
   options(): NativeEngineOptions;
   dispose(): void;
 }
@@ -128,6 +161,7 @@ export interface NativeBinding {
     devices: Array<{ name: string; description: string }>;
   };
   checkGrammar(model: NativeModel, grammar: string, root?: string): string | null;
+  inspectGrammar(model: NativeModel, grammar: string, root?: string): GrammarReport;
   jsonSchemaToGrammar(schemaJson: string): string;
   paramSpecs(): NativeParamSpec[];
   errorCodes(): NativeErrorCode[];

@@ -1,5 +1,12 @@
 import { LmError, type EngineStats, type GenerationParams } from '@lmserve/protocol';
-import type { NativeEngine, NativeEngineOptions, NativeEvent, NativeModel, NativeParams } from './binding.js';
+import type {
+  GrammarSamplingStats,
+  NativeEngine,
+  NativeEngineOptions,
+  NativeEvent,
+  NativeModel,
+  NativeParams,
+} from './binding.js';
 import { nativeError } from './errors.js';
 import { Generation } from './generation.js';
 
@@ -171,7 +178,8 @@ export class Engine {
     });
   }
 
-  stats(): EngineStats {
+  /** The engine's counters, with the grammar sampling counters (fast path, full path, skipped steps). */
+  stats(): EngineStats & GrammarSamplingStats {
     this.#check();
     try {
       return this.#native.stats();

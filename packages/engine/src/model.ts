@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
 import { LmError, type GenerationParams } from '@lmserve/protocol';
-import { binding, type NativeModel, type NativeModelInfo } from './binding.js';
+import { binding, type GrammarReport, type NativeModel, type NativeModelInfo } from './binding.js';
 import { Engine, type EngineOptions, type SubmitRequest } from './engine.js';
 import { nativeError } from './errors.js';
 import { Generation } from './generation.js';
@@ -133,11 +133,35 @@ export class Model {
     }
   }
 
-  /** null when the GBNF grammar parses, else llama.cpp's reason. */
+  /**
+   * null when the GBNF grammar can be used for generation, else why not: the parser's message
+   * with where it stopped (`expecting name at line 2, column 9: \`| x\``), a rule used but not
+   * defined, a missing root rule (`the root rule 'root' is not defined ...`), left recursion, or
+   * a grammar too wide to sample from (see inspectGrammar). Parsed with llama.cpp's own parser;
+   * nothing is printed to stderr, so no redirection is needed in any process.
+   */
   checkGrammar(grammar: string, root = 'root'): string | null {
     this.#check();
+    if (typeof grammar !== 'string') throw new LmError('INVALID_REQUEST', 'grammar must be a string', { field: 'grammar' });
     try {
       return binding().checkGrammar(this.#native, grammar, root);
+    } catch (err) {
+      throw nativeError(err, 'INVALID_REQUEST');
+    }
+  }
+
+  /**
+   * checkGrammar's verdict with the grammar's size and width. The width of a rule is how many
+   * parser stacks it can open at one point (`root ::= "a" | "b" | "c"`: 3; a rule referenced at
+   * the start of an alternative counts with its own alternatives). Each token sampled under the
+   * grammar may cost vocabulary size × width checks, so grammars wider than `maxWidth` (default
+   * 1024, env LMSERVE_GRAMMAR_MAX_WIDTH; 0 lifts it) are refused with INVALID_GRAMMAR.
+   */
+  inspectGrammar(grammar: string, root = 'root'): GrammarReport {
+    this.#check();
+    if (typeof grammar !== 'string') throw new LmError('INVALID_REQUEST', 'grammar must be a string', { field: 'grammar' });
+    try {
+      return binding().inspectGrammar(this.#native, grammar, root);
     } catch (err) {
       throw nativeError(err, 'INVALID_REQUEST');
     }
