@@ -300,7 +300,7 @@ Napi::Value AddonEngine::Submit(const Napi::CallbackInfo& info) {
   int32_t tokensIn = static_cast<int32_t>(request->prompt.size());
   // TokenizeText, BuildSampler and EngineCore::Submit throw CodedError; the method runs
   // through RunCoded (CodedMethod), which hands them to JS with their code.
-  request->sampler = BuildSampler(core.model()->model(), request->params);
+  request->sampler = BuildSampler(core.model()->model(), request->params, &core.model()->grammarCache());
   core.Submit(std::move(request));
   events_->SetActive(env, +1);
   Napi::Object out = Napi::Object::New(env);
@@ -334,6 +334,8 @@ Napi::Value AddonEngine::Stats(const Napi::CallbackInfo& info) {
   o.Set("grammarFastSamples", Napi::Number::New(env, static_cast<double>(s.grammarFastSamples)));
   o.Set("grammarFullSamples", Napi::Number::New(env, static_cast<double>(s.grammarFullSamples)));
   o.Set("grammarSkippedSteps", Napi::Number::New(env, static_cast<double>(s.grammarSkippedSteps)));
+  o.Set("grammarCacheHits", Napi::Number::New(env, static_cast<double>(s.grammarCacheHits)));
+  o.Set("grammarCacheMisses", Napi::Number::New(env, static_cast<double>(s.grammarCacheMisses)));
   return o;
 }
 

@@ -137,6 +137,8 @@ EngineStats EngineCore::Stats() const {
   // The loop updates the rate only while it runs; an idle engine's rate decays here.
   double elapsed = std::chrono::duration<double>(Clock::now() - windowStart_).count();
   if (elapsed >= 2.0) out.tokensPerSecond = static_cast<double>(windowTokens_) / elapsed;
+  out.grammarCacheHits = model_->grammarCache().hits();
+  out.grammarCacheMisses = model_->grammarCache().misses();
   return out;
 }
 

@@ -70,6 +70,8 @@ struct EngineStats {
   // Decode steps a constrained sequence sat out because its full grammar sampling (on the
   // sampling thread) was not done in time; the other sequences did not wait for it.
   uint64_t grammarSkippedSteps = 0;
+  // The model's grammar cache (shared by every engine of the model, so counted per model).
+  uint64_t grammarCacheHits = 0, grammarCacheMisses = 0;
 };
 
 using EventSink = std::function<void(std::vector<EngineEvent>&&)>;

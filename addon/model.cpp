@@ -24,6 +24,7 @@ ModelHandle::ModelHandle(llama_model* model, std::string path, uint64_t fileSize
 
 ModelHandle::~ModelHandle() {
   templates_.reset();
+  grammarCache_.Clear();  // the prototypes refer to the model's vocabulary
   llama_model_free(model_);
 }
 

@@ -11,6 +11,7 @@
 #include "env_registry.h"
 #include "errors.h"
 #include "llama.h"
+#include "sampling.h"
 
 struct common_chat_templates;  // llama.cpp common/chat.h
 
@@ -36,6 +37,8 @@ class ModelHandle {
   uint64_t fileSize() const { return fileSize_; }
   // Loaded with llama_model_params.vocab_only: tokenizer and grammars only, no weights.
   bool vocabOnly() const { return vocabOnly_; }
+  // Parsed grammars of this model (see GrammarCache), shared by all its engines and threads.
+  GrammarCache& grammarCache() { return grammarCache_; }
 
  private:
   llama_model* model_;
@@ -45,6 +48,7 @@ class ModelHandle {
   std::mutex templatesMutex_;
   std::shared_ptr<::common_chat_templates> templates_;  // parsed on first use
   bool templatesTried_ = false;
+  GrammarCache grammarCache_;
 };
 
 struct LoadOptions {

@@ -575,6 +575,81 @@ std::string CheckGrammar(const llama_vocab* vocab, const std::string& grammar, c
 }
 
 // ---------------------------------------------------------------------------------------------
+// GrammarCache
+
+size_t GrammarCacheCapacity() {
+  static const size_t capacity = []() {
+    const char* v = std::getenv("LMSERVE_GRAMMAR_CACHE_SIZE");
+    if (v == nullptr || *v == '\0') return kDefaultGrammarCacheCapacity;
+    char* end = nullptr;
+    unsigned long long n = std::strtoull(v, &end, 10);
+    return end != nullptr && *end == '\0' ? static_cast<size_t>(n) : kDefaultGrammarCacheCapacity;
+  }();
+  return capacity;
+}
+
+namespace {
+SamplerPtr CloneGrammar(llama_sampler* prototype) {
+  SamplerPtr clone(llama_sampler_clone(prototype));
+  if (!clone) throw CodedError(codes::kInternal, "llama_sampler_clone failed for a cached grammar");
+  return clone;
+}
+}  // namespace
+
+SamplerPtr GrammarCache::Acquire(const llama_vocab* vocab, const std::string& grammar, const std::string& root) {
+  std::string key;
+  key.reserve(grammar.size() + 1 + root.size());
+  key.append(grammar).push_back('\0');
+  key.append(root);
+  std::shared_ptr<llama_sampler> prototype;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = index_.find(std::string_view(key));
+    if (it != index_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second);
+      prototype = it->second->prototype;
+    }
+  }
+  if (prototype) {
+    hits_++;
+    // Outside the lock: the prototype is only read, and the shared_ptr keeps it alive should
+    // another thread evict it meanwhile.
+    return CloneGrammar(prototype.get());
+  }
+
+  // Miss: the full analysis, outside the lock (two threads missing the same grammar at once
+  // both parse it; the second insert finds the first's entry and keeps it).
+  misses_++;
+  GrammarReport report = AnalyzeGrammar(vocab, grammar, root, true);
+  if (report.verdict != GrammarReport::Verdict::Valid || !report.sampler) {
+    throw CodedError(codes::kInvalidGrammar, "params.grammar is not valid: " + report.reason, "params.grammar");
+  }
+  prototype = std::shared_ptr<llama_sampler>(report.sampler.release(), SamplerDeleter());
+  SamplerPtr own = CloneGrammar(prototype.get());
+  if (capacity_ == 0) return own;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (index_.find(std::string_view(key)) != index_.end()) return own;
+  lru_.push_front(Entry{std::move(key), std::move(prototype)});
+  index_.emplace(std::string_view(lru_.front().key), lru_.begin());
+  while (lru_.size() > capacity_) {
+    index_.erase(std::string_view(lru_.back().key));
+    lru_.pop_back();
+  }
+  return own;
+}
+
+void GrammarCache::Clear() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  index_.clear();
+  lru_.clear();
+}
+
+size_t GrammarCache::size() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return lru_.size();
+}
+
+// ---------------------------------------------------------------------------------------------
 // SequenceSampler
 
 SequenceSampler::SequenceSampler(SamplerPtr chain, SamplerPtr grammar, int32_t nVocab)
@@ -637,11 +712,14 @@ const float* SequenceSampler::KeepLogits(const float* logits) {
   return kept_.data();
 }
 
-std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const GenerationParams& p) {
+std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const GenerationParams& p,
+                                              GrammarCache* grammars) {
   const llama_vocab* vocab = llama_model_get_vocab(model);
   const int32_t nVocab = llama_vocab_n_tokens(vocab);
   SamplerPtr grammar;
-  if (!p.grammar.empty()) {
+  if (!p.grammar.empty() && grammars != nullptr) {
+    grammar = grammars->Acquire(vocab, p.grammar, p.grammarRoot);
+  } else if (!p.grammar.empty()) {
     GrammarReport report = AnalyzeGrammar(vocab, p.grammar, p.grammarRoot, true);
     if (report.verdict != GrammarReport::Verdict::Valid) {
       throw CodedError(codes::kInvalidGrammar, "params.grammar is not valid: " + report.reason, "params.grammar");

@@ -3,8 +3,14 @@
 #pragma once
 #include <napi.h>
 
+#include <atomic>
+#include <cstdint>
+#include <list>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -102,6 +108,51 @@ GrammarReport AnalyzeGrammar(const llama_vocab* vocab, const std::string& gramma
 std::string CheckGrammar(const llama_vocab* vocab, const std::string& grammar, const std::string& root);
 
 // ---------------------------------------------------------------------------------------------
+// Parsed grammars, cached per model (ModelHandle) by content.
+//
+// A miss runs AnalyzeGrammar (the parse, llama.cpp's own check and the width cap) and, for a
+// valid grammar only, keeps its sampler as a prototype that never samples; every request (the
+// first one too) gets llama_sampler_clone(prototype): llama.cpp's grammar clone deep-copies the
+// parsed rules and the initial stacks (redirected to the copied rules), so the clone shares no
+// state with the prototype or with other clones. A hot grammar costs a clone per request
+// instead of a parse. Keyed by (grammar, root) compared in full (the hash only picks the
+// bucket); least recently used entries go beyond the capacity (kDefaultGrammarCacheCapacity, or
+// LMSERVE_GRAMMAR_CACHE_SIZE; 0 disables the cache). Thread-safe: every engine and thread of
+// the process that holds the model shares it; the prototypes are freed with the model.
+constexpr size_t kDefaultGrammarCacheCapacity = 64;
+size_t GrammarCacheCapacity();
+
+class GrammarCache {
+ public:
+  explicit GrammarCache(size_t capacity = GrammarCacheCapacity()) : capacity_(capacity) {}
+  GrammarCache(const GrammarCache&) = delete;
+  GrammarCache& operator=(const GrammarCache&) = delete;
+
+  // The request's own grammar sampler. Throws CodedError(INVALID_GRAMMAR) naming params.grammar
+  // with the reason (AnalyzeGrammar); an invalid grammar is not cached (each try is a miss).
+  SamplerPtr Acquire(const llama_vocab* vocab, const std::string& grammar, const std::string& root);
+  void Clear();
+
+  uint64_t hits() const { return hits_.load(); }
+  uint64_t misses() const { return misses_.load(); }
+  size_t size() const;
+  size_t capacity() const { return capacity_; }
+
+ private:
+  struct Entry {
+    std::string key;  // grammar, '\0', root
+    std::shared_ptr<llama_sampler> prototype;
+  };
+  using List = std::list<Entry>;
+
+  const size_t capacity_;
+  mutable std::mutex mutex_;
+  List lru_;  // most recently used first
+  std::unordered_map<std::string_view, List::iterator> index_;  // views into the entries' keys
+  std::atomic<uint64_t> hits_{0}, misses_{0};
+};
+
+// ---------------------------------------------------------------------------------------------
 // One sequence's sampler: the chain (logit bias incl. the EOG ban for ignoreEos, penalties,
 // top-k, top-p, min-p, temperature, dist/greedy) and, apart from it, the grammar.
 //
@@ -143,7 +194,9 @@ class SequenceSampler {
 };
 
 // Builds a sequence's sampler; throws CodedError(INVALID_GRAMMAR) naming params.grammar with the
-// reason (AnalyzeGrammar).
-std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const GenerationParams& params);
+// reason (AnalyzeGrammar). The grammar sampler comes from `grammars` (the model's cache) when
+// given, else from a parse of its own.
+std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const GenerationParams& params,
+                                              GrammarCache* grammars = nullptr);
 
 }  // namespace lmserve

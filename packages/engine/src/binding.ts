@@ -121,6 +121,13 @@ export interface GrammarSamplingStats {
    * batch did not wait. That thread runs at a lower priority (nice +10, LMSERVE_SAMPLING_NICE).
    */
   grammarSkippedSteps: number;
+  /**
+   * The model's grammar cache (parsed grammars by content, LMSERVE_GRAMMAR_CACHE_SIZE entries,
+   * default 64): requests whose grammar was cloned from a parsed one, and requests that parsed
+   * theirs (invalid grammars included). Shared by every engine of the model.
+   */
+  grammarCacheHits: number;
+  grammarCacheMisses: number;
 }
 
 export interface NativeEngine {

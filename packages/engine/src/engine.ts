@@ -178,7 +178,7 @@ export class Engine {
     });
   }
 
-  /** The engine's counters, with the grammar sampling counters (fast path, full path, skipped steps). */
+  /** The engine's counters, with the grammar sampling counters (fast path, full path, skipped steps) and the model's grammar cache hits and misses. */
   stats(): EngineStats & GrammarSamplingStats {
     this.#check();
     try {
