@@ -54,7 +54,9 @@ describe('dispose and resource lifetime', () => {
     try {
       const engine = await model.createEngine({ slots: 1, contextSize: 512 });
       const running = engine.submit({ prompt: 'first', params: { maxTokens: 100000, ignoreEos: true } });
-      for await (const _ of running) break; // it holds the only slot now
+      // Wait for its first token without leaving the iterator (leaving it would cancel the
+      // generation and free the slot): it holds the only slot now.
+      await running[Symbol.asyncIterator]().next();
       const queued = engine.submit({ prompt: 'second', params: { maxTokens: 4, ignoreEos: true } });
       assert.equal(engine.stats().queued, 1);
       engine.dispose();
