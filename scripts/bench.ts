@@ -4,6 +4,7 @@
  * per slot, batch size, sampling and workload. With the service, a third target runs in the same
  * rounds: the service with AUDIT=off and METRICS=off (`ours-bare`), and a second table gives what
  * the audit trail and metrics cost (throughput, TTFT, supervisor CPU per 1,000 tokens). Then the
+ * grammar row (the built-in json grammar on ours and llama-server, same servers), then the
  * two-model row (model B's TTFT while model A is idle and while A is saturated). Prints the tables and saves the figures as JSON under
  * bench/results/. See docs/benchmarks.md for what is compared and why.
  */
@@ -14,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { buildLlamaTool } from './build-addon.mjs';
 import { generateModel } from './gen-model.mjs';
 import { EngineTarget } from './bench/engine-target.js';
+import { formatGrammarTable, measureGrammarRow, type GrammarRowResult } from './bench/grammar-row.js';
 import { formatIsolation, measureIsolation, type IsolationResult } from './bench/isolation.js';
 import { LlamaServerTarget } from './bench/llama-server-target.js';
 import { machineInfo } from './bench/machine.js';
@@ -146,6 +148,29 @@ async function main(options: BenchOptions): Promise<void> {
     }
   }
 
+  // The grammar row: same session, same two servers (ours and llama-server; ours-bare stays idle).
+  let grammarRow: GrammarRowResult | { error: string } | null = null;
+  if (options.grammarRow && ours instanceof ServiceTarget && !stopping) {
+    try {
+      grammarRow = await measureGrammarRow(ours, server, ours.service.port('bench'), {
+        grammarName: 'json',
+        concurrency: options.grammarConcurrency,
+        rounds: options.rounds,
+        requestsPerClient: Math.max(2, options.requestsPerClient),
+        maxTokens: options.grammarMaxTokens,
+        workload: plan.workload,
+        log,
+      });
+      process.stdout.write(`\n${formatGrammarTable(grammarRow, options.grammarMaxTokens)}\n`);
+    } catch (err) {
+      if (stopping) throw err;
+      const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
+      grammarRow = { error: message };
+      log(`grammar row failed: ${message}`);
+      process.stdout.write(`\ngrammar row: FAILED (${message.split('\n')[0]})\n`);
+    }
+  }
+
   // The comparison's processes go first: the two-model row gets the machine to itself.
   if (ours instanceof ServiceTarget) await ours.snapshot();
   await bare?.snapshot();
@@ -230,6 +255,17 @@ async function main(options: BenchOptions): Promise<void> {
           bareSupervisorEnv: BARE_SUPERVISOR_ENV,
           rows: overhead,
           worst,
+        }
+      : null,
+    grammarRow: grammarRow
+      ? {
+          note:
+            'built-in json grammar on both sides after the main table, same servers: ours gets params.grammar "json" (its grammar ' +
+            'library), llama-server gets grammar = the GBNF content of our GET /grammars/json; same prompts, sampling and seeds ' +
+            `as the workload; ignore_eos false and EOS (id 2) not banned, the other banned ids as in the workload; ` +
+            `max ${options.grammarMaxTokens} tokens; at least 2 requests per client; tok/s = server-reported generated tokens / ` +
+            'wall time of the level (median over rounds); parsed = outputs JSON.parse accepted',
+          ...grammarRow,
         }
       : null,
     isolation,

@@ -10,6 +10,8 @@ import type { BenchRequest, RequestOutcome } from './target.js';
 export interface StreamEventInfo {
   /** Generated tokens this event carries (0 for bookkeeping events). */
   tokens: number;
+  /** Generated text this event carries, when the protocol reports it. */
+  text?: string;
   /** Set on the final event: the server's own usage numbers. */
   final?: {
     tokensOut: number | null;
@@ -18,6 +20,8 @@ export interface StreamEventInfo {
     finishReason: string | null;
     /** The server's own time to first token, when it reports one. */
     serverTtftMs?: number | null;
+    /** The whole generated text, when the final event carries it (replaces the streamed pieces). */
+    output?: string;
   };
   /** Set when the event reports a failure. */
   error?: string;
@@ -113,6 +117,7 @@ export class HttpStreamClient {
                 if (outcome.ttftMs === null) outcome.ttftMs = performance.now() - started;
                 outcome.streamedEvents++;
               }
+              if (info.text) outcome.output = (outcome.output ?? '') + info.text;
               if (info.error) {
                 finish(info.error);
                 return;

@@ -42,6 +42,8 @@ export const llamaCompletionProtocol: StreamProtocol = {
       logit_bias: request.bannedTokenIds.map((id) => [id, false]),
       stream: true,
       cache_prompt: true,
+      // GBNF text: the content of our library's grammar of the same name.
+      ...(request.grammar ? { grammar: request.grammar.gbnf } : {}),
     };
   },
   parseEvent(data: unknown): StreamEventInfo {
@@ -49,6 +51,7 @@ export const llamaCompletionProtocol: StreamProtocol = {
       error?: { message?: string } | string;
       stop?: boolean;
       tokens?: number[];
+      content?: string;
       tokens_predicted?: number;
       tokens_evaluated?: number;
       stop_type?: string;
@@ -56,6 +59,7 @@ export const llamaCompletionProtocol: StreamProtocol = {
     };
     if (d.error) return { tokens: 0, error: typeof d.error === 'string' ? d.error : (d.error.message ?? JSON.stringify(d.error)) };
     const info: StreamEventInfo = { tokens: Array.isArray(d.tokens) ? d.tokens.length : 0 };
+    if (typeof d.content === 'string' && d.content !== '') info.text = d.content;
     if (d.stop === true) {
       const predicted = d.timings?.predicted_n ?? d.tokens_predicted ?? null;
       if (d.timings?.predicted_n !== undefined && d.tokens_predicted !== undefined && d.timings.predicted_n !== d.tokens_predicted) {

@@ -35,6 +35,15 @@ export interface BenchOptions {
    * for the cost of the audit trail and metrics. Only with --ours http; --no-bare-row skips it.
    */
   bareRow: boolean;
+  /**
+   * After the main table, a round with the built-in `json` grammar on ours and llama-server (same
+   * servers, EOS not ignored). Only with --ours http (the GBNF comes from the service's library).
+   */
+  grammarRow: boolean;
+  /** Concurrency levels of the grammar row. */
+  grammarConcurrency: number[];
+  /** max_tokens of each grammar request (the output usually ends earlier, when the JSON closes). */
+  grammarMaxTokens: number;
   help: boolean;
 }
 
@@ -57,6 +66,9 @@ export const DEFAULTS: BenchOptions = {
   isolationRequests: 10,
   isolationMaxTokens: 16,
   bareRow: true,
+  grammarRow: true,
+  grammarConcurrency: [1, 8],
+  grammarMaxTokens: 64,
   help: false,
 };
 
@@ -88,6 +100,11 @@ saturated, both served by one supervisor.
   --isolation-max-tokens N tokens per B request in the two-model row (default 16)
   --no-bare-row            skip the ours-bare target (service with AUDIT=off, METRICS=off) and its
                            table; --ours engine has no service and never runs it
+  --no-grammar-row         skip the grammar row (the built-in json grammar on ours and llama-server,
+                           after the main table, same servers; on by default, --quick keeps it;
+                           needs --ours http)
+  --grammar-concurrency 1,8  levels of the grammar row (default 1,8)
+  --grammar-max-tokens N   max tokens per grammar request, EOS not ignored (default 64)
   --out PATH               JSON output (default bench/results/<timestamp>.json)
 `;
 
@@ -139,6 +156,15 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       case '--isolation-requests': o.isolationRequests = int(flag, value(), 0); break;
       case '--isolation-max-tokens': o.isolationMaxTokens = int(flag, value(), 1); break;
       case '--no-bare-row': o.bareRow = false; break;
+      case '--grammar-row': o.grammarRow = true; break;
+      case '--no-grammar-row': o.grammarRow = false; break;
+      case '--grammar-concurrency': {
+        const list = value().split(',').map((s) => int('--grammar-concurrency', s.trim(), 1));
+        if (list.length === 0) throw new Error('--grammar-concurrency needs at least one level');
+        o.grammarConcurrency = list;
+        break;
+      }
+      case '--grammar-max-tokens': o.grammarMaxTokens = int(flag, value(), 1); break;
       case '-h':
       case '--help': o.help = true; break;
       default: throw new Error(`unknown option ${arg} (see --help)`);
@@ -154,6 +180,8 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
   }
   // The in-process engine has no supervisor, hence no audit trail or metrics to turn off.
   if (o.ours === 'engine') o.bareRow = false;
+  // The grammar row reads the GBNF from the service's library and sends our side the name.
+  if (o.ours === 'engine') o.grammarRow = false;
   if (o.ours === 'http' && o.kvUnified) {
     throw new Error('--kv-unified needs --ours engine: the service has no worker key for a unified KV cache (it always uses one buffer per sequence)');
   }
@@ -161,6 +189,13 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
   if (top > o.slots) throw new Error(`--concurrency ${top} exceeds --slots ${o.slots}: requests would queue on one side`);
   if (o.promptTokens + o.maxTokens + 16 > o.ctxPerSlot) {
     throw new Error(`--ctx-per-slot ${o.ctxPerSlot} is too small for --prompt-tokens ${o.promptTokens} + --max-tokens ${o.maxTokens}`);
+  }
+  if (o.grammarRow) {
+    const gTop = Math.max(...o.grammarConcurrency);
+    if (gTop > o.slots) throw new Error(`--grammar-concurrency ${gTop} exceeds --slots ${o.slots}: requests would queue on one side`);
+    if (o.promptTokens + o.grammarMaxTokens + 16 > o.ctxPerSlot) {
+      throw new Error(`--ctx-per-slot ${o.ctxPerSlot} is too small for --prompt-tokens ${o.promptTokens} + --grammar-max-tokens ${o.grammarMaxTokens}`);
+    }
   }
   return o;
 }

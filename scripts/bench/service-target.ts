@@ -52,6 +52,8 @@ export const serviceCompletionProtocol: StreamProtocol = {
         logit_bias: Object.fromEntries(request.bannedTokenIds.map((id) => [String(id), -100])),
         stream: true,
         raw: true,
+        // A library grammar by name (the service resolves it to its GBNF content).
+        ...(request.grammar ? { grammar: request.grammar.name } : {}),
       },
     };
   },
@@ -59,6 +61,8 @@ export const serviceCompletionProtocol: StreamProtocol = {
     const d = data as {
       error?: { code?: string; message?: string } | string;
       tokens?: number[];
+      text?: string;
+      output?: string;
       finish_reason?: string;
       usage?: { tokens_in?: number; tokens_out?: number };
       timings?: { ttft_ms?: number; dur_ms?: number };
@@ -77,10 +81,11 @@ export const serviceCompletionProtocol: StreamProtocol = {
           cachedTokens: null,
           finishReason: d.finish_reason ?? null,
           serverTtftMs: d.timings?.ttft_ms ?? null,
+          ...(typeof d.output === 'string' ? { output: d.output } : {}),
         },
       };
     }
-    return { tokens: Array.isArray(d.tokens) ? d.tokens.length : 0 };
+    return { tokens: Array.isArray(d.tokens) ? d.tokens.length : 0, ...(typeof d.text === 'string' ? { text: d.text } : {}) };
   },
 };
 

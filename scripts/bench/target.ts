@@ -27,6 +27,11 @@ export interface BenchRequest {
   ignoreEos: boolean;
   /** token id -> bias; `banned` ids get minus infinity (each target spells that its own way). */
   bannedTokenIds: readonly number[];
+  /**
+   * The grammar row only: the output must match this grammar. Our service gets `name` (resolved by
+   * its grammar library), llama-server gets `gbnf` (that library's content for the name).
+   */
+  grammar?: { name: string; gbnf: string };
 }
 
 /** What a target reports for one request. Counts come from the server's own usage numbers. */
@@ -48,6 +53,8 @@ export interface RequestOutcome {
   finishReason: string | null;
   /** The server's own time to first token (ours: timings.ttft_ms), when it reports one. */
   serverTtftMs?: number | null;
+  /** The generated text, when the protocol reports it (the streamed pieces, or the final output). */
+  output?: string;
 }
 
 export interface BenchTarget {
