@@ -3,15 +3,11 @@
  * read everything. Synchronous and used only by the library's worker thread, which owns the
  * connection; every method throws on failure.
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
-import { MIGRATIONS, SCHEMA_VERSION, all, builder, run, type GrammarRow } from './schema.js';
+import type Database from 'better-sqlite3';
+import { openVersioned, type VersionedSchema } from '@lmserve/store';
+import { MIGRATIONS, all, builder, run, type GrammarRow } from './schema.js';
 
-/** A file this code must not use or change (not ours, or newer). */
-export class RefusedFile extends Error {
-  override readonly name = 'RefusedFile';
-}
+export { RefusedFile } from '@lmserve/store';
 
 /** The write lost a race (the row is gone, exists already, or changed since it was read). */
 export class WriteConflict extends Error {
@@ -56,26 +52,7 @@ export class GrammarDb {
    * than this code (left untouched), and migrates an older one.
    */
   static open(path: string, busyTimeoutMs: number): GrammarDb {
-    mkdirSync(dirname(path), { recursive: true });
-    const db = new Database(path, { timeout: busyTimeoutMs });
-    try {
-      // Look before writing anything: a refused file is left exactly as it was.
-      const version = currentVersion(db, path);
-      if (version > SCHEMA_VERSION) throw newerRefusal(path, version);
-      const mode = db.pragma('journal_mode = WAL', { simple: true });
-      if (String(mode).toLowerCase() !== 'wal') throw new Error(`cannot switch ${path} to WAL (journal_mode is ${String(mode)})`);
-      db.pragma('synchronous = NORMAL');
-      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
-      if (version < SCHEMA_VERSION) migrate(db, path);
-      return new GrammarDb(db);
-    } catch (err) {
-      try {
-        db.close();
-      } catch {
-        // closing a connection that failed to open: nothing more to do
-      }
-      throw err;
-    }
+    return openVersioned(path, busyTimeoutMs, GRAMMAR_SCHEMA, (db) => new GrammarDb(db));
   }
 
   /**
@@ -168,42 +145,9 @@ export class GrammarDb {
   }
 }
 
-/** The file's schema version: 0 for an empty file; a file with other tables is refused. */
-function currentVersion(db: Database.Database, path: string): number {
-  const tables = db
-    .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-    .pluck()
-    .all() as string[];
-  if (tables.includes('schema_version')) {
-    const version = db.prepare('SELECT max(version) FROM schema_version').pluck().get();
-    return typeof version === 'number' ? version : 0;
-  }
-  if (tables.length === 0) return 0;
-  throw new RefusedFile(
-    `${path} is not an lmserve grammar library (it has the tables ${tables.join(', ')} and no schema_version): ` +
-      'refusing to use or change it; point GRAMMARS_DB at another file or move this one away',
-  );
-}
-
-function newerRefusal(path: string, version: number): RefusedFile {
-  return new RefusedFile(
-    `${path} has grammar library schema version ${version}, newer than this lmserve's (${SCHEMA_VERSION}): ` +
-      'refusing to use or change it; upgrade lmserve or point GRAMMARS_DB at another file',
-  );
-}
-
-/** Every missing version in one IMMEDIATE transaction, with the version re-read under the lock. */
-function migrate(db: Database.Database, path: string): void {
-  db.transaction(() => {
-    const version = currentVersion(db, path);
-    if (version > SCHEMA_VERSION) throw newerRefusal(path, version);
-    run(db, builder.schema.createTable('schema_version').ifNotExists().addColumn('version', 'integer', (c) => c.notNull()));
-    for (let v = version + 1; v <= SCHEMA_VERSION; v++) {
-      const step = MIGRATIONS.get(v);
-      if (step === undefined) throw new Error(`no migration to grammar library schema version ${v}`);
-      step(db);
-    }
-    run(db, builder.deleteFrom('schema_version'));
-    run(db, builder.insertInto('schema_version').values({ version: SCHEMA_VERSION }));
-  }).immediate();
-}
+const GRAMMAR_SCHEMA: VersionedSchema = {
+  kind: 'grammar library',
+  versionName: 'grammar library schema version',
+  elsewhere: 'point GRAMMARS_DB at another file',
+  migrations: MIGRATIONS,
+};

@@ -6,15 +6,7 @@
  * so a write is one transaction with nothing interleaved.
  */
 import type Database from 'better-sqlite3';
-import {
-  DummyDriver,
-  Kysely,
-  SqliteAdapter,
-  SqliteIntrospector,
-  SqliteQueryCompiler,
-  type ColumnType,
-  type Compilable,
-} from 'kysely';
+import { all, compileOnly, run, type SchemaVersionTable } from '@lmserve/store';
 
 /** `grammars` as SQLite holds it. Times are unix seconds; `builtin` is 0 or 1. */
 export interface GrammarsTable {
@@ -28,10 +20,6 @@ export interface GrammarsTable {
   updated_at: number;
 }
 
-export interface SchemaVersionTable {
-  version: ColumnType<number, number, number>;
-}
-
 export interface GrammarDatabase {
   grammars: GrammarsTable;
   schema_version: SchemaVersionTable;
@@ -41,26 +29,9 @@ export interface GrammarDatabase {
 export type GrammarRow = GrammarsTable;
 
 /** A query builder that never executes: it only compiles to SQLite's dialect. */
-export const builder = new Kysely<GrammarDatabase>({
-  dialect: {
-    createAdapter: () => new SqliteAdapter(),
-    createDriver: () => new DummyDriver(),
-    createIntrospector: (db) => new SqliteIntrospector(db),
-    createQueryCompiler: () => new SqliteQueryCompiler(),
-  },
-});
+export const builder = compileOnly<GrammarDatabase>();
 
-/** Runs one compiled statement that returns no rows. */
-export function run(db: Database.Database, query: Compilable): Database.RunResult {
-  const compiled = query.compile();
-  return db.prepare(compiled.sql).run(...(compiled.parameters as unknown[]));
-}
-
-/** Runs one compiled statement and returns its rows. */
-export function all<T>(db: Database.Database, query: Compilable): T[] {
-  const compiled = query.compile();
-  return db.prepare(compiled.sql).all(...(compiled.parameters as unknown[])) as T[];
-}
+export { all, run };
 
 /**
  * Each version's migration, applied in order inside one transaction together with the

@@ -3,25 +3,21 @@
  * prune in chunks. Synchronous and used only by the writer thread, which owns the connection;
  * every method throws on failure and the thread decides what a failure means.
  */
-import { mkdirSync, statSync } from 'node:fs';
-import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import { statSync } from 'node:fs';
+import type Database from 'better-sqlite3';
 import type { EventQuery, EventRow, RequestQuery, RequestRow } from '@lmserve/core';
 import type { EventValues, RequestValues } from './rows.js';
+import { openVersioned, type VersionedSchema } from './versioned-sqlite.js';
 import {
   EVENT_INSERT_COLUMNS,
   MIGRATIONS,
   REQUEST_INSERT_COLUMNS,
-  SCHEMA_VERSION,
   V1_COLUMNS,
   builder,
   run,
 } from './schema.js';
 
-/** Refusals that retrying cannot fix by itself (the file belongs to someone else or is newer). */
-export class RefusedFile extends Error {
-  override readonly name = 'RefusedFile';
-}
+export { RefusedFile } from './versioned-sqlite.js';
 
 /** Limits a read to 1..1000 rows; a limit that is not a number reads 100. */
 export function clampLimit(limit: unknown): number {
@@ -69,31 +65,11 @@ export class AuditDb {
    * own, so an open that returns means rows can be committed.
    */
   static open(path: string, busyTimeoutMs: number): AuditDb {
-    mkdirSync(dirname(path), { recursive: true });
-    const db = new Database(path, { timeout: busyTimeoutMs });
-    try {
-      // Look before writing anything: a refused file is left exactly as it was (the WAL pragma
-      // below would already change its header).
-      const version = currentVersion(db, path);
-      if (version > SCHEMA_VERSION) throw newerRefusal(path, version);
-      const mode = db.pragma('journal_mode = WAL', { simple: true });
-      if (String(mode).toLowerCase() !== 'wal') throw new Error(`cannot switch ${path} to WAL (journal_mode is ${String(mode)})`);
-      // NORMAL in WAL mode: a commit survives a crash of the process (kill -9); only a power cut
-      // can take the last transactions back, never the file's consistency.
-      db.pragma('synchronous = NORMAL');
-      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(busyTimeoutMs))}`);
-      if (version < SCHEMA_VERSION) migrate(db, path);
+    return openVersioned(path, busyTimeoutMs, AUDIT_SCHEMA, (db) => {
       const audit = new AuditDb(db, path);
       audit.probe();
       return audit;
-    } catch (err) {
-      try {
-        db.close();
-      } catch {
-        // closing a connection that failed to open: nothing more to do
-      }
-      throw err;
-    }
+    });
   }
 
   /** A write of nothing (schema_version onto itself): fails where a real batch would. */
@@ -202,51 +178,16 @@ function insertSql(table: 'requests' | 'events', columns: readonly string[]): st
   return builder.insertInto(table).values(values as never).compile().sql;
 }
 
-/** The file's schema version: 0 for an empty file or one of the original service (adopted). */
-function currentVersion(db: Database.Database, path: string): number {
-  const tables = db
-    .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
-    .pluck()
-    .all() as string[];
-  if (tables.includes('schema_version')) {
-    const version = db.prepare('SELECT max(version) FROM schema_version').pluck().get();
-    return typeof version === 'number' ? version : 0;
-  }
-  if (tables.length === 0) return 0;
-  const original = tables.every((table) => {
-    if (table !== 'requests' && table !== 'events') return false;
-    const columns = new Set((db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).map((c) => c.name));
-    return V1_COLUMNS[table].every((c) => columns.has(c));
-  });
-  if (!original) {
-    throw new RefusedFile(
-      `${path} is not an lmserve audit file (it has the tables ${tables.join(', ')} and no schema_version): ` +
-        'refusing to use or change it; point the store at another file or move this one away',
-    );
-  }
-  return 0;
-}
-
-function newerRefusal(path: string, version: number): RefusedFile {
-  return new RefusedFile(
-    `${path} has audit schema version ${version}, newer than this lmserve's (${SCHEMA_VERSION}): ` +
-      'refusing to use or change it; upgrade lmserve or point the store at another file',
-  );
-}
-
-/** Every missing version in one IMMEDIATE transaction, with the version re-read under the lock. */
-function migrate(db: Database.Database, path: string): void {
-  db.transaction(() => {
-    // Another process may have migrated between our look and this lock.
-    const version = currentVersion(db, path);
-    if (version > SCHEMA_VERSION) throw newerRefusal(path, version);
-    run(db, builder.schema.createTable('schema_version').ifNotExists().addColumn('version', 'integer', (c) => c.notNull()));
-    for (let v = version + 1; v <= SCHEMA_VERSION; v++) {
-      const step = MIGRATIONS.get(v);
-      if (step === undefined) throw new Error(`no migration to audit schema version ${v}`);
-      step(db);
-    }
-    run(db, builder.deleteFrom('schema_version'));
-    run(db, builder.insertInto('schema_version').values({ version: SCHEMA_VERSION }));
-  }).immediate();
-}
+/** The audit file: version 1 also adopts a file of the original service (its two tables, all their columns). */
+const AUDIT_SCHEMA: VersionedSchema = {
+  kind: 'audit file',
+  versionName: 'audit schema version',
+  elsewhere: 'point the store at another file',
+  migrations: MIGRATIONS,
+  adopt: (db, tables) =>
+    tables.every((table) => {
+      if (table !== 'requests' && table !== 'events') return false;
+      const columns = new Set((db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string }>).map((c) => c.name));
+      return V1_COLUMNS[table].every((c) => columns.has(c));
+    }),
+};

@@ -7,16 +7,8 @@
  * Kysely's own async executor would hand the connection around between awaits.
  */
 import type Database from 'better-sqlite3';
-import {
-  DummyDriver,
-  Kysely,
-  SqliteAdapter,
-  SqliteIntrospector,
-  SqliteQueryCompiler,
-  type ColumnType,
-  type Compilable,
-  type Generated,
-} from 'kysely';
+import type { Generated } from 'kysely';
+import { compileOnly, run, type SchemaVersionTable } from './versioned-sqlite.js';
 
 /** `requests` as SQLite holds it (the original service's columns, so its one-liners keep working). */
 export interface RequestsTable {
@@ -49,10 +41,6 @@ export interface EventsTable {
   data: string;
 }
 
-export interface SchemaVersionTable {
-  version: ColumnType<number, number, number>;
-}
-
 export interface AuditDatabase {
   requests: RequestsTable;
   events: EventsTable;
@@ -63,20 +51,9 @@ export interface AuditDatabase {
  * A query builder that never executes: it only compiles to SQLite's dialect. Statements run
  * through better-sqlite3 (see the file comment).
  */
-export const builder = new Kysely<AuditDatabase>({
-  dialect: {
-    createAdapter: () => new SqliteAdapter(),
-    createDriver: () => new DummyDriver(),
-    createIntrospector: (db) => new SqliteIntrospector(db),
-    createQueryCompiler: () => new SqliteQueryCompiler(),
-  },
-});
+export const builder = compileOnly<AuditDatabase>();
 
-/** Runs one compiled statement that returns no rows. */
-export function run(db: Database.Database, query: Compilable): Database.RunResult {
-  const compiled = query.compile();
-  return db.prepare(compiled.sql).run(...(compiled.parameters as unknown[]));
-}
+export { run };
 
 /**
  * Each version's migration, applied in order inside one transaction together with the
