@@ -6,6 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { GrammarDb, RefusedFile, WriteConflict } from './grammar-db.js';
 import type { DbThreadSettings, DbToLibrary, LibraryToDb } from './messages.js';
+import { describeError as describe } from '@lmserve/store';
 
 class DbThread {
   readonly #settings: DbThreadSettings;
@@ -64,18 +65,6 @@ class DbThread {
     } catch {
       // a connection that failed underneath: it is gone either way
     }
-  }
-}
-
-function describe(err: unknown): string {
-  try {
-    if (err instanceof Error) {
-      const code = (err as { code?: unknown }).code;
-      return typeof code === 'string' && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
-    }
-    return String(err);
-  } catch {
-    return 'an error that could not be described';
   }
 }
 

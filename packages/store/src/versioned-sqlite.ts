@@ -141,3 +141,16 @@ export function openVersioned<T>(path: string, busyTimeoutMs: number, schema: Ve
     throw err;
   }
 }
+
+/** An error as one line for a thread's reply: SQLite's code first when the message lacks it. Never throws. */
+export function describeError(err: unknown): string {
+  try {
+    if (err instanceof Error) {
+      const code = (err as { code?: unknown }).code;
+      return typeof code === 'string' && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+    }
+    return String(err);
+  } catch {
+    return 'an error that could not be described';
+  }
+}

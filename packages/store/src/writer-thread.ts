@@ -15,6 +15,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { AuditDb, RefusedFile, type PruneCutoffs } from './audit-db.js';
 import type { StoreToWriter, WriterCounters, WriterSettings, WriterToStore } from './messages.js';
 import type { EventValues, RequestValues } from './rows.js';
+import { describeError as describe } from './versioned-sqlite.js';
 
 class AuditWriter {
   readonly #settings: WriterSettings;
@@ -232,18 +233,6 @@ class AuditWriter {
     this.#flushTimer = this.#retryTimer = this.#pruneTimer = null;
     this.#closeDb();
     this.#counters.recording = false;
-  }
-}
-
-function describe(err: unknown): string {
-  try {
-    if (err instanceof Error) {
-      const code = (err as { code?: unknown }).code;
-      return typeof code === 'string' && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
-    }
-    return String(err);
-  } catch {
-    return 'an error that could not be described';
   }
 }
 
