@@ -72,26 +72,26 @@ async function main(options: BenchOptions): Promise<void> {
   if (load > cpus().length * 0.5) {
     log(`warning: load average ${load.toFixed(2)} on ${cpus().length} cores; other work skews both sides (see the JSON's loadAverage*)`);
   }
-  const serverBin = options.serverBin ? resolve(options.serverBin) : buildLlamaTool('llama-server');
+  const serverBin = options.costOnly ? null : options.serverBin ? resolve(options.serverBin) : buildLlamaTool('llama-server');
   const modelPath: string = await generateModel({ preset: 'bench', log });
   const tinyPath: string | null = options.isolationRequests > 0 ? await generateModel({ preset: 'tiny', log }) : null;
 
   const shared = { modelPath, slots: options.slots, ctxPerSlot: options.ctxPerSlot, batchSize: options.batchSize, threads: options.threads, kvUnified: options.kvUnified };
   const ours: EngineTarget | ServiceTarget = options.ours === 'engine' ? new EngineTarget(shared) : new ServiceTarget({ ...shared, root, log });
-  const server = new LlamaServerTarget({ ...shared, binary: serverBin, extraArgs: options.serverArgs });
+  const server = serverBin === null ? null : new LlamaServerTarget({ ...shared, binary: serverBin, extraArgs: options.serverArgs });
   // The same service without its audit trail and metrics, measured in the same rounds right after
   // llama-server (ours, llama-server, ours-bare per level): the main comparison keeps its A, B order.
   const bare = options.ours === 'http' && options.bareRow
     ? new ServiceTarget({ ...shared, root, log, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } })
     : null;
-  const targets: BenchTarget[] = bare ? [ours, server, bare] : [ours, server];
+  const targets: BenchTarget[] = [ours, ...(server ? [server] : []), ...(bare ? [bare] : [])];
   running.push(...targets);
   log(options.ours === 'engine'
     ? 'loading the model in-process and starting llama-server'
-    : `starting our supervisor (one worker for the bench model) and llama-server` +
+    : `starting our supervisor (one worker for the bench model)${server ? ' and llama-server' : ''}` +
         (bare ? `, then a second supervisor with ${Object.entries(BARE_SUPERVISOR_ENV).map(([k, v]) => `${k}=${v}`).join(' ')} (ours-bare)` : ''));
   await ours.start();
-  await server.start();
+  await server?.start();
   await bare?.start();
 
   const { baseText, promptTokens } = ours instanceof EngineTarget
@@ -107,27 +107,26 @@ async function main(options: BenchOptions): Promise<void> {
   log(`prompt: about ${promptTokens} tokens; ${options.maxTokens} generated per request; ` +
     `levels ${options.concurrency.join(',')}; ${options.rounds} rounds; ${options.requestsPerClient} requests per client`);
   log(`warming up ${targets.map((t) => t.label).join(', ')}`);
-  await warmUp(targets, plan);
-  const runs = await runRounds(targets, plan);
+  const runs = options.grammarOnly ? [] : (await warmUp(targets, plan), await runRounds(targets, plan));
 
   const labels = targets.map((t) => t.label);
   const summaries = summarize(runs, labels, options.concurrency);
   // Each table's flags and notes come from its own two targets only.
-  const rows = comparisonRows(summarize(runs, [ours.label, server.label], options.concurrency), ours.label, server.label);
+  const rows = server ? comparisonRows(summarize(runs, [ours.label, server.label], options.concurrency), ours.label, server.label) : [];
   const overhead = bare ? overheadRows(summarize(runs, [ours.label, bare.label], options.concurrency), ours.label, bare.label) : null;
   const worst = overhead ? overheadWorst(overhead) : null;
   const gain = batchingGain(rows);
-  const idleServerCpu = runs.filter((r) => r.target === ours.label).map((r) => r.othersCpuSeconds[server.label] ?? 0);
-  const idleOursCpu = runs.filter((r) => r.target === server.label).map((r) => r.othersCpuSeconds[ours.label] ?? null);
+  const idleServerCpu = server ? runs.filter((r) => r.target === ours.label).map((r) => r.othersCpuSeconds[server.label] ?? 0) : [];
+  const idleOursCpu = server ? runs.filter((r) => r.target === server.label).map((r) => r.othersCpuSeconds[ours.label] ?? null) : [];
 
-  process.stdout.write(`\n${formatTable(rows)}\n`);
+  if (server && runs.length) process.stdout.write(`\n${formatTable(rows)}\n`);
   if (gain) {
     process.stdout.write(
       `\nbatching gain (c${gain.to} / c${gain.from} aggregate tok/s): ours ${gain.ours?.toFixed(2) ?? '-'}x, ` +
         `llama-server ${gain.server?.toFixed(2) ?? '-'}x\n`,
     );
   }
-  process.stdout.write(
+  if (server && runs.length) process.stdout.write(
     options.ours === 'engine'
       ? `ours: in-process engine (no HTTP); llama-server: HTTP + SSE over loopback\n`
       : `ours: the service's model port, POST /v1/completions + SSE over loopback (supervisor -> host process -> engine); ` +
@@ -143,14 +142,17 @@ async function main(options: BenchOptions): Promise<void> {
         `largest cost ${worst.costPercent >= 0 ? '+' : ''}${worst.costPercent.toFixed(1)}% at c=${worst.costAt}; ` +
           `largest TTFT p50 increase ${worst.ttftP50DeltaMs === null ? '-' : `${worst.ttftP50DeltaMs >= 0 ? '+' : ''}${worst.ttftP50DeltaMs.toFixed(0)} ms`}` +
           `${worst.ttftAt === null ? '' : ` at c=${worst.ttftAt}`} ` +
-          `(goal: under 2% at every level, no TTFT change; ${options.rounds} round${options.rounds === 1 ? '' : 's'})\n`,
+          `(goal: under 2% at every level, no TTFT change; ${options.rounds} round${options.rounds === 1 ? '' : 's'})\n` +
+          `paired: largest cost from the median of per-round ratios ${worst.pairedCostPercent === null ? '-' : `${worst.pairedCostPercent >= 0 ? '+' : ''}${worst.pairedCostPercent.toFixed(1)}%`}` +
+          `${worst.pairedCostAt === null ? '' : ` at c=${worst.pairedCostAt}`}; ` +
+          `largest supervisor CPU added by audit + metrics ${worst.cpuSharePercent === null ? '-' : `${worst.cpuSharePercent.toFixed(2)}%`} of all CPU per token\n`,
       );
     }
   }
 
   // The grammar row: same session, same two servers (ours and llama-server; ours-bare stays idle).
   let grammarRow: GrammarRowResult | { error: string } | null = null;
-  if (options.grammarRow && ours instanceof ServiceTarget && !stopping) {
+  if (options.grammarRow && server && ours instanceof ServiceTarget && !stopping) {
     try {
       grammarRow = await measureGrammarRow(ours, server, ours.service.port('bench'), {
         grammarName: 'json',
@@ -174,7 +176,8 @@ async function main(options: BenchOptions): Promise<void> {
   // The comparison's processes go first: the two-model row gets the machine to itself.
   if (ours instanceof ServiceTarget) await ours.snapshot();
   await bare?.snapshot();
-  const targetInfo: Record<string, Record<string, unknown>> = { ours: ours.describe(), 'llama-server': server.describe() };
+  const targetInfo: Record<string, Record<string, unknown>> = { ours: ours.describe() };
+  if (server) targetInfo['llama-server'] = server.describe();
   if (bare) targetInfo[bare.label] = bare.describe();
   await stopTargets();
   let isolation: IsolationResult | { error: string } | null = null;
@@ -250,7 +253,9 @@ async function main(options: BenchOptions): Promise<void> {
       ? {
           note:
             'ours (supervisor.env defaults: AUDIT=on, METRICS=on) vs ours-bare (same service, AUDIT=off, METRICS=off), ' +
-            'each level run as ours, llama-server, ours-bare in every round; ratio = median tok/s ours / ours-bare, ' +
+            `each level run as ${targets.map((t) => t.label).join(', ')} in even rounds and in reverse in odd rounds (ABBA); ` +
+            'ratio = median tok/s ours / ours-bare, ratioRoundsMedian = median of the per-round ratios, ' +
+            'supervisorCpuSharePercent = (ours - bare supervisor CPU per 1k tokens) / (bare supervisor + host CPU per 1k tokens), ' +
             'costPercent = (1 - ratio) * 100; CPU per 1k tokens in seconds, pooled over rounds',
           bareSupervisorEnv: BARE_SUPERVISOR_ENV,
           rows: overhead,
@@ -263,7 +268,7 @@ async function main(options: BenchOptions): Promise<void> {
             'built-in json grammar on both sides after the main table, same servers: ours gets params.grammar "json" (its grammar ' +
             'library), llama-server gets grammar = the GBNF content of our GET /grammars/json; same prompts, sampling and seeds ' +
             `as the workload; ignore_eos false and EOS (id 2) not banned, the other banned ids as in the workload; ` +
-            `max ${options.grammarMaxTokens} tokens; at least 2 requests per client; tok/s = server-reported generated tokens / ` +
+            `max ${options.grammarMaxTokens} tokens; at least 2 requests per client and 16 per level; ABBA order over rounds; tok/s = server-reported generated tokens / ` +
             'wall time of the level (median over rounds); parsed = outputs JSON.parse accepted',
           ...grammarRow,
         }

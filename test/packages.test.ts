@@ -32,7 +32,7 @@ function imports(name: string): Set<string> {
   return found;
 }
 
-const transports = ['http'];
+const transports = ['http', 'nats'];
 
 test('every @lmserve import is a declared dependency', () => {
   for (const name of readdirSync(packagesDir)) {

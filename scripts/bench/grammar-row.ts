@@ -148,9 +148,12 @@ export async function measureGrammarRow(ours: BenchTarget, server: BenchTarget, 
   let sequence = 700_000;
   for (let round = 0; round < plan.rounds; round++) {
     for (const concurrency of plan.concurrency) {
-      const requests = grammarRequests(plan, gbnf, concurrency * plan.requestsPerClient, sequence);
+      // At least 16 requests per level: at c1 three short constrained requests (they end at EOS)
+      // ran under a second, and the ratio was mostly noise.
+      const requests = grammarRequests(plan, gbnf, Math.max(16, concurrency * plan.requestsPerClient), sequence);
       sequence += requests.length;
-      for (const t of targets) {
+      // ABBA, as in the main rounds: odd rounds run llama-server first.
+      for (const t of round % 2 === 0 ? targets : [...targets].reverse()) {
         const { wallMs, outcomes } = await runLevel(t, requests, concurrency);
         const run = summarizeLevel(t, round, concurrency, wallMs, outcomes);
         runs.push(run);

@@ -35,6 +35,10 @@ export interface BenchOptions {
    * for the cost of the audit trail and metrics. Only with --ours http; --no-bare-row skips it.
    */
   bareRow: boolean;
+  /** Only ours and ours-bare (no llama-server, no grammar or two-model row): the cost table alone. */
+  costOnly: boolean;
+  /** Only the grammar row (ours and llama-server), in ABBA rounds: no main table, no ours-bare. */
+  grammarOnly: boolean;
   /**
    * After the main table, a round with the built-in `json` grammar on ours and llama-server (same
    * servers, EOS not ignored). Only with --ours http (the GBNF comes from the service's library).
@@ -66,6 +70,8 @@ export const DEFAULTS: BenchOptions = {
   isolationRequests: 10,
   isolationMaxTokens: 16,
   bareRow: true,
+  costOnly: false,
+  grammarOnly: false,
   grammarRow: true,
   grammarConcurrency: [1, 8],
   grammarMaxTokens: 64,
@@ -103,6 +109,10 @@ saturated, both served by one supervisor.
   --no-grammar-row         skip the grammar row (the built-in json grammar on ours and llama-server,
                            after the main table, same servers; on by default, --quick keeps it;
                            needs --ours http)
+  --cost-only              only ours and ours-bare, in ABBA rounds: the audit + metrics cost table
+                           alone (no llama-server, no grammar or two-model row); use --rounds 6+
+  --grammar-only           only the grammar row (ours and llama-server, ABBA rounds; no main table,
+                           no ours-bare, no two-model row); use --rounds 4+
   --grammar-concurrency 1,8  levels of the grammar row (default 1,8)
   --grammar-max-tokens N   max tokens per grammar request, EOS not ignored (default 64)
   --out PATH               JSON output (default bench/results/<timestamp>.json)
@@ -156,6 +166,8 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       case '--isolation-requests': o.isolationRequests = int(flag, value(), 0); break;
       case '--isolation-max-tokens': o.isolationMaxTokens = int(flag, value(), 1); break;
       case '--no-bare-row': o.bareRow = false; break;
+      case '--cost-only': o.costOnly = true; break;
+      case '--grammar-only': o.grammarOnly = true; break;
       case '--grammar-row': o.grammarRow = true; break;
       case '--no-grammar-row': o.grammarRow = false; break;
       case '--grammar-concurrency': {
@@ -177,6 +189,20 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     if (!explicit.has('--rounds')) o.rounds = 1;
     if (!explicit.has('--requests-per-client')) o.requestsPerClient = 1;
     if (!explicit.has('--isolation-requests')) o.isolationRequests = 5;
+  }
+  if (o.costOnly) {
+    if (o.ours === 'engine') throw new Error('--cost-only needs --ours http (the engine has no audit trail or metrics)');
+    if (!o.bareRow) throw new Error('--cost-only and --no-bare-row contradict each other');
+    o.grammarRow = false;
+    if (!explicit.has('--isolation-requests')) o.isolationRequests = 0;
+  }
+  if (o.grammarOnly) {
+    if (o.ours === 'engine') throw new Error('--grammar-only needs --ours http (the grammar row reads the service\'s library)');
+    if (o.costOnly) throw new Error('--grammar-only and --cost-only contradict each other');
+    if (explicit.has('--no-grammar-row')) throw new Error('--grammar-only and --no-grammar-row contradict each other');
+    o.grammarRow = true;
+    o.bareRow = false;
+    if (!explicit.has('--isolation-requests')) o.isolationRequests = 0;
   }
   // The in-process engine has no supervisor, hence no audit trail or metrics to turn off.
   if (o.ours === 'engine') o.bareRow = false;

@@ -1,5 +1,6 @@
 /** The printed comparison table and the batching gain lines. */
 import type { LevelSummary } from './runner.js';
+import { median } from './stats.js';
 
 const fmt = (v: number | null | undefined, digits = 0) => (v === null || v === undefined ? '-' : v.toFixed(digits));
 
@@ -81,6 +82,14 @@ export interface OverheadRow {
   costPercent: number | null;
   /** ours / ours-bare per round (the two ran back to back in the same round and level). */
   ratioRounds: number[];
+  /** Median of ratioRounds: the paired estimate (each round's two runs saw the same machine state). */
+  ratioRoundsMedian: number | null;
+  /**
+   * The supervisor CPU the audit trail and metrics add, as a share of all the CPU the same tokens
+   * take without them: (ours - bare supervisor CPU per 1k tokens) / (bare supervisor + host CPU
+   * per 1k tokens), in percent. A work measure, far less noisy than tok/s on a shared machine.
+   */
+  supervisorCpuSharePercent: number | null;
   oursTtftP50: number | null;
   bareTtftP50: number | null;
   ttftP50DeltaMs: number | null;
@@ -106,13 +115,19 @@ export function overheadRows(summaries: readonly LevelSummary[], ours: string, b
     const ratio = oursTps !== null && bareTps ? oursTps / bareTps : null;
     const aRounds = a?.tokensPerSecondRounds ?? [];
     const bRounds = b?.tokensPerSecondRounds ?? [];
+    const ratioRounds = aRounds.flatMap((x, i) => (bRounds[i] ? [x / bRounds[i]!] : []));
+    const supA = a?.supervisorCpuSecondsPer1kTokens ?? null;
+    const supB = b?.supervisorCpuSecondsPer1kTokens ?? null;
+    const allB = b?.ownCpuSecondsPer1kTokens ?? null;
     return {
       concurrency: s.concurrency,
       oursTps,
       bareTps,
       ratio,
       costPercent: ratio === null ? null : (1 - ratio) * 100,
-      ratioRounds: aRounds.flatMap((x, i) => (bRounds[i] ? [x / bRounds[i]!] : [])),
+      ratioRounds,
+      ratioRoundsMedian: median(ratioRounds),
+      supervisorCpuSharePercent: supA !== null && supB !== null && allB ? ((supA - supB) / allB) * 100 : null,
       oursTtftP50: a?.ttftP50 ?? null,
       bareTtftP50: b?.ttftP50 ?? null,
       ttftP50DeltaMs: a?.ttftP50 != null && b?.ttftP50 != null ? a.ttftP50 - b.ttftP50 : null,
@@ -133,8 +148,8 @@ export function formatOverheadTable(rows: readonly OverheadRow[]): string {
     v === null ? '-' : `${v >= 0 ? '+' : ''}${v.toFixed(digits)}${unit}`;
   const ms = (v: number | null) => (v === null ? '-' : (v * 1000).toFixed(0));
   const header = [
-    'concurrency', 'ours tok/s', 'ours-bare tok/s', 'ours/bare', 'audit+metrics cost', 'per round',
-    'ours TTFT p50 ms', 'bare TTFT p50 ms', 'TTFT p50 delta ms', 'supervisor CPU ms/1k tok ours / bare', '',
+    'concurrency', 'ours tok/s', 'ours-bare tok/s', 'ours/bare', 'audit+metrics cost', 'per round', 'median of rounds',
+    'ours TTFT p50 ms', 'bare TTFT p50 ms', 'TTFT p50 delta ms', 'supervisor CPU ms/1k tok ours / bare', 'added CPU share', '',
   ];
   const body = rows.map((r) => [
     String(r.concurrency),
@@ -143,10 +158,12 @@ export function formatOverheadTable(rows: readonly OverheadRow[]): string {
     r.ratio === null ? '-' : `${r.ratio.toFixed(3)}x`,
     signed(r.costPercent, 1, '%'),
     r.ratioRounds.map((x) => x.toFixed(3)).join(', ') || '-',
+    r.ratioRoundsMedian === null ? '-' : `${r.ratioRoundsMedian.toFixed(3)}x`,
     fmt(r.oursTtftP50),
     fmt(r.bareTtftP50),
     signed(r.ttftP50DeltaMs, 0),
     `${ms(r.oursSupervisorCpuPer1k)} / ${ms(r.bareSupervisorCpuPer1k)}`,
+    signed(r.supervisorCpuSharePercent, 2, '%'),
     r.flagged ? 'FLAGGED' : '',
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
@@ -162,11 +179,22 @@ export function overheadWorst(rows: readonly OverheadRow[]): {
   costAt: number;
   ttftP50DeltaMs: number | null;
   ttftAt: number | null;
+  /** The largest 1 - median(per-round ratio), in percent, and the largest added supervisor CPU share. */
+  pairedCostPercent: number | null;
+  pairedCostAt: number | null;
+  cpuSharePercent: number | null;
 } | null {
   const costs = rows.filter((r) => r.costPercent !== null);
   if (costs.length === 0) return null;
   const worst = costs.reduce((a, b) => (b.costPercent! > a.costPercent! ? b : a));
   const ttfts = rows.filter((r) => r.ttftP50DeltaMs !== null);
   const ttft = ttfts.length ? ttfts.reduce((a, b) => (b.ttftP50DeltaMs! > a.ttftP50DeltaMs! ? b : a)) : null;
-  return { costPercent: worst.costPercent!, costAt: worst.concurrency, ttftP50DeltaMs: ttft?.ttftP50DeltaMs ?? null, ttftAt: ttft?.concurrency ?? null };
+  const paired = rows.filter((r) => r.ratioRoundsMedian !== null);
+  const worstPaired = paired.length ? paired.reduce((a, b) => (b.ratioRoundsMedian! < a.ratioRoundsMedian! ? b : a)) : null;
+  const shares = rows.flatMap((r) => (r.supervisorCpuSharePercent === null ? [] : [r.supervisorCpuSharePercent]));
+  return {
+    pairedCostPercent: worstPaired ? (1 - worstPaired.ratioRoundsMedian!) * 100 : null,
+    pairedCostAt: worstPaired?.concurrency ?? null,
+    cpuSharePercent: shares.length ? Math.max(...shares) : null,
+    costPercent: worst.costPercent!, costAt: worst.concurrency, ttftP50DeltaMs: ttft?.ttftP50DeltaMs ?? null, ttftAt: ttft?.concurrency ?? null };
 }

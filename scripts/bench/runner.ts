@@ -133,7 +133,10 @@ export async function runRounds(targets: readonly BenchTarget[], plan: RunPlan):
     for (const concurrency of plan.concurrency) {
       const requests = roundRequests(plan.workload, concurrency * plan.requestsPerClient, sequence);
       sequence += requests.length;
-      for (const target of targets) {
+      // ABBA: odd rounds run the targets in reverse, so neither side always goes first after a
+      // level change (the machine's drift and the previous run's leftovers fall on both).
+      const order = round % 2 === 0 ? targets : [...targets].reverse();
+      for (const target of order) {
         const others = targets.filter((t) => t !== target);
         const cpuBefore = others.map((t) => t.cpuSeconds?.() ?? null);
         const ownBefore = target.cpuSeconds?.() ?? null;

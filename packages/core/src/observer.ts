@@ -67,6 +67,16 @@ export type EventCode =
   | 'stop'
   | 'shutdown'
   | 'audit.failed'
+  | 'nats.connected'
+  | 'nats.disconnected'
+  | 'nats.reconnected'
+  | 'nats.error'
+  | 'jobs.ready'
+  | 'jobs.malformed'
+  | 'jobs.duplicate'
+  | 'jobs.redelivered'
+  | 'jobs.dead_letter'
+  | 'jobs.error'
   | 'internal.error';
 
 export interface ServiceEvent {

@@ -3,9 +3,11 @@
  * A transport sees a worker only through this interface and reaches the model only through
  * the worker's RequestPath; transports never import each other.
  */
+import type { LogLevel } from '@lmserve/protocol';
 import type { ListenAddress } from './address.js';
 import type { GrammarLibraryApi, ModelBackend } from './backend.js';
 import type { WorkerRecords } from './records.js';
+import type { EventCode } from './observer.js';
 import type { RequestPath } from './request-path.js';
 
 /** A worker's Prometheus metrics in exposition format (GET /metrics). */
@@ -36,6 +38,20 @@ export interface TransportWorker {
   readonly metrics: MetricsSource | null;
   /** The service's grammar library (the same for every worker; null while it is not open). */
   readonly grammars: GrammarLibraryApi | null;
+  /** Publishes a lifecycle event of this worker (a NATS connection change, a dead-lettered job...). */
+  event(code: EventCode, msg: string, data?: Record<string, unknown>, level?: LogLevel): void;
+  /**
+   * Reports this transport's state for the worker (shown in /readyz, /admin/workers and the
+   * metrics); null removes it (the transport no longer serves the worker).
+   */
+  setStatus(transport: string, status: TransportStatus | null): void;
+}
+
+/** A transport's state for one worker, e.g. `{ connected: false, server: null, pending: 3 }`. */
+export interface TransportStatus {
+  /** Whether the transport can reach its clients now (NATS: connected to a server). */
+  connected: boolean;
+  [key: string]: unknown;
 }
 
 /** Where a transport serves a worker (shown in /admin/workers and the services.init event). */

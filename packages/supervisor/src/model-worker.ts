@@ -6,7 +6,7 @@
  * observer.
  */
 import { existsSync } from 'node:fs';
-import type { ModelBackend, Readiness, ServiceObserver, TokenSink, TransportEndpoint } from '@lmserve/core';
+import type { ModelBackend, Readiness, ServiceObserver, TokenSink, TransportEndpoint, TransportStatus } from '@lmserve/core';
 import {
   LmError,
   toLmError,
@@ -76,6 +76,7 @@ export class ModelWorker implements ModelBackend {
   #restartAt = 0;
   #stopping: Promise<void> | undefined;
   #endpoints: TransportEndpoint[] = [];
+  #transportStatus = new Map<string, TransportStatus>();
 
   constructor(options: ModelWorkerOptions) {
     this.name = options.config.name;
@@ -124,6 +125,17 @@ export class ModelWorker implements ModelBackend {
   }
 
   /** Where the transports serve this worker (set by the supervisor, which binds them). */
+  /** A transport's state for this worker (NATS connected or not...); null removes it. */
+  setTransportStatus(transport: string, status: TransportStatus | null): void {
+    if (status === null) this.#transportStatus.delete(transport);
+    else this.#transportStatus.set(transport, status);
+  }
+
+  /** Every transport's reported state, by transport name. */
+  transportStatus(): Record<string, TransportStatus> {
+    return Object.fromEntries(this.#transportStatus);
+  }
+
   setEndpoints(endpoints: TransportEndpoint[]): void {
     this.#endpoints = endpoints;
   }

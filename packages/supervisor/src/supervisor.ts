@@ -359,6 +359,8 @@ export class Supervisor implements AdminBackend {
           records: this.#sinks.records(worker.name),
           metrics: this.#sinks.workerMetrics(worker.name),
           grammars: this.#grammarsApi,
+          event: (code, msg, data, level) => this.observer.event(code, worker.name, msg, data ?? {}, level ?? 'info'),
+          setStatus: (name, status) => worker.setTransportStatus(name, status),
         });
         if (endpoint) endpoints.push(endpoint);
       } catch (err) {
