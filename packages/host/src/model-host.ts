@@ -54,7 +54,9 @@ export class ModelHost {
   readonly #checking = new Set<string>();
   readonly #grammars: GrammarChecker;
   #pool: Piscina<ReplicaTask, ReplicaExit> | undefined;
-  readonly #loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 20 });
+  // A 100 ms sampling timer: every wake-up of this process preempts a decode thread on a machine
+  // whose cores they fill (at 20 ms, 50 wake-ups a second for a lag figure).
+  readonly #loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 100 });
   #lastProcessReport = 0;
   #processStats: HostStats['process'];
   #ready = false;
