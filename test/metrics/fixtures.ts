@@ -43,6 +43,7 @@ export function snapshot(overrides: Partial<WorkerSnapshot> & Pick<WorkerSnapsho
     kvUsedRatio: 0,
     restarts: 0,
     host: { pid: 4242, cpuSecondsTotal: 1.5, residentBytes: 200_000_000, heapUsedBytes: 30_000_000, eventLoopLagSeconds: 0.002 },
+    transports: { nats: { connected: true }, jobs: { connected: true, pending: 3 } },
     ...overrides,
   };
 }

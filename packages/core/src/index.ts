@@ -29,6 +29,8 @@ export {
   zodError,
 } from './params.js';
 export type { ParamDialect, ParamSpec, ParamType } from './params.js';
+export { completionBody } from './completion-body.js';
+export type { CompletionBody } from './completion-body.js';
 export { parseGenerateBody, parseInput, checkParams, inputLength, MAX_INPUT_CHARS, MAX_MESSAGES } from './generate-body.js';
 export type { ParsedGenerate } from './generate-body.js';
 export { checkGrammarText, MAX_GRAMMAR_DEPTH, MAX_GRAMMAR_REPEAT } from './grammar-guard.js';

@@ -23,7 +23,19 @@ export interface TransportSettings {
   httpAddr: ListenAddress;
   apiKey: string | null;
   subject: string;
+  /** NATS servers, comma-separated URLs (null: NATS is off for this worker). */
   natsUrl: string | null;
+  natsToken: string | null;
+  natsUser: string | null;
+  natsPassword: string | null;
+  /** Paths: a creds file (JWT + nkey seed), an nkey seed file, TLS CA, client certificate and key. */
+  natsCreds: string | null;
+  natsNkeySeed: string | null;
+  natsTlsCa: string | null;
+  natsTlsCert: string | null;
+  natsTlsKey: string | null;
+  /** Queue group of the request/reply subscription (every supervisor serving SUBJECT joins it). */
+  natsQueue: string;
   jetstream: boolean;
 }
 
@@ -45,6 +57,8 @@ export interface TransportWorker {
    * metrics); null removes it (the transport no longer serves the worker).
    */
   setStatus(transport: string, status: TransportStatus | null): void;
+  /** Every transport's reported state for this worker, by transport name. */
+  transportStatus(): Record<string, TransportStatus>;
 }
 
 /** A transport's state for one worker, e.g. `{ connected: false, server: null, pending: 3 }`. */

@@ -37,6 +37,7 @@ export class HttpTransport implements Transport {
       records: worker.records,
       metrics: worker.metrics,
       grammars: worker.grammars,
+      transportStatus: () => worker.transportStatus(),
       log: this.#log.child({ worker: worker.name }),
     });
     let server: Server;

@@ -6,6 +6,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import {
+  completionBody,
   parseEventQuery,
   parseGenerateBody,
   parseRequestQuery,
@@ -13,9 +14,10 @@ import {
   type GrammarLibraryApi,
   type MetricsSource,
   type RequestPath,
+  type TransportStatus,
   type WorkerRecords,
 } from '@lmserve/core';
-import { LmError, toLmError, type GenerationResult, type Logger } from '@lmserve/protocol';
+import { LmError, toLmError, type Logger } from '@lmserve/protocol';
 import { bodyError, errorMiddleware, sendError } from './errors.js';
 import { grammarRoutes } from './grammar-routes.js';
 import { SseStream } from './sse.js';
@@ -28,6 +30,8 @@ export interface ModelAppOptions {
   metrics?: MetricsSource | null;
   /** /grammars CRUD on the service's library. */
   grammars?: GrammarLibraryApi | null;
+  /** The other transports' states for /readyz (its `nats` field); absent: none. */
+  transportStatus?: () => Record<string, TransportStatus>;
   log: Logger;
   /** Largest request body accepted (default 4 MiB). */
   bodyLimit?: string;
@@ -35,17 +39,6 @@ export interface ModelAppOptions {
 
 /** The transport name in request ids and the audit trail. */
 export const HTTP_TRANSPORT = 'http';
-
-function completionBody(id: string, model: string, result: GenerationResult) {
-  return {
-    id,
-    model,
-    output: result.text,
-    finish_reason: result.finishReason,
-    usage: { tokens_in: result.usage.tokensIn, tokens_out: result.usage.tokensOut },
-    timings: { ttft_ms: result.timings.ttftMs, dur_ms: result.timings.totalMs },
-  };
-}
 
 export function bearerMatches(header: string | undefined, token: string): boolean {
   const match = /^Bearer\s+(.+)$/i.exec(header ?? '');
@@ -69,8 +62,20 @@ export function createModelApp(options: ModelAppOptions): Express {
   app.get('/readyz', (_req, res) => {
     const r = backend.readiness();
     if (!r.ready) res.setHeader('Retry-After', String(r.retryAfterS));
-    res.status(r.ready ? 200 : 503).json({ model: backend.model, state: r.state, reason: r.reason });
+    res.status(r.ready ? 200 : 503).json({ model: backend.model, state: r.state, reason: r.reason, nats: natsReadiness() });
   });
+
+  // NATS shows as a field: a broken NATS connection never makes the HTTP port unready.
+  function natsReadiness(): Record<string, unknown> | null {
+    let status: Record<string, TransportStatus>;
+    try {
+      status = options.transportStatus?.() ?? {};
+    } catch {
+      return null;
+    }
+    const nats = status.nats;
+    return nats ? { ...nats, jetstream: status.jobs ?? null } : null;
+  }
 
   // Every POST /v1/completions is a request of the core from its first byte on: its id is
   // created before authentication and parsing, so refused ones are published too.

@@ -170,6 +170,20 @@ const DEFINITIONS = [
     help: "The worker's lifecycle state: one series per state, 1 for the current one, 0 for the others.",
     source: 'workers',
   },
+  {
+    name: 'lmserve_nats_connected',
+    type: 'gauge',
+    labels: MW,
+    help: "1 while the worker's NATS connection is up, 0 while it is down (no series when NATS_URL is empty).",
+    source: 'workers',
+  },
+  {
+    name: 'lmserve_jetstream_pending',
+    type: 'gauge',
+    labels: MW,
+    help: "Jobs waiting in the worker's JetStream consumer, not yet delivered (no series when JETSTREAM=off).",
+    source: 'workers',
+  },
   // --- from lifecycle events ---
   {
     name: 'lmserve_model_load_seconds',

@@ -14,7 +14,7 @@
  * optional logger. Nothing here throws for an unknown worker or model.
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { MetricsSource, RequestEnd, ServiceEvent, ServiceObserver } from '@lmserve/core';
+import type { MetricsSource, RequestEnd, ServiceEvent, ServiceObserver, TransportStatus } from '@lmserve/core';
 import type { HostProcessStats, Logger, WorkerState } from '@lmserve/protocol';
 import { METRICS, SUPERVISOR_PREFIX, WORKER_STATES, type MetricDefinition, type MetricName } from './definitions.js';
 import { filterFamily, renderFamilies, type MetricFamily } from './exposition.js';
@@ -39,6 +39,11 @@ export interface WorkerSnapshot {
   restarts: number;
   /** The host process's last report (HostStats.process); null when there is no host or no report yet. */
   host: HostProcessStats | null;
+  /**
+   * What the transports report for the worker, by transport name (`nats`: `connected`; `jobs`:
+   * `pending`); absent or {}: none reports anything.
+   */
+  transports?: Record<string, TransportStatus>;
 }
 
 export interface ServiceMetricsOptions {
@@ -101,6 +106,12 @@ function definition(name: MetricName): MetricDefinition {
 /** A finite number, else null. */
 function finite(value: unknown): number | null {
   return typeof value === 'number' && Number.isFinite(value) ? value : null;
+}
+
+/** A transport's status in a snapshot, when it is a well-formed object. */
+function transport(w: WorkerSnapshot, name: string): Record<string, unknown> | null {
+  const status = (w.transports as Record<string, unknown> | undefined)?.[name];
+  return typeof status === 'object' && status !== null ? (status as Record<string, unknown>) : null;
 }
 
 function text(value: unknown): string {
@@ -198,6 +209,11 @@ export class ServiceMetrics {
     perWorker('lmserve_slots_capacity', (w) => finite(w.slotsTotal));
     perWorker('lmserve_kv_cache_usage_ratio', (w) => finite(w.kvUsedRatio));
     perWorker('lmserve_worker_up', (w) => (w.up === true ? 1 : 0));
+    perWorker('lmserve_nats_connected', (w) => {
+      const nats = transport(w, 'nats');
+      return nats ? (nats.connected === true ? 1 : 0) : null;
+    });
+    perWorker('lmserve_jetstream_pending', (w) => finite(transport(w, 'jobs')?.pending));
     gauge('lmserve_worker_state', (self) => {
       self.reset();
       for (const w of this.#snapshot()) {

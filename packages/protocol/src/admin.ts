@@ -18,6 +18,11 @@ export interface WorkerInfo {
   uptime_s: number | null;
   restarts: number;
   requests: { done: number; cancelled: number; failed: number };
+  /**
+   * Each transport's state for this worker, by transport name (`nats`: connected, server, subject,
+   * queue; `jobs`: connected, pending); a transport that reports nothing (HTTP) is absent.
+   */
+  transports: Record<string, { connected: boolean; [key: string]: unknown }>;
 }
 
 export interface SupervisorStatus {
