@@ -3,6 +3,8 @@
  * file, defaults handed down by the supervisor). Each failure is an LmError whose message names
  * the key, the value and where that value came from, so a bad value is easy to find.
  */
+import { statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { LmError } from '@lmserve/protocol';
 
 /** The process environment, or a test's stand-in for it. */
@@ -71,10 +73,11 @@ export class ConfigReader {
     return `not set in ${this.#layers.map((layer) => layer.origin(key)).join(' or ')}`;
   }
 
-  fail(key: string, expected: string): never {
+  /** `shown`: the value as the message may show it (a URL with its password masked). */
+  fail(key: string, expected: string, shown?: (value: string) => string): never {
     const found = this.#lookup(key);
     const message = found
-      ? `invalid ${key}="${found.value}" in ${found.layer.origin(key)}: ${expected}`
+      ? `invalid ${key}="${shown ? shown(found.value) : found.value}" in ${found.layer.origin(key)}: ${expected}`
       : `invalid ${key} (${this.origin(key)}): ${expected}`;
     throw new LmError('INVALID_REQUEST', message, { field: key });
   }
@@ -112,6 +115,41 @@ export class ConfigReader {
     return raw;
   }
 
+  /** A comma-separated list of URLs (a NATS cluster's seed servers); null when unset. */
+  urlList(key: string, protocols: readonly string[]): string | null {
+    const raw = this.string(key, '');
+    if (raw === '') return null;
+    const parts = raw.split(',').map((part) => part.trim());
+    for (const part of parts) {
+      let parsed: URL | undefined;
+      try {
+        parsed = new URL(part);
+      } catch {
+        parsed = undefined;
+      }
+      if (!parsed || !protocols.includes(parsed.protocol) || parsed.hostname === '') {
+        const each = parts.length > 1 ? ' (each of the comma-separated servers)' : '';
+        this.fail(key, `must be a ${protocols.join(' or ')} URL${each}`, maskUrlCredentials);
+      }
+    }
+    return parts.join(',');
+  }
+
+  /** A path (resolved against `base`) to a file that exists now; null when unset. */
+  existingFile(key: string, base: string): string | null {
+    const raw = this.string(key, '');
+    if (raw === '') return null;
+    const path = resolve(base, raw);
+    let isFile = false;
+    try {
+      isFile = statSync(path).isFile();
+    } catch {
+      isFile = false;
+    }
+    if (!isFile) this.fail(key, `no such file: ${path}`);
+    return path;
+  }
+
   matching(key: string, fallback: string, pattern: RegExp, expected: string): string {
     const raw = this.string(key, fallback);
     if (!pattern.test(raw)) this.fail(key, expected);
@@ -129,4 +167,9 @@ export class ConfigReader {
   environmentOverrides(): string[] {
     return [...this.#fromEnvironment.values()];
   }
+}
+
+/** Credentials in URLs (`nats://user:pass@host`, `nats://token@host`) replaced by `***`, for messages. */
+export function maskUrlCredentials(text: string): string {
+  return text.replace(/(\/\/)[^/@,\s]*@/g, '$1***@');
 }

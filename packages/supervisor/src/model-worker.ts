@@ -169,6 +169,7 @@ export class ModelWorker implements ModelBackend {
       kvUsedRatio: this.#stats?.kvUsedRatio ?? 0,
       restarts: this.#restarts,
       host: this.#host ? (this.#stats?.process ?? null) : null,
+      transports: this.transportStatus(),
     };
   }
 
@@ -191,6 +192,7 @@ export class ModelWorker implements ModelBackend {
       uptime_s: this.#readySince === undefined ? null : Math.round((Date.now() - this.#readySince) / 1000),
       restarts: this.#restarts,
       requests: { ...this.#counters },
+      transports: this.transportStatus(),
     };
   }
 

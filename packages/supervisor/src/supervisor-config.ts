@@ -17,6 +17,14 @@ export const SUPERVISOR_KEYS = [
   'ADMIN_TOKEN',
   'LOG_LEVEL',
   'NATS_URL',
+  'NATS_TOKEN',
+  'NATS_USER',
+  'NATS_PASSWORD',
+  'NATS_CREDS',
+  'NATS_NKEY_SEED',
+  'NATS_TLS_CA',
+  'NATS_TLS_CERT',
+  'NATS_TLS_KEY',
   'SHUTDOWN_GRACE_MS',
   'RESTART_BACKOFF_MS',
   'RESTART_BACKOFF_MAX_MS',
@@ -27,6 +35,19 @@ export const SUPERVISOR_KEYS = [
   'METRICS',
   'GRAMMARS_DB',
 ] as const;
+
+/** NATS settings of supervisor.env that are every worker's default (NATS_URL aside). */
+export const SUPERVISOR_NATS_KEYS = [
+  'NATS_TOKEN',
+  'NATS_USER',
+  'NATS_PASSWORD',
+  'NATS_CREDS',
+  'NATS_NKEY_SEED',
+  'NATS_TLS_CA',
+  'NATS_TLS_CERT',
+  'NATS_TLS_KEY',
+] as const;
+export type SupervisorNatsKey = (typeof SUPERVISOR_NATS_KEYS)[number];
 
 /** URL schemes a NATS_URL may have (the supervisor's and every worker's). */
 export const NATS_PROTOCOLS = ['nats:', 'tls:', 'ws:', 'wss:'] as const;
@@ -39,6 +60,8 @@ export interface SupervisorConfig {
   adminTokenGenerated: boolean;
   logLevel: LogLevel;
   natsUrl: string | null;
+  /** The other NATS keys, as set (workers check them: files must exist, TLS cert and key go together). */
+  nats: Record<SupervisorNatsKey, string | null>;
   /** How long stop/restart/shutdown let in-flight requests finish before cancelling them. */
   shutdownGraceMs: number;
   restartBackoffMs: number;
@@ -91,7 +114,8 @@ export function loadSupervisorConfig(paths: ServicePaths, env: Environment = pro
     adminToken: token || randomBytes(24).toString('base64url'),
     adminTokenGenerated: token === '',
     logLevel,
-    natsUrl: r.url('NATS_URL', NATS_PROTOCOLS),
+    natsUrl: r.urlList('NATS_URL', NATS_PROTOCOLS),
+    nats: Object.fromEntries(SUPERVISOR_NATS_KEYS.map((key) => [key, r.string(key, '') || null])) as Record<SupervisorNatsKey, string | null>,
     shutdownGraceMs: r.int('SHUTDOWN_GRACE_MS', 10_000, 0, 3_600_000),
     restartBackoffMs: r.int('RESTART_BACKOFF_MS', 500, 10, 600_000),
     restartBackoffMaxMs: r.int('RESTART_BACKOFF_MAX_MS', 30_000, 10, 3_600_000),

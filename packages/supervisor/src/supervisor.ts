@@ -310,7 +310,7 @@ export class Supervisor implements AdminBackend {
 
   /** A worker's file, its LMSERVE_<WORKER>_<KEY> variables, and the supervisor's defaults (NATS_URL). */
   #loadWorkerConfig(name: string, file: string): WorkerConfig | WorkerConfigError {
-    return loadWorkerConfig(name, file, this.paths, { natsUrl: this.config.natsUrl, logBodies: this.config.logBodies ? 'on' : 'off' });
+    return loadWorkerConfig(name, file, this.paths, { natsUrl: this.config.natsUrl, nats: this.config.nats, logBodies: this.config.logBodies ? 'on' : 'off' });
   }
 
   #reportConfig(worker: ModelWorker): void {
@@ -361,6 +361,7 @@ export class Supervisor implements AdminBackend {
           grammars: this.#grammarsApi,
           event: (code, msg, data, level) => this.observer.event(code, worker.name, msg, data ?? {}, level ?? 'info'),
           setStatus: (name, status) => worker.setTransportStatus(name, status),
+          transportStatus: () => worker.transportStatus(),
         });
         if (endpoint) endpoints.push(endpoint);
       } catch (err) {

@@ -12,7 +12,7 @@ import { parseListenAddress, type ListenAddress } from '@lmserve/http';
 import { ConfigReader, environmentLayer, fileLayer, valuesLayer, type Environment } from './config-values.js';
 import { parseEnvFile } from './env-file.js';
 import type { ServicePaths } from './service-paths.js';
-import { NATS_PROTOCOLS } from './supervisor-config.js';
+import { NATS_PROTOCOLS, SUPERVISOR_NATS_KEYS, type SupervisorNatsKey } from './supervisor-config.js';
 
 export const WORKER_KEYS = [
   'MODEL_NAME',
@@ -29,6 +29,15 @@ export const WORKER_KEYS = [
   'GPU_LAYERS',
   'DB_PATH',
   'NATS_URL',
+  'NATS_TOKEN',
+  'NATS_USER',
+  'NATS_PASSWORD',
+  'NATS_CREDS',
+  'NATS_NKEY_SEED',
+  'NATS_TLS_CA',
+  'NATS_TLS_CERT',
+  'NATS_TLS_KEY',
+  'NATS_QUEUE',
   'JETSTREAM',
   'MAX_QUEUE',
   'API_KEY',
@@ -53,7 +62,19 @@ export interface WorkerConfig {
   batchSize: number;
   gpuLayers: number | 'auto';
   dbPath: string;
+  /** NATS servers, comma-separated (null: no NATS for this worker). */
   natsUrl: string | null;
+  natsToken: string | null;
+  natsUser: string | null;
+  natsPassword: string | null;
+  /** Absolute paths of files that existed when the configuration was read. */
+  natsCreds: string | null;
+  natsNkeySeed: string | null;
+  natsTlsCa: string | null;
+  natsTlsCert: string | null;
+  natsTlsKey: string | null;
+  /** Queue group of the request/reply subscription (default `lmserve.<SUBJECT>`). */
+  natsQueue: string;
   /** Store input and output text in this worker's audit trail (default: the supervisor's LOG_BODIES). */
   logBodies: boolean;
   jetstream: boolean;
@@ -70,6 +91,8 @@ export interface WorkerConfig {
 export interface WorkerDefaults {
   /** The supervisor's NATS_URL (from supervisor.env or the environment). */
   natsUrl: string | null;
+  /** The supervisor's NATS_TOKEN, NATS_USER, NATS_PASSWORD, NATS_CREDS, NATS_NKEY_SEED, NATS_TLS_*. */
+  nats?: Partial<Record<SupervisorNatsKey, string | null>>;
   /** The supervisor's LOG_BODIES (on|off); null: on. */
   logBodies?: 'on' | 'off' | null;
 }
@@ -148,6 +171,7 @@ export function parseWorkerConfig(
     environmentLayer(env, workerEnvPrefix(name)),
     fileLayer(file, parseEnvFile(text, file)),
     valuesLayer({ NATS_URL: defaults.natsUrl }, "the supervisor's NATS_URL"),
+    ...SUPERVISOR_NATS_KEYS.map((key) => valuesLayer({ [key]: defaults.nats?.[key] ?? null }, `the supervisor's ${key}`)),
     valuesLayer({ LOG_BODIES: defaults.logBodies ?? null }, "the supervisor's LOG_BODIES"),
   ]);
   const modelName = r.matching('MODEL_NAME', name, /^[A-Za-z0-9][A-Za-z0-9._:-]*$/, 'must be letters, digits, . _ : -');
@@ -160,6 +184,7 @@ export function parseWorkerConfig(
   const gpuRaw = r.string('GPU_LAYERS', 'auto').toLowerCase();
   if (gpuRaw !== 'auto' && !/^\d+$/.test(gpuRaw)) r.fail('GPU_LAYERS', 'must be auto or a number of layers (0 = CPU only)');
   const gpuLayers = gpuRaw === 'auto' ? 'auto' : r.int('GPU_LAYERS', 0, 0, 100000);
+  const subject = r.matching('SUBJECT', `inference.request.${name}`, NATS_SUBJECT, 'must be a NATS subject without wildcards');
   const sha = r.matching('MODEL_SHA256', '-', /^(-|[0-9a-fA-F]{64})$/, 'must be 64 hex digits');
   return {
     name,
@@ -169,7 +194,7 @@ export function parseWorkerConfig(
     modelUrl: r.url('MODEL_URL', ['http:', 'https:']),
     modelSha256: sha === '-' ? null : sha.toLowerCase(),
     httpAddr,
-    subject: r.matching('SUBJECT', `inference.request.${name}`, /^[^\s*>]+$/, 'must be a NATS subject without wildcards'),
+    subject,
     concurrency: r.int('WORKER_CONCURRENCY', 4, 1, 256),
     replicas: r.int('REPLICAS', 1, 1, 64),
     threads: r.int('MODEL_THREADS', 0, 0, 1024),
@@ -177,7 +202,7 @@ export function parseWorkerConfig(
     batchSize: r.int('BATCH_SIZE', 0, 0, 1 << 20),
     gpuLayers,
     dbPath: resolve(paths.root, r.string('DB_PATH', join(paths.dataDir, 'logs', `${name}.sqlite`))),
-    natsUrl: r.url('NATS_URL', NATS_PROTOCOLS),
+    ...natsSettings(r, subject, paths.root),
     logBodies: r.choice('LOG_BODIES', 'on', ['on', 'off'] as const) === 'on',
     jetstream: r.choice('JETSTREAM', 'off', ['on', 'off'] as const) === 'on',
     maxQueue: r.int('MAX_QUEUE', 64, 0, 1_000_000),
@@ -187,6 +212,30 @@ export function parseWorkerConfig(
     // Last: it lists what the reads above took from the environment.
     environmentOverrides: r.environmentOverrides(),
   };
+}
+
+/** Tokens of printable characters without wildcards, separated by single dots. */
+const NATS_SUBJECT = /^[^\s.*>]+(\.[^\s.*>]+)*$/;
+
+/** The NATS_* keys: servers, credentials (files must exist), TLS files, the queue group. */
+function natsSettings(r: ConfigReader, subject: string, root: string) {
+  const settings = {
+    natsUrl: r.urlList('NATS_URL', NATS_PROTOCOLS),
+    natsToken: r.string('NATS_TOKEN', '') || null,
+    natsUser: r.string('NATS_USER', '') || null,
+    natsPassword: r.string('NATS_PASSWORD', '') || null,
+    natsCreds: r.existingFile('NATS_CREDS', root),
+    natsNkeySeed: r.existingFile('NATS_NKEY_SEED', root),
+    natsTlsCa: r.existingFile('NATS_TLS_CA', root),
+    natsTlsCert: r.existingFile('NATS_TLS_CERT', root),
+    natsTlsKey: r.existingFile('NATS_TLS_KEY', root),
+    natsQueue: r.matching('NATS_QUEUE', `lmserve.${subject}`, NATS_SUBJECT, 'must be a queue group name: dot-separated tokens without spaces or wildcards'),
+  };
+  if (settings.natsPassword !== null && settings.natsUser === null) r.fail('NATS_PASSWORD', 'needs NATS_USER', () => '***');
+  if ((settings.natsTlsCert === null) !== (settings.natsTlsKey === null)) {
+    r.fail(settings.natsTlsCert === null ? 'NATS_TLS_KEY' : 'NATS_TLS_CERT', 'NATS_TLS_CERT and NATS_TLS_KEY go together (the client certificate and its key)');
+  }
+  return settings;
 }
 
 export function loadWorkerConfig(
