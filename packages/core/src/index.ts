@@ -14,7 +14,7 @@ export type { RequestPathOptions, RunRequest } from './request-path.js';
 export { ServiceObserver, RecentLog, MAX_INTER_TOKEN_SAMPLES } from './observer.js';
 export type { EventCode, EventListener, RequestEnd, RequestListener, RequestStatus, ServiceEvent } from './observer.js';
 export { newRequestId, transportOf, isTransportName } from './request-id.js';
-export type { MetricsSource, Transport, TransportEndpoint, TransportSettings, TransportStatus, TransportWorker } from './transport.js';
+export type { JobsSettings, MetricsSource, Transport, TransportEndpoint, TransportSettings, TransportStatus, TransportWorker } from './transport.js';
 export {
   PARAMETERS,
   MAX_GRAMMAR_BYTES,

@@ -37,6 +37,32 @@ export interface TransportSettings {
   /** Queue group of the request/reply subscription (every supervisor serving SUBJECT joins it). */
   natsQueue: string;
   jetstream: boolean;
+  /** The JetStream job runner's settings (JOBS_* and RESULTS_* keys; used when jetstream is on). */
+  jobs: JobsSettings;
+}
+
+/** Streams, subjects and limits of a worker's JetStream jobs (durations in ms; -1: no limit). */
+export interface JobsSettings {
+  /** JOBS_SUBJECT: where producers publish jobs. */
+  subject: string;
+  /** JOBS_STREAM: the work-queue stream over `subject`. */
+  stream: string;
+  /** JOBS_CONSUMER: the durable pull consumer every supervisor serving the worker shares. */
+  consumer: string;
+  maxDeliver: number;
+  ackWaitMs: number;
+  /** JOBS_MAX_AGE (0: none) and JOBS_MAX_MSGS (-1: none) of the work-queue stream. */
+  maxAgeMs: number;
+  maxMsgs: number;
+  /** RESULTS_STREAM over `<resultsSubject>.>`; a job's result is `<resultsSubject>.<job id>`. */
+  resultsStream: string;
+  resultsSubject: string;
+  resultsMaxAgeMs: number;
+  resultsMaxBytes: number;
+  resultsDuplicateWindowMs: number;
+  /** WORKER_CONCURRENCY × REPLICAS and MAX_QUEUE: how many jobs the worker can hold. */
+  slots: number;
+  maxQueue: number;
 }
 
 export interface TransportWorker {

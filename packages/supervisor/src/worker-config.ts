@@ -8,9 +8,11 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { LmError, toLmError, type PromptTemplate } from '@lmserve/protocol';
+import type { JobsSettings } from '@lmserve/core';
 import { parseListenAddress, type ListenAddress } from '@lmserve/http';
 import { ConfigReader, environmentLayer, fileLayer, valuesLayer, type Environment } from './config-values.js';
 import { parseEnvFile } from './env-file.js';
+import { JOBS_KEYS, jobsSettings } from './jobs-config.js';
 import type { ServicePaths } from './service-paths.js';
 import { NATS_PROTOCOLS, SUPERVISOR_NATS_KEYS, type SupervisorNatsKey } from './supervisor-config.js';
 
@@ -39,6 +41,7 @@ export const WORKER_KEYS = [
   'NATS_TLS_KEY',
   'NATS_QUEUE',
   'JETSTREAM',
+  ...JOBS_KEYS,
   'MAX_QUEUE',
   'API_KEY',
   'LOG_BODIES',
@@ -78,6 +81,8 @@ export interface WorkerConfig {
   /** Store input and output text in this worker's audit trail (default: the supervisor's LOG_BODIES). */
   logBodies: boolean;
   jetstream: boolean;
+  /** JOBS_* and RESULTS_*: the JetStream job runner's streams, subjects and limits. */
+  jobs: JobsSettings;
   maxQueue: number;
   apiKey: string | null;
   promptTemplate: PromptTemplate | null;
@@ -186,6 +191,9 @@ export function parseWorkerConfig(
   const gpuLayers = gpuRaw === 'auto' ? 'auto' : r.int('GPU_LAYERS', 0, 0, 100000);
   const subject = r.matching('SUBJECT', `inference.request.${name}`, NATS_SUBJECT, 'must be a NATS subject without wildcards');
   const sha = r.matching('MODEL_SHA256', '-', /^(-|[0-9a-fA-F]{64})$/, 'must be 64 hex digits');
+  const concurrency = r.int('WORKER_CONCURRENCY', 4, 1, 256);
+  const replicas = r.int('REPLICAS', 1, 1, 64);
+  const maxQueue = r.int('MAX_QUEUE', 64, 0, 1_000_000);
   return {
     name,
     file,
@@ -195,8 +203,8 @@ export function parseWorkerConfig(
     modelSha256: sha === '-' ? null : sha.toLowerCase(),
     httpAddr,
     subject,
-    concurrency: r.int('WORKER_CONCURRENCY', 4, 1, 256),
-    replicas: r.int('REPLICAS', 1, 1, 64),
+    concurrency,
+    replicas,
     threads: r.int('MODEL_THREADS', 0, 0, 1024),
     contextSize: r.int('CTX_SIZE', 4096, 64, 1 << 24),
     batchSize: r.int('BATCH_SIZE', 0, 0, 1 << 20),
@@ -205,7 +213,8 @@ export function parseWorkerConfig(
     ...natsSettings(r, subject, paths.root),
     logBodies: r.choice('LOG_BODIES', 'on', ['on', 'off'] as const) === 'on',
     jetstream: r.choice('JETSTREAM', 'off', ['on', 'off'] as const) === 'on',
-    maxQueue: r.int('MAX_QUEUE', 64, 0, 1_000_000),
+    jobs: jobsSettings(r, name, concurrency * replicas, maxQueue),
+    maxQueue,
     apiKey: r.string('API_KEY', '') || null,
     promptTemplate: readPromptTemplate(join(paths.dataDir, 'models', modelName, 'prompt_template.json')),
     unknownKeys: r.unknownKeys(WORKER_KEYS),
