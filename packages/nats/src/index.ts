@@ -3,5 +3,15 @@
  * supervisors share the load) and durable JetStream work queues. Imports only the core and the
  * protocol, like every transport.
  */
-export const NATS_TRANSPORT = 'nats';
+export { NatsTransport } from './nats-transport.js';
+export { NATS_TRANSPORT, PROBE_INTERVAL_MS } from './request-reply.js';
+export { CANCEL_PREFIX } from './worker-binding.js';
+export { ConnectionPool, SharedConnection, errorText } from './connection.js';
+export type { ConnectionChange } from './connection.js';
+export { connectionSettings, connectionKey, parseServers, describe as describeConnection } from './settings.js';
+export type { ConnectionSettings, ParsedServers } from './settings.js';
+export { LM_CANCEL, LM_ERROR_CODE, LM_EVENT, LM_REQUEST_ID, LM_STATUS, RETRY_AFTER, errorHeaders, replyHeaders } from './wire.js';
+export type { ReplyEvent, TokenMessage } from './wire.js';
+export type { JobsContext, JobsService } from './jobs-contract.js';
+
 export const JOBS_TRANSPORT = 'jobs';

@@ -1,6 +1,6 @@
 /**
  * The supervisor: reads envs/, runs one ModelWorker per configured model, binds every
- * transport (HTTP today) to every worker through the core's Transport interface, serves the
+ * transport (HTTP, NATS) to every worker through the core's Transport interface, serves the
  * gateway/admin port, and never runs inference. It owns the observer: every request end and
  * every lifecycle event of the service is published there.
  */
@@ -19,6 +19,7 @@ import {
 } from '@lmserve/core';
 import { LmError, createLogger, toLmError, type Logger, type SupervisorStatus, type WorkerInfo } from '@lmserve/protocol';
 import { HttpTransport, closeServer, createAdminApp, listen, type AdminBackend, type RecentQuery } from '@lmserve/http';
+import { NatsTransport } from '@lmserve/nats';
 import { ModelWorker } from './model-worker.js';
 import { Observability } from './observability.js';
 import { GrammarService, checkerModelPath } from './grammar-service.js';
@@ -33,7 +34,7 @@ export interface SupervisorOptions {
   log?: Logger;
   /** Subscribe before anything happens (tests, embedders); the supervisor makes one otherwise. */
   observer?: ServiceObserver;
-  /** Transports to bind to every worker (default: HTTP). */
+  /** Transports to bind to every worker (default: HTTP and NATS). */
   transports?: (log: Logger) => Transport[];
   /** Called when an admin asks the supervisor to exit (POST /admin/shutdown). */
   onShutdownRequest?: () => void;
@@ -76,7 +77,7 @@ export class Supervisor implements AdminBackend {
     this.observer = options.observer ?? new ServiceObserver({ log });
     this.observer.onEvent((event) => this.#events.push(event));
     this.observer.onRequest((end) => this.#requests.push(end));
-    this.#transports = options.transports ? options.transports(log) : [new HttpTransport({ log })];
+    this.#transports = options.transports ? options.transports(log) : [new HttpTransport({ log }), new NatsTransport({ log })];
     this.#sinks = new Observability({
       config,
       observer: this.observer,

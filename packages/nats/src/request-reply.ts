@@ -1,0 +1,179 @@
+/**
+ * One NATS request on a worker's SUBJECT, from message to reply: the same request path, body
+ * and answer as HTTP POST /v1/completions. Every failure is a reply (never silence), streamed
+ * requests get their tokens as messages, and a requester that goes away cancels its generation.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import { completionBody, parseGenerateBody, type ActiveRequest, type TransportWorker } from '@lmserve/core';
+import { LmError, toLmError, type Logger } from '@lmserve/protocol';
+import { errors, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
+import { LM_CANCEL, LM_EVENT, LM_REQUEST_ID, errorHeaders, replyHeaders, type TokenMessage } from './wire.js';
+
+/** The transport name in request ids and the audit trail. */
+export const NATS_TRANSPORT = 'nats';
+
+/** How often a streaming request checks that its requester still listens, and how long a check waits. */
+export const PROBE_INTERVAL_MS = 2000;
+const PROBE_TIMEOUT_MS = 1000;
+
+/** Where a running request can be cancelled: the subject clients publish to, by request id. */
+export interface CancelRegistry {
+  /** Registers the request; returns its cancel subject. */
+  register(requestId: string, abort: AbortController): string;
+  unregister(requestId: string): void;
+}
+
+export interface RequestContext {
+  worker: TransportWorker;
+  nc: NatsConnection;
+  cancels: CancelRegistry;
+  log: Logger;
+}
+
+const encoder = new TextEncoder();
+
+function json(value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value));
+}
+
+/** Serves one message of the worker's SUBJECT; never throws. */
+export async function serveRequest(msg: Msg, ctx: RequestContext): Promise<void> {
+  const { worker, log } = ctx;
+  const reply = msg.reply;
+  if (!reply) {
+    // Nothing to answer to: a publish, not a request.
+    log.warn('a message without a reply subject was dropped (send it as a request)', { subject: msg.subject, bytes: msg.data.length });
+    return;
+  }
+  const clientId = msg.headers?.get('Nats-Msg-Id') || null;
+  const request = worker.requests.begin(NATS_TRANSPORT, clientId);
+  try {
+    await run(msg, reply, request, ctx);
+  } catch (err) {
+    // Only a bug gets here: the request still ends, and the requester still hears of it.
+    const error = request.fail(err);
+    request.log.error('NATS request handler failed', { error: error.message });
+    publish(ctx, reply, json({ error: error.toJSON() }), errorHeaders(error, 1, { [LM_REQUEST_ID]: request.id }));
+  }
+}
+
+async function run(msg: Msg, reply: string, request: ActiveRequest, ctx: RequestContext): Promise<void> {
+  const { worker } = ctx;
+  const backend = worker.backend;
+  const base = { [LM_REQUEST_ID]: request.id };
+  const refuse = (err: unknown, partial?: Parameters<ActiveRequest['fail']>[1]) => {
+    const error = request.fail(err, partial);
+    publish(ctx, reply, json({ error: error.toJSON() }), errorHeaders(error, backend.readiness().retryAfterS, base));
+  };
+
+  const apiKey = backend.apiKey;
+  if (apiKey !== null && !bearerMatches(msg.headers, apiKey)) {
+    refuse(new LmError('UNAUTHORIZED', 'missing or wrong API key (header Authorization: Bearer <API_KEY>)'));
+    return;
+  }
+  let body: unknown;
+  try {
+    body = JSON.parse(msg.string());
+  } catch (err) {
+    refuse(new LmError('INVALID_REQUEST', `the request body is not valid JSON: ${(err as Error).message}`, { field: 'body' }));
+    return;
+  }
+  let parsed;
+  try {
+    parsed = parseGenerateBody(body);
+  } catch (err) {
+    refuse(err);
+    return;
+  }
+
+  const abort = new AbortController();
+  const cancelSubject = ctx.cancels.register(request.id, abort);
+  const streamHeaders = { ...base, [LM_CANCEL]: cancelSubject };
+  const probe = parsed.stream ? watchRequester(ctx, reply, abort, request.log) : null;
+  try {
+    const onTokens = parsed.stream
+      ? (text: string, ids: number[]) => {
+          const message: TokenMessage = { id: request.id, text, tokens: ids };
+          // A throw here (connection closed) cancels the generation: nobody would see its tokens.
+          ctx.nc.publish(reply, json(message), { headers: replyHeaders({ ...streamHeaders, [LM_EVENT]: 'token' }) });
+        }
+      : () => undefined;
+    let result;
+    try {
+      result = await request.run({ input: parsed.input, params: parsed.params, raw: parsed.raw }, onTokens, abort.signal);
+    } catch (err) {
+      const error = toLmError(err);
+      const extra = parsed.stream ? { ...streamHeaders, [LM_EVENT]: 'error' } : base;
+      publish(ctx, reply, json({ error: error.toJSON() }), errorHeaders(error, backend.readiness().retryAfterS, extra));
+      return;
+    }
+    const answer = json(completionBody(request.id, backend.model, result));
+    const headers = replyHeaders(parsed.stream ? { ...streamHeaders, [LM_EVENT]: 'done' } : base);
+    if (!publish(ctx, reply, answer, headers, true)) {
+      const error = new LmError('PAYLOAD_TOO_LARGE', `the answer (${answer.length} bytes) is larger than the NATS server's max_payload`);
+      const extra = parsed.stream ? { ...streamHeaders, [LM_EVENT]: 'error' } : base;
+      publish(ctx, reply, json({ error: error.toJSON() }), errorHeaders(error, 1, extra));
+    }
+  } finally {
+    probe?.stop();
+    ctx.cancels.unregister(request.id);
+  }
+}
+
+/**
+ * Publishes on the reply subject; false when the message could not be sent (too large for the
+ * server, connection closed), which is logged. `quiet`: the caller reports it itself.
+ */
+function publish(ctx: RequestContext, subject: string, data: Uint8Array, headers: MsgHdrs, quiet = false): boolean {
+  try {
+    ctx.nc.publish(subject, data, { headers });
+    return true;
+  } catch (err) {
+    if (!quiet) ctx.log.warn('could not publish a NATS reply', { subject, bytes: data.length, reason: (err as Error)?.message ?? String(err) });
+    return false;
+  }
+}
+
+function bearerMatches(headers: MsgHdrs | undefined, token: string): boolean {
+  const match = /^Bearer\s+(.+)$/i.exec(headers?.get('Authorization') ?? '');
+  if (!match?.[1]) return false;
+  const given = Buffer.from(match[1].trim());
+  const expected = Buffer.from(token);
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
+/**
+ * Checks every PROBE_INTERVAL_MS that someone still listens on the reply subject: a request
+ * there (`Lm-Event: ping`, which requesters ignore) answered "no responders" by the server means
+ * the requester's inbox is gone, and the generation is cancelled. A timeout means it is still
+ * there. Only streamed requests are checked: a plain `request()` would take the ping for its answer.
+ */
+function watchRequester(ctx: RequestContext, reply: string, abort: AbortController, log: Logger): { stop(): void } {
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy || abort.signal.aborted || ctx.nc.isClosed()) return;
+    busy = true;
+    ctx.nc
+      .request(reply, undefined, { timeout: PROBE_TIMEOUT_MS, headers: replyHeaders({ [LM_EVENT]: 'ping' }) })
+      .then(
+        () => undefined,
+        (err: unknown) => {
+          if (isNoResponders(err) && !abort.signal.aborted) {
+            log.info('the requester stopped listening; cancelling', { reply });
+            abort.abort();
+          }
+        },
+      )
+      .finally(() => {
+        busy = false;
+      });
+  }, PROBE_INTERVAL_MS);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}
+
+function isNoResponders(err: unknown): boolean {
+  if (err instanceof errors.NoRespondersError) return true;
+  if (err instanceof errors.RequestError) return err.isNoResponders();
+  return false;
+}
