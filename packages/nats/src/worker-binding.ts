@@ -10,7 +10,7 @@ import { toLmError, type Logger } from '@lmserve/protocol';
 import { nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { SharedConnection, ConnectionChange } from './connection.js';
 import type { JobsService } from './jobs-contract.js';
-import { createJobs } from './jobs-runner.js';
+import { startJobs } from './jobs/index.js';
 import { NATS_TRANSPORT, serveRequest, type CancelRegistry, type RequestContext } from './request-reply.js';
 import { describe } from './settings.js';
 
@@ -167,7 +167,7 @@ export class WorkerBinding implements CancelRegistry {
     if (replacing) void previous?.then((jobs) => jobs?.terminate());
     this.#jobs = (async () => {
       try {
-        const jobs = await createJobs({ nc, worker: this.#worker, log: this.#log });
+        const jobs = startJobs({ nc, worker: this.#worker, log: this.#log });
         if (this.#closing) return jobs;
         await jobs.start();
         return jobs;
