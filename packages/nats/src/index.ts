@@ -13,5 +13,9 @@ export type { ConnectionSettings, ParsedServers } from './settings.js';
 export { LM_CANCEL, LM_ERROR_CODE, LM_EVENT, LM_REQUEST_ID, LM_STATUS, RETRY_AFTER, errorHeaders, replyHeaders } from './wire.js';
 export type { ReplyEvent, TokenMessage } from './wire.js';
 export type { JobsContext, JobsService } from './jobs-contract.js';
+// The job runner and what producers need of jobs and results (jobs/index.ts is its public face).
+export * from './jobs/index.js';
+export { JobHeaders, MAX_JOB_ID_LENGTH, checkJobId, resultSubject, startJobs } from './jobs/index.js';
+export type { CompletedResult, FailedResult, JobResult, JobStatus } from './jobs/index.js';
 
 export const JOBS_TRANSPORT = 'jobs';
