@@ -12,6 +12,7 @@ import { table, workersTable } from './format.js';
 import { runSupervisor } from './run-supervisor.js';
 import { SINCE_FORMS, parseSince } from './since.js';
 import { testWorker } from './test-command.js';
+import { registerJobsCommand } from './jobs-cli.js';
 
 interface GlobalOptions {
   envs?: string;
@@ -148,6 +149,8 @@ program
   .option('--json', 'print the rows as JSON lines')
   .option('--follow', 'keep printing new events as they come, until Ctrl-C')
   .action((name: string, options: AuditOptions) => audit('events', name, options));
+
+registerJobsCommand(program, paths);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const error = toLmError(err);

@@ -15,7 +15,5 @@ export type { ReplyEvent, TokenMessage } from './wire.js';
 export type { JobsContext, JobsService } from './jobs-contract.js';
 // The job runner and what producers need of jobs and results (jobs/index.ts is its public face).
 export * from './jobs/index.js';
-export { JobHeaders, MAX_JOB_ID_LENGTH, checkJobId, resultSubject, startJobs } from './jobs/index.js';
-export type { CompletedResult, FailedResult, JobResult, JobStatus } from './jobs/index.js';
 
 export const JOBS_TRANSPORT = 'jobs';
