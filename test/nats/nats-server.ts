@@ -15,6 +15,10 @@ export interface NatsServerOptions {
   token?: string;
   /** JetStream on (default true). */
   jetstream?: boolean;
+  /** Listen on this port (default: a free one), e.g. one a supervisor was told about before the server ran. */
+  port?: number;
+  /** Serve the monitoring endpoint (/connz, /varz) on a free port. */
+  monitor?: boolean;
 }
 
 /** Which nats-server binary to run (NATS_SERVER_BIN overrides; .ci/run installs the Debian package). */
@@ -30,6 +34,8 @@ export function natsServerAvailable(): boolean {
 export class NatsServer {
   readonly port: number;
   readonly storeDir: string;
+  /** Port of the monitoring endpoint (0: off). */
+  monitorPort = 0;
   readonly #dir: string;
   readonly #options: NatsServerOptions;
   #child: ChildProcess | null = null;
@@ -45,7 +51,8 @@ export class NatsServer {
   /** Starts a server on a free port and waits until it accepts connections. */
   static async start(options: NatsServerOptions = {}): Promise<NatsServer> {
     const dir = mkdtempSync(join(tmpdir(), 'lmserve-nats-'));
-    const server = new NatsServer(await freePort(), dir, options);
+    const server = new NatsServer(options.port ?? (await freePort()), dir, options);
+    if (options.monitor) server.monitorPort = await freePort();
     await server.restart();
     return server;
   }
@@ -71,6 +78,7 @@ export class NatsServer {
     const lines = [`listen: 127.0.0.1:${this.port}`, `server_name: lmserve_test_${this.port}`];
     if (this.#options.jetstream !== false) lines.push(`jetstream { store_dir: ${JSON.stringify(this.storeDir)} }`);
     if (this.#options.token) lines.push(`authorization { token: ${JSON.stringify(this.#options.token)} }`);
+    if (this.monitorPort > 0) lines.push(`http: 127.0.0.1:${this.monitorPort}`);
     writeFileSync(config, `${lines.join('\n')}\n`);
     const child = spawn(natsServerBinary(), ['-c', config], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
@@ -89,6 +97,14 @@ export class NatsServer {
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error(`nats-server did not start on ${this.port}:\n${this.#output}`);
+  }
+
+  /** The client connections the server has now, with their names (monitoring on). */
+  async connections(): Promise<Array<{ name?: string; subscriptions: number }>> {
+    if (this.monitorPort === 0) throw new Error('start the server with { monitor: true }');
+    const res = await fetch(`http://127.0.0.1:${this.monitorPort}/connz`);
+    const body = (await res.json()) as { connections?: Array<{ name?: string; subscriptions: number }> };
+    return body.connections ?? [];
   }
 
   /** Stops it (SIGTERM, then SIGKILL after 5 s); the store directory stays for a restart. */
