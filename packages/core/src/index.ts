@@ -38,3 +38,5 @@ export { parseListenAddress, formatAddress, isLoopback } from './address.js';
 export type { ListenAddress } from './address.js';
 export type { EventQuery, EventRow, RequestQuery, RequestRow, WorkerRecords } from './records.js';
 export { parseRequestQuery, parseEventQuery, MAX_RECORDS_PER_READ } from './record-query.js';
+export { baseModelName, findModel, modelNameMatches } from './model-directory.js';
+export type { ModelDirectory } from './model-directory.js';

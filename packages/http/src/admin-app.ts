@@ -1,10 +1,18 @@
-/** Admin REST under /admin on the gateway address, behind `Authorization: Bearer ADMIN_TOKEN`. */
+/**
+ * The gateway: admin REST under /admin behind `Authorization: Bearer ADMIN_TOKEN`, every model's
+ * metrics, and OpenAI's and Ollama's APIs for every model, routed by the request's `model`
+ * field (behind the gateway-wide API_KEY or the routed model's own).
+ */
 import express, { type Express, type Request, type Response } from 'express';
-import { LmError, type WorkerInfo } from '@lmserve/protocol';
+import { LmError, type Logger, type WorkerInfo } from '@lmserve/protocol';
 import type { AdminBackend, RecentQuery } from './admin-backend.js';
 import { errorMiddleware, sendError } from './errors.js';
 import { grammarRoutes } from './grammar-routes.js';
-import { bearerMatches } from './model-app.js';
+import { bearerMatches } from './bearer.js';
+import { gatewayScope } from './compat-scope.js';
+import { HTTP_TRANSPORT } from './model-app.js';
+import { ollamaRoutes } from './ollama/routes.js';
+import { openAiRoutes } from './openai/routes.js';
 
 function recentQuery(query: Request['query']): RecentQuery {
   const number = (value: unknown, fallback: number, max: number, field: string) => {
@@ -24,7 +32,13 @@ function recentQuery(query: Request['query']): RecentQuery {
   };
 }
 
-export function createAdminApp(backend: AdminBackend, token: string): Express {
+export interface GatewayOptions {
+  /** supervisor.env's API_KEY: opens every model's OpenAI and Ollama routes here (null: only the models' own keys apply). */
+  apiKey?: string | null;
+  log: Logger;
+}
+
+export function createAdminApp(backend: AdminBackend, token: string, options: GatewayOptions): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -38,6 +52,11 @@ export function createAdminApp(backend: AdminBackend, token: string): Express {
       (err: unknown) => sendError(res, err),
     );
   });
+
+  const scope = gatewayScope(backend, options.apiKey ?? null);
+  const log = options.log.child({ component: 'gateway' });
+  app.use(openAiRoutes({ scope, transport: HTTP_TRANSPORT, log, completions: true }));
+  app.use(ollamaRoutes({ scope, transport: HTTP_TRANSPORT, log }));
 
   const adminOnly = (req: Request, res: Response, next: () => void) => {
     if (bearerMatches(req.headers.authorization, token)) next();

@@ -1,5 +1,5 @@
 /** What the admin REST needs from the supervisor. */
-import type { GrammarLibraryApi, MetricsSource, RequestEnd, ServiceEvent } from '@lmserve/core';
+import type { GrammarLibraryApi, MetricsSource, ModelDirectory, RequestEnd, ServiceEvent } from '@lmserve/core';
 import type { SupervisorStatus, WorkerInfo } from '@lmserve/protocol';
 
 export interface RecentQuery {
@@ -9,7 +9,8 @@ export interface RecentQuery {
   limit: number;
 }
 
-export interface AdminBackend {
+/** The gateway's view of the supervisor: admin actions, and every model's RequestPath (`models()`) for the OpenAI and Ollama routes. */
+export interface AdminBackend extends ModelDirectory {
   status(): SupervisorStatus;
   listWorkers(): WorkerInfo[];
   /**

@@ -1,9 +1,9 @@
 /**
- * The per-model HTTP API: POST /v1/completions (JSON or SSE), GET /healthz, GET /readyz.
- * Every completion goes through the core's RequestPath (ids, the observer); this file only
- * speaks HTTP. A client that disconnects cancels its generation.
+ * The per-model HTTP API: POST /v1/completions (JSON or SSE), GET /healthz, GET /readyz, and
+ * OpenAI's and Ollama's APIs (openai/, ollama/). Every completion goes through the core's
+ * RequestPath (ids, the observer); this file only speaks HTTP. A client that disconnects
+ * cancels its generation.
  */
-import { timingSafeEqual } from 'node:crypto';
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import {
   completionBody,
@@ -18,7 +18,12 @@ import {
   type WorkerRecords,
 } from '@lmserve/core';
 import { LmError, toLmError, type Logger } from '@lmserve/protocol';
+import { bearerMatches } from './bearer.js';
+import { portScope } from './compat-scope.js';
 import { bodyError, errorMiddleware, sendError } from './errors.js';
+import { ollamaRoutes } from './ollama/routes.js';
+import { openAiErrorType } from './openai/errors.js';
+import { handleOpenAi, openAiRoutes } from './openai/routes.js';
 import { grammarRoutes } from './grammar-routes.js';
 import { SseStream } from './sse.js';
 
@@ -40,13 +45,7 @@ export interface ModelAppOptions {
 /** The transport name in request ids and the audit trail. */
 export const HTTP_TRANSPORT = 'http';
 
-export function bearerMatches(header: string | undefined, token: string): boolean {
-  const match = /^Bearer\s+(.+)$/i.exec(header ?? '');
-  if (!match?.[1]) return false;
-  const given = Buffer.from(match[1].trim());
-  const expected = Buffer.from(token);
-  return given.length === expected.length && timingSafeEqual(given, expected);
-}
+export { bearerMatches };
 
 export function createModelApp(options: ModelAppOptions): Express {
   const { requests, log } = options;
@@ -88,7 +87,8 @@ export function createModelApp(options: ModelAppOptions): Express {
       const error = (res.locals.request as ActiveRequest).fail(
         new LmError('UNAUTHORIZED', 'missing or wrong API key (Authorization: Bearer <API_KEY>)'),
       );
-      sendError(res, error);
+      // The body is not read yet, so it may be either API's: both error shapes in one.
+      res.status(error.status).json({ error: { ...error.toJSON(), type: openAiErrorType(error.status), param: null } });
       return;
     }
     next();
@@ -111,6 +111,12 @@ export function createModelApp(options: ModelAppOptions): Express {
   );
 
   async function handleCompletion(req: Request, res: Response, request: ActiveRequest): Promise<void> {
+    // A body with `prompt` (and no `input`) is OpenAI's completion request.
+    const body = req.body as Record<string, unknown> | null;
+    if (body !== null && typeof body === 'object' && !Array.isArray(body) && 'prompt' in body && !('input' in body)) {
+      handleOpenAi('text', body, res, request, requests, log);
+      return;
+    }
     let parsed;
     try {
       parsed = parseGenerateBody(req.body);
@@ -144,6 +150,11 @@ export function createModelApp(options: ModelAppOptions): Express {
       }
     }
   }
+
+  // OpenAI's and Ollama's routes check the API key themselves, answering in their own shapes.
+  const scope = portScope(requests);
+  app.use(openAiRoutes({ scope, transport: HTTP_TRANSPORT, log, bodyLimit: options.bodyLimit, completions: false }));
+  app.use(ollamaRoutes({ scope, transport: HTTP_TRANSPORT, log, bodyLimit: options.bodyLimit }));
 
   const authorized = (req: Request, res: Response, next: NextFunction) => {
     if (backend.apiKey === null || bearerMatches(req.headers.authorization, backend.apiKey)) {

@@ -15,6 +15,7 @@ import type { ServicePaths } from './service-paths.js';
 export const SUPERVISOR_KEYS = [
   'GATEWAY_ADDR',
   'ADMIN_TOKEN',
+  'API_KEY',
   'LOG_LEVEL',
   'NATS_URL',
   'NATS_TOKEN',
@@ -58,6 +59,8 @@ export interface SupervisorConfig {
   /** From ADMIN_TOKEN, else generated at start and written to <data>/run/admin.token. */
   adminToken: string;
   adminTokenGenerated: boolean;
+  /** The gateway-wide API key of the OpenAI and Ollama routes on GATEWAY_ADDR (null: each model's own API_KEY only). */
+  apiKey: string | null;
   logLevel: LogLevel;
   natsUrl: string | null;
   /** The other NATS keys, as set (workers check them: files must exist, TLS cert and key go together). */
@@ -113,6 +116,7 @@ export function loadSupervisorConfig(paths: ServicePaths, env: Environment = pro
     gatewayAddr,
     adminToken: token || randomBytes(24).toString('base64url'),
     adminTokenGenerated: token === '',
+    apiKey: r.string('API_KEY', '') || null,
     logLevel,
     natsUrl: r.urlList('NATS_URL', NATS_PROTOCOLS),
     nats: Object.fromEntries(SUPERVISOR_NATS_KEYS.map((key) => [key, r.string(key, '') || null])) as Record<SupervisorNatsKey, string | null>,

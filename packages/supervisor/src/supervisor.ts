@@ -158,6 +158,11 @@ export class Supervisor implements AdminBackend {
     return this.#grammars;
   }
 
+  /** Every worker's request path, for the gateway's OpenAI and Ollama routes (routed by MODEL_NAME). */
+  models(): RequestPath[] {
+    return [...this.#workers.values()].map((entry) => entry.requests);
+  }
+
   /** What transports hold: a stable view of the library, which opens after the ports are bound. */
   readonly #grammarsApi: GrammarLibraryApi = {
     resolve: (name) => this.#library().resolve(name),
@@ -300,7 +305,7 @@ export class Supervisor implements AdminBackend {
   }
 
   async #openGateway(): Promise<void> {
-    const app = createAdminApp(this, this.config.adminToken);
+    const app = createAdminApp(this, this.config.adminToken, { apiKey: this.config.apiKey, log: this.#log });
     this.#gateway = await listen(app, this.config.gatewayAddr);
     let tokenNote = {};
     if (this.config.adminTokenGenerated) tokenNote = { adminTokenFile: writeAdminToken(this.paths, this.config.adminToken) };

@@ -1,0 +1,105 @@
+/**
+ * Runs an OpenAI call on one model and answers in OpenAI's shapes: a chat.completion or a
+ * text_completion, or their chunks over SSE (ending in `data: [DONE]`, with a usage-only chunk
+ * first when stream_options.include_usage is set). Each prompt of a completion is one request
+ * of the core (the first is the one the route began, the others begin here), run side by side;
+ * one failing cancels the others. A client that disconnects cancels every one.
+ */
+import type { Response } from 'express';
+import type { ActiveRequest, RequestPath } from '@lmserve/core';
+import { toLmError, type GenerationResult } from '@lmserve/protocol';
+import { openAiErrorBody, sendOpenAiError } from './errors.js';
+import { OpenAiEventStream } from './event-stream.js';
+import type { OpenAiCall } from './request.js';
+
+export type OpenAiKind = 'chat' | 'text';
+
+/** OpenAI's finish reasons: a cancelled generation (shutdown, disconnect) reads as stopped. */
+function finishReason(result: GenerationResult): 'stop' | 'length' {
+  return result.finishReason === 'length' ? 'length' : 'stop';
+}
+
+export function usageOf(results: readonly GenerationResult[]) {
+  let prompt = 0;
+  let completion = 0;
+  let cached = 0;
+  for (const r of results) {
+    prompt += r.usage.tokensIn;
+    completion += r.usage.tokensOut;
+    cached += r.usage.cachedTokens;
+  }
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached } };
+}
+
+export async function serveOpenAi(kind: OpenAiKind, call: OpenAiCall, res: Response, first: ActiveRequest, path: RequestPath): Promise<void> {
+  const model = path.backend.model;
+  const id = kind === 'chat' ? `chatcmpl-${first.id}` : `cmpl-${first.id}`;
+  const object = kind === 'chat' ? 'chat.completion' : 'text_completion';
+  const chunkObject = kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
+  const created = Math.floor(first.startedAt / 1000);
+  const requests = call.inputs.map((_, i) => (i === 0 ? first : path.begin(first.transport, first.clientId)));
+  const abort = new AbortController();
+  res.on('close', () => {
+    if (!res.writableFinished) abort.abort();
+  });
+  const stream = call.stream ? new OpenAiEventStream(res) : null;
+  const usageField = call.includeUsage ? { usage: null } : {};
+  const chunk = (index: number, text: string | null, finish: 'stop' | 'length' | null, role = false) => {
+    const choice =
+      kind === 'chat'
+        ? { index, delta: text === null ? {} : role ? { role: 'assistant', content: text } : { content: text }, logprobs: null, finish_reason: finish }
+        : { index, text: text ?? '', logprobs: null, finish_reason: finish };
+    stream?.send({ id, object: chunkObject, created, model, system_fingerprint: null, choices: [choice], ...usageField });
+  };
+  const opened = new Set<number>();
+  const sink = (index: number) =>
+    stream
+      ? (text: string) => {
+          if (kind === 'chat' && !opened.has(index)) {
+            opened.add(index);
+            chunk(index, '', null, true);
+          }
+          if (text !== '') chunk(index, text, null);
+        }
+      : () => undefined;
+
+  let results: GenerationResult[];
+  try {
+    results = await Promise.all(
+      requests.map((request, i) =>
+        request.run({ input: call.inputs[i] as OpenAiCall['inputs'][number], params: call.params, raw: call.raw }, sink(i), abort.signal).catch((err: unknown) => {
+          abort.abort();
+          throw err;
+        }),
+      ),
+    );
+  } catch (err) {
+    const error = toLmError(err);
+    // The requests that never ran still end, once each, with the error that stopped the call.
+    for (const request of requests) request.fail(error);
+    if (stream?.started) {
+      stream.send(openAiErrorBody(error));
+      res.end();
+    } else {
+      sendOpenAiError(res, error, path.backend.readiness().retryAfterS);
+    }
+    return;
+  }
+  const usage = usageOf(results);
+  if (stream) {
+    results.forEach((result, i) => {
+      if (kind === 'chat' && !opened.has(i)) chunk(i, '', null, true);
+      chunk(i, null, finishReason(result));
+    });
+    if (call.includeUsage) stream.send({ id, object: chunkObject, created, model, system_fingerprint: null, choices: [], usage });
+    stream.done();
+    return;
+  }
+  if (res.writableEnded) return;
+  const choices = results.map((result, index) =>
+    kind === 'chat'
+      ? { index, message: { role: 'assistant', content: result.text }, logprobs: null, finish_reason: finishReason(result) }
+      : { index, text: result.text, logprobs: null, finish_reason: finishReason(result) },
+  );
+  res.json({ id, object, created, model, system_fingerprint: null, choices, usage });
+}
