@@ -31,6 +31,9 @@ const FETCH_EXPIRES_MS = 5000;
 const STATUS_INTERVAL_MS = 3000;
 /** Timeout of one JetStream API call or publish. */
 const API_TIMEOUT_MS = 5000;
+/** How long a job that arrived while the model was not ready waits for it before it is nak'd. */
+const READY_WAIT_MS = 60_000;
+const NOT_READY = new LmError('MODEL_NOT_READY', 'the model is not ready');
 
 /** A job this runner holds: every delivery of it that arrived while it ran is acked with it. */
 interface HeldJob {
@@ -273,6 +276,12 @@ export class JobRunner implements JobsService {
       await this.#ackAll(job);
       return;
     }
+    // A job that arrives while the model restarts waits for it (its ack wait kept alive) rather
+    // than spending one of its deliveries on MODEL_NOT_READY.
+    if (!(await this.#untilReady())) {
+      if (!this.#terminated) for (const msg of job.msgs) msg.nak(this.#closing ? 0 : retryDelayMs(deliveries(), NOT_READY));
+      return;
+    }
     if (deliveries() > 1) {
       this.#worker.event('jobs.redelivered', `job ${job.id} runs again (delivery ${deliveries()})`, { job_id: job.id, deliveries: deliveries() });
     }
@@ -285,6 +294,16 @@ export class JobRunner implements JobsService {
     } catch (err) {
       await this.#failed(job, toLmError(err), deliveries());
     }
+  }
+
+  /** True once the model is ready; false when the runner closes or READY_WAIT_MS pass first. */
+  async #untilReady(): Promise<boolean> {
+    const deadline = Date.now() + READY_WAIT_MS;
+    while (!this.#worker.backend.readiness().ready) {
+      if (this.#closing || Date.now() > deadline) return false;
+      await delay(250);
+    }
+    return !this.#closing;
   }
 
   async #failed(job: HeldJob, error: LmError, deliveries: number): Promise<void> {
