@@ -12,6 +12,8 @@ export { connectionSettings, connectionKey, parseServers, describe as describeCo
 export type { ConnectionSettings, ParsedServers } from './settings.js';
 export { LM_CANCEL, LM_ERROR_CODE, LM_EVENT, LM_REQUEST_ID, LM_STATUS, RETRY_AFTER, errorHeaders, replyHeaders } from './wire.js';
 export type { ReplyEvent, TokenMessage } from './wire.js';
+/** The body of a reply and of a `done` message (the HTTP API's answer). */
+export type { CompletionBody } from '@lmserve/core';
 export type { JobsContext, JobsService } from './jobs-contract.js';
 // The job runner and what producers need of jobs and results (jobs/index.ts is its public face).
 export * from './jobs/index.js';
