@@ -167,6 +167,7 @@ export class SharedConnection {
 
   /** Follows the client's status until it closes; resolves with the error it closed with, if any. */
   async #watch(nc: NatsConnection): Promise<Error | void> {
+    let lastError: string | null = null;
     const statuses = (async () => {
       for await (const status of nc.status()) {
         if (this.#closed || this.#nc !== nc) return;
@@ -178,15 +179,21 @@ export class SharedConnection {
             this.#emit({ type: 'disconnected', server: status.server });
             break;
           case 'reconnect':
+            lastError = null;
             this.#connected = true;
             this.#server = nc.getServer();
             this.#log.info('NATS reconnected', { server: this.#server });
             this.#emit({ type: 'reconnected', server: this.#server });
             break;
-          case 'error':
-            this.#log.warn('NATS error', { reason: errorText(status.error) });
-            this.#emit({ type: 'error', message: errorText(status.error) });
+          case 'error': {
+            // The same error at every reconnect attempt (e.g. a revoked token) is reported once.
+            const reason = errorText(status.error);
+            if (reason === lastError) break;
+            lastError = reason;
+            this.#log.warn('NATS error', { reason });
+            this.#emit({ type: 'error', message: reason });
             break;
+          }
           case 'ldm':
             this.#log.info('the NATS server is entering lame duck mode', { server: status.server });
             break;
