@@ -147,6 +147,33 @@ Napi::Object ToJs(Napi::Env env, const EngineEvent& ev) {
       Napi::Array ids = Napi::Array::New(env, ev.tokens.size());
       for (size_t i = 0; i < ev.tokens.size(); ++i) ids.Set(static_cast<uint32_t>(i), ev.tokens[i]);
       o.Set("tokens", ids);
+      if (!ev.logprobs.empty()) {
+        // [{id, text, bytes, logprob, top: [{id, text, bytes, logprob}]}]: bytes keep a piece
+        // that is not whole UTF-8 on its own.
+        size_t piece = 0;
+        auto entry = [&](llama_token id, float logprob) {
+          Napi::Object e = Napi::Object::New(env);
+          const std::string& text = piece < ev.pieces.size() ? ev.pieces[piece] : std::string();
+          piece++;
+          e.Set("id", id);
+          e.Set("text", Napi::String::New(env, text));
+          Napi::Array bytes = Napi::Array::New(env, text.size());
+          for (size_t b = 0; b < text.size(); ++b) bytes.Set(static_cast<uint32_t>(b), static_cast<uint8_t>(text[b]));
+          e.Set("bytes", bytes);
+          e.Set("logprob", std::isfinite(logprob) ? static_cast<double>(logprob) : -9999.0);
+          return e;
+        };
+        Napi::Array lps = Napi::Array::New(env, ev.logprobs.size());
+        for (size_t i = 0; i < ev.logprobs.size(); ++i) {
+          const TokenLogprob& lp = ev.logprobs[i];
+          Napi::Object e = entry(lp.token, lp.logprob);
+          Napi::Array top = Napi::Array::New(env, lp.top.size());
+          for (size_t k = 0; k < lp.top.size(); ++k) top.Set(static_cast<uint32_t>(k), entry(lp.top[k].first, lp.top[k].second));
+          e.Set("top", top);
+          lps.Set(static_cast<uint32_t>(i), e);
+        }
+        o.Set("logprobs", lps);
+      }
       break;
     }
     case EngineEvent::Type::Done: {

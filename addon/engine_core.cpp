@@ -490,7 +490,7 @@ void EngineCore::SampleAndEmit() {
       FailSlot(slot, codes::kInternal, std::string("sampling failed: ") + e.what());
       continue;
     }
-    EmitToken(slot, token);
+    EmitToken(slot, token, llama_get_logits_ith(ctx_, slot.batchIndex));
   }
 }
 
@@ -593,7 +593,7 @@ void EngineCore::CollectSampled(bool all) {
     } else if (slot.cancelAfterSampling) {
       Finish(slot, "cancelled");
     } else {
-      EmitToken(slot, result.token);
+      EmitToken(slot, result.token, slot.request->sampler->keptLogits());
     }
   }
 }
@@ -612,7 +612,7 @@ void EngineCore::StopSamplingThread() {
   samplingInFlight_ = 0;
 }
 
-void EngineCore::EmitToken(Slot& slot, llama_token token) {
+void EngineCore::EmitToken(Slot& slot, llama_token token, const float* logits) {
   const llama_vocab* vocab = model_->vocab();
   const GenerationParams& params = slot.request->params;
   if (llama_vocab_is_eog(vocab, token) && !params.ignoreEos) {
@@ -627,6 +627,12 @@ void EngineCore::EmitToken(Slot& slot, llama_token token) {
   ev.id = slot.request->id;
   ev.text = slot.text->Push(TokenPiece(vocab, token, false));
   ev.tokens.push_back(token);
+  if (params.logprobs >= 0 && logits != nullptr) {
+    TokenLogprob lp = ComputeLogprob(logits, llama_vocab_n_tokens(vocab), token, params.logprobs);
+    ev.pieces.push_back(TokenPiece(vocab, token, true));
+    for (const auto& alt : lp.top) ev.pieces.push_back(TokenPiece(vocab, alt.first, true));
+    ev.logprobs.push_back(std::move(lp));
+  }
   events_.push_back(std::move(ev));
   if (slot.text->stopped()) {
     Finish(slot, "stop");

@@ -50,6 +50,9 @@ struct EngineEvent {
   // Tokens
   std::string text;
   std::vector<llama_token> tokens;
+  // With params.logprobs >= 0: one entry per token of `tokens`, with each token's piece.
+  std::vector<TokenLogprob> logprobs;
+  std::vector<std::string> pieces;  // the chosen token's, then its alternatives', per entry
   // Done
   std::string finishReason;
   std::string stopString;
@@ -150,7 +153,8 @@ class EngineCore {
   void CollectSampled(bool all);
   void SamplingThread();
   void StopSamplingThread();
-  void EmitToken(Slot& slot, llama_token token);
+  // `logits`: the row the token was sampled from (for its log-probability when asked; may be null).
+  void EmitToken(Slot& slot, llama_token token, const float* logits);
   void Finish(Slot& slot, const std::string& reason);
   void FailRequest(Request& request, const std::string& code, const std::string& message);
   // Fails a running slot's request and frees the slot and its KV cells.

@@ -57,6 +57,7 @@ std::vector<ParamSpec> BuildSpecs() {
       Numeric<&GenerationParams::frequencyPenalty>("frequencyPenalty", ParamType::Float, -2, 2),
       Numeric<&GenerationParams::seed>("seed", ParamType::Int, 0, 4294967295.0),
       Numeric<&GenerationParams::ignoreEos>("ignoreEos", ParamType::Bool, 0, 1),
+      Numeric<&GenerationParams::logprobs>("logprobs", ParamType::Int, -1, kMaxTopLogprobs),
   };
   ParamSpec stop{"stop", ParamType::StringList};
   stop.max = 16;
@@ -177,6 +178,27 @@ const char* ParamTypeName(ParamType type) {
     case ParamType::LogitBias: return "logitBias";
   }
   return "unknown";
+}
+
+TokenLogprob ComputeLogprob(const float* logits, int32_t nVocab, llama_token token, int32_t top) {
+  TokenLogprob out;
+  out.token = token;
+  float maxLogit = -INFINITY;
+  for (int32_t i = 0; i < nVocab; ++i) maxLogit = std::max(maxLogit, logits[i]);
+  double sum = 0;
+  for (int32_t i = 0; i < nVocab; ++i) sum += std::exp(static_cast<double>(logits[i] - maxLogit));
+  const float logZ = maxLogit + static_cast<float>(std::log(sum));
+  out.logprob = (token >= 0 && token < nVocab) ? logits[token] - logZ : -INFINITY;
+  const int32_t n = std::min(std::max(top, 0), nVocab);
+  if (n > 0) {
+    std::vector<llama_token> ids(static_cast<size_t>(nVocab));
+    for (int32_t i = 0; i < nVocab; ++i) ids[static_cast<size_t>(i)] = i;
+    std::partial_sort(ids.begin(), ids.begin() + n, ids.end(),
+                      [logits](llama_token a, llama_token b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+    out.top.reserve(static_cast<size_t>(n));
+    for (int32_t i = 0; i < n; ++i) out.top.emplace_back(ids[static_cast<size_t>(i)], logits[ids[static_cast<size_t>(i)]] - logZ);
+  }
+  return out;
 }
 
 const std::vector<ParamSpec>& GenerationParamSpecs() {

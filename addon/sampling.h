@@ -40,7 +40,24 @@ struct GenerationParams {
   std::vector<std::string> stop;
   std::string grammar;
   std::string grammarRoot = "root";
+  // Log-probabilities to report with each generated token: -1 none, 0 the chosen token's, N also
+  // the N most likely tokens' (at most kMaxTopLogprobs).
+  int32_t logprobs = -1;
 };
+
+constexpr int32_t kMaxTopLogprobs = 20;
+
+// A generated token's log-probability and the most likely alternatives at its position, from the
+// raw logits (log-softmax over the whole vocabulary, before any sampler), as llama-server
+// reports `probs`. Alternatives most likely first.
+struct TokenLogprob {
+  llama_token token = -1;
+  float logprob = 0;
+  std::vector<std::pair<llama_token, float>> top;
+};
+
+// O(n_vocab) plus a partial sort of `top` entries; only for requests that ask for it.
+TokenLogprob ComputeLogprob(const float* logits, int32_t nVocab, llama_token token, int32_t top);
 
 enum class ParamType { Int, Float, Bool, String, StringList, LogitBias };
 const char* ParamTypeName(ParamType type);

@@ -144,6 +144,35 @@ describe('OpenAI API', () => {
     assert.ok(parsed >= 1, 'no json_object output finished within 120 tokens');
   });
 
+  test('logprobs: the chosen token and its top alternatives, from the raw distribution', async () => {
+    const res = await gateway.chat.completions.create({ model: 'alpha', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 5, temperature: 0, logprobs: true, top_logprobs: 3, ignore_eos: true } as never) as OpenAI.Chat.Completions.ChatCompletion;
+    const content = res.choices[0]?.logprobs?.content ?? [];
+    assert.equal(content.length, 5);
+    for (const entry of content) {
+      assert.ok(entry.logprob <= 0);
+      assert.equal(entry.top_logprobs.length, 3);
+      const tops = entry.top_logprobs.map((t) => t.logprob);
+      assert.deepEqual(tops, [...tops].sort((a, b) => b - a));
+      // Greedy: the chosen token is the most likely one.
+      assert.equal(entry.token, entry.top_logprobs[0]?.token);
+      assert.ok(Math.abs(entry.logprob - (tops[0] ?? 1)) < 1e-6);
+      assert.ok(tops.reduce((sum, l) => sum + Math.exp(l), 0) <= 1 + 1e-6);
+      assert.deepEqual(entry.bytes, [...Buffer.from(entry.token)]);
+    }
+    assert.equal(content.map((c) => c.token).join(''), res.choices[0]?.message.content);
+    const plain = await gateway.chat.completions.create({ model: 'alpha', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2 });
+    assert.equal(plain.choices[0]?.logprobs, null);
+    const text = await port.completions.create({ model: 'beta', prompt: 'Hi', max_tokens: 4, logprobs: 2, ignore_eos: true } as never);
+    const lp = text.choices[0]?.logprobs;
+    assert.equal(lp?.tokens?.length, 4);
+    assert.equal(lp?.token_logprobs?.length, 4);
+    for (const alt of lp?.top_logprobs ?? []) assert.equal(Object.keys(alt).length <= 2, true);
+    const streamed = await gateway.chat.completions.create({ model: 'beta', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 4, logprobs: true, stream: true, ignore_eos: true } as never) as unknown as AsyncIterable<OpenAI.Chat.Completions.ChatCompletionChunk>;
+    let entries = 0;
+    for await (const chunk of streamed) entries += chunk.choices[0]?.logprobs?.content?.length ?? 0;
+    assert.equal(entries, 4);
+  });
+
   test('models: the list and one model', async () => {
     const list = await gateway.models.list();
     assert.deepEqual(list.data.map((m) => m.id).sort(), ['alpha', 'beta', 'idle']);

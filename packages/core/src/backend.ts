@@ -1,5 +1,5 @@
 /** What every transport needs from whatever serves a model: the model contract. */
-import type { GenerateRequest, GenerationResult, WorkerState } from '@lmserve/protocol';
+import type { GenerateRequest, GenerationResult, TokenLogprob, WorkerState } from '@lmserve/protocol';
 
 export interface Readiness {
   ready: boolean;
@@ -9,8 +9,11 @@ export interface Readiness {
   retryAfterS: number;
 }
 
-/** Receives each batch of new text (one decode step) of a running generation. */
-export type TokenSink = (text: string, ids: number[]) => void;
+/**
+ * Receives each batch of new text (one decode step) of a running generation, with one
+ * log-probability entry per token when the request asked for them (params.logprobs >= 0).
+ */
+export type TokenSink = (text: string, ids: number[], logprobs?: TokenLogprob[]) => void;
 
 export interface ModelBackend {
   /** Worker name (envs/worker.<name>.env). */

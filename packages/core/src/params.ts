@@ -57,6 +57,8 @@ export const PARAMETERS: readonly ParamSpec[] = [
   { key: 'grammar', name: 'grammar', openai: 'grammar', ollama: null, type: 'string', description: `GBNF the output must match (at most ${MAX_GRAMMAR_BYTES} bytes)` },
   { key: 'grammarRoot', name: 'grammar_root', openai: null, ollama: null, type: 'string', maxLength: 256, default: 'root', description: "the grammar's start rule" },
   { key: 'logitBias', name: 'logit_bias', openai: 'logit_bias', ollama: null, type: 'logitBias', min: -100, max: 100, description: 'token id -> bias; -100 bans the token' },
+  // OpenAI's logprobs/top_logprobs map onto it in their routes.
+  { key: 'logprobs', name: 'logprobs', openai: null, ollama: null, type: 'int', min: -1, max: 20, default: -1, description: "log-probabilities with each token: -1 none, 0 the chosen token's, N also the N most likely" },
   // OpenAI's response_format and Ollama's format map onto it in their routes.
   { key: 'jsonSchema', name: 'json_schema', openai: null, ollama: null, type: 'jsonSchema', native: false, maxLength: MAX_JSON_SCHEMA_BYTES, description: "a JSON schema the output must match (llama.cpp's converter); not with grammar" },
 ];

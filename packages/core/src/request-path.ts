@@ -128,7 +128,7 @@ export class ActiveRequest {
     const forward = () => abort.abort();
     if (signal.aborted) abort.abort();
     else signal.addEventListener('abort', forward, { once: true });
-    const sink: TokenSink = (text, ids) => {
+    const sink: TokenSink = (text, ids, logprobs) => {
       const now = performance.now() - this.#started;
       if (this.#firstTokenMs === null) {
         this.#firstTokenMs = now;
@@ -139,7 +139,7 @@ export class ActiveRequest {
       if (ids.length > 0) this.#lastTokenMs = now;
       this.#output.push(text);
       try {
-        onTokens(text, ids);
+        onTokens(text, ids, logprobs);
       } catch (err) {
         this.#log.warn('the transport could not deliver tokens; cancelling', { error: toLmError(err).message });
         abort.abort();

@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { TokenLogprob } from '@lmserve/protocol';
 
 export interface NativeModelInfo {
   architecture: string;
@@ -27,7 +28,7 @@ export interface NativeModelInfo {
 }
 
 export type NativeEvent =
-  | { type: 'tokens'; id: number; text: string; tokens: number[] }
+  | { type: 'tokens'; id: number; text: string; tokens: number[]; logprobs?: TokenLogprob[] }
   | {
       type: 'done';
       id: number;

@@ -64,7 +64,7 @@ export class Generation implements AsyncIterable<TokenChunk> {
     if (this.#ended) return;
     if (event.type === 'tokens') {
       this.#text.push(event.text);
-      this.#chunks.push({ text: event.text, tokens: event.tokens });
+      this.#chunks.push(event.logprobs ? { text: event.text, tokens: event.tokens, logprobs: event.logprobs } : { text: event.text, tokens: event.tokens });
     } else if (event.type === 'done') {
       this.#end();
       this.#resolveResult(this.#toResult(event));

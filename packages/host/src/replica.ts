@@ -173,7 +173,9 @@ class Replica {
   async #stream(id: string, generation: Generation): Promise<void> {
     try {
       for await (const chunk of generation) {
-        this.#outbox.push({ type: 'tokens', id, text: chunk.text, ids: chunk.tokens });
+        this.#outbox.push(
+          chunk.logprobs ? { type: 'tokens', id, text: chunk.text, ids: chunk.tokens, logprobs: chunk.logprobs } : { type: 'tokens', id, text: chunk.text, ids: chunk.tokens },
+        );
       }
       const result = await generation.result;
       this.#log.debug('generation ended', { reqId: id, finishReason: result.finishReason, tokensIn: result.usage.tokensIn, tokensOut: result.usage.tokensOut });

@@ -23,6 +23,25 @@ export interface GenerationParams {
    * model host (never reaches the engine). Exclusive with `grammar`.
    */
   jsonSchema?: Record<string, unknown>;
+  /**
+   * Log-probabilities to report with each generated token: -1 (default) none, 0 the chosen
+   * token's, N also the N most likely alternatives (at most 20).
+   */
+  logprobs?: number;
+}
+
+/** A token at one position with its log-probability (natural log, over the raw logits). */
+export interface TokenAlternative {
+  id: number;
+  /** The token's text (special tokens rendered); `bytes` holds it exactly when it is not whole UTF-8. */
+  text: string;
+  bytes: number[];
+  logprob: number;
+}
+
+/** A generated token's log-probability and the most likely tokens at its position (most likely first). */
+export interface TokenLogprob extends TokenAlternative {
+  top: TokenAlternative[];
 }
 
 export type FinishReason = 'stop' | 'length' | 'cancelled';
@@ -30,6 +49,8 @@ export type FinishReason = 'stop' | 'length' | 'cancelled';
 export interface TokenChunk {
   text: string;
   tokens: number[];
+  /** One per token, when the request asked for them (params.logprobs >= 0). */
+  logprobs?: TokenLogprob[];
 }
 
 export interface Usage {

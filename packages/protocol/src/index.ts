@@ -6,7 +6,9 @@ export type {
   GenerationParams,
   GenerationResult,
   Timings,
+  TokenAlternative,
   TokenChunk,
+  TokenLogprob,
   Usage,
 } from './generation.js';
 export type {

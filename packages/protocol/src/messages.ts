@@ -6,7 +6,7 @@
  * Token events are batched: one `events` message carries everything a tick produced.
  */
 import type { ErrorCode } from './errors.js';
-import type { FinishReason, GenerationParams, Timings, Usage } from './generation.js';
+import type { FinishReason, GenerationParams, Timings, TokenLogprob, Usage } from './generation.js';
 import type { LogLevel } from './log.js';
 
 /**
@@ -110,7 +110,7 @@ export interface HostProcessStats {
 }
 
 export type GenerationEvent =
-  | { type: 'tokens'; id: string; text: string; ids: number[] }
+  | { type: 'tokens'; id: string; text: string; ids: number[]; logprobs?: TokenLogprob[] }
   | {
       type: 'done';
       id: string;

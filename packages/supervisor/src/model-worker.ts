@@ -355,7 +355,7 @@ export class ModelWorker implements ModelBackend {
       if (event.type === 'tokens') {
         const pending = this.#pending.get(event.id);
         try {
-          pending?.onTokens(event.text, event.ids);
+          pending?.onTokens(event.text, event.ids, event.logprobs);
         } catch (err) {
           this.#log.warn('token delivery failed', { reqId: event.id, error: toLmError(err).message });
         }

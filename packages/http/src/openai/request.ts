@@ -140,7 +140,7 @@ export function parseChatRequest(value: unknown): OpenAiCall {
   } else if (body.logprobs === true) {
     logprobs = 0;
   }
-  return { inputs: [input], params, raw: false, stream, includeUsage, logprobs };
+  return { inputs: [input], params: logprobs === null ? params : { ...params, logprobs }, raw: false, stream, includeUsage, logprobs };
 }
 
 /** POST /v1/completions with `prompt` (a string or a list of strings). */
@@ -158,5 +158,5 @@ export function parseCompletionRequest(value: unknown): OpenAiCall {
   if (body.suffix !== undefined) throw invalid('suffix', 'is not supported');
   const { params, stream, includeUsage } = commonParams(body);
   const logprobs = body.logprobs === undefined ? null : integer(body.logprobs, 'logprobs', 0, MAX_TOP_LOGPROBS);
-  return { inputs, params, raw: true, stream, includeUsage, logprobs };
+  return { inputs, params: logprobs === null ? params : { ...params, logprobs }, raw: true, stream, includeUsage, logprobs };
 }

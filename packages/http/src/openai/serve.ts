@@ -7,7 +7,7 @@
  */
 import type { Response } from 'express';
 import type { ActiveRequest, RequestPath } from '@lmserve/core';
-import { toLmError, type GenerationResult } from '@lmserve/protocol';
+import { toLmError, type GenerationResult, type TokenLogprob } from '@lmserve/protocol';
 import { openAiErrorBody, sendOpenAiError } from './errors.js';
 import { OpenAiEventStream } from './event-stream.js';
 import type { OpenAiCall } from './request.js';
@@ -31,6 +31,35 @@ export function usageOf(results: readonly GenerationResult[]) {
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached } };
 }
 
+/** Chat's logprobs: `{content: [{token, logprob, bytes, top_logprobs}]}`. */
+function chatLogprobs(entries: readonly TokenLogprob[]) {
+  return {
+    content: entries.map((e) => ({
+      token: e.text,
+      logprob: e.logprob,
+      bytes: e.bytes,
+      top_logprobs: e.top.map((t) => ({ token: t.text, logprob: t.logprob, bytes: t.bytes })),
+    })),
+    refusal: null,
+  };
+}
+
+/** Completions' logprobs: parallel lists, the alternatives as token → logprob maps; offsets into the choice's text. */
+function textLogprobs(entries: readonly TokenLogprob[], offset = 0) {
+  const textOffset: number[] = [];
+  let at = offset;
+  for (const e of entries) {
+    textOffset.push(at);
+    at += e.text.length;
+  }
+  return {
+    tokens: entries.map((e) => e.text),
+    token_logprobs: entries.map((e) => e.logprob),
+    top_logprobs: entries.map((e) => Object.fromEntries(e.top.map((t) => [t.text, t.logprob]))),
+    text_offset: textOffset,
+  };
+}
+
 export async function serveOpenAi(kind: OpenAiKind, call: OpenAiCall, res: Response, first: ActiveRequest, path: RequestPath): Promise<void> {
   const model = path.backend.model;
   const id = kind === 'chat' ? `chatcmpl-${first.id}` : `cmpl-${first.id}`;
@@ -44,24 +73,38 @@ export async function serveOpenAi(kind: OpenAiKind, call: OpenAiCall, res: Respo
   });
   const stream = call.stream ? new OpenAiEventStream(res) : null;
   const usageField = call.includeUsage ? { usage: null } : {};
-  const chunk = (index: number, text: string | null, finish: 'stop' | 'length' | null, role = false) => {
+  const wantLogprobs = call.logprobs !== null;
+  const logprobs = call.inputs.map((): TokenLogprob[] => []);
+  const sent = call.inputs.map(() => 0);
+  const chunkLogprobs = (index: number, entries: readonly TokenLogprob[] | undefined) => {
+    if (!wantLogprobs || !entries) return null;
+    const out = kind === 'chat' ? chatLogprobs(entries) : textLogprobs(entries, sent[index]);
+    return out;
+  };
+  const chunk = (index: number, text: string | null, finish: 'stop' | 'length' | null, role = false, entries?: readonly TokenLogprob[]) => {
+    const lp = chunkLogprobs(index, entries);
     const choice =
       kind === 'chat'
-        ? { index, delta: text === null ? {} : role ? { role: 'assistant', content: text } : { content: text }, logprobs: null, finish_reason: finish }
-        : { index, text: text ?? '', logprobs: null, finish_reason: finish };
+        ? { index, delta: text === null ? {} : role ? { role: 'assistant', content: text } : { content: text }, logprobs: lp, finish_reason: finish }
+        : { index, text: text ?? '', logprobs: lp, finish_reason: finish };
+    if (text) sent[index] = (sent[index] ?? 0) + text.length;
     stream?.send({ id, object: chunkObject, created, model, system_fingerprint: null, choices: [choice], ...usageField });
   };
   const opened = new Set<number>();
   const sink = (index: number) =>
     stream
-      ? (text: string) => {
+      ? (text: string, _ids: number[], entries?: TokenLogprob[]) => {
           if (kind === 'chat' && !opened.has(index)) {
             opened.add(index);
             chunk(index, '', null, true);
           }
-          if (text !== '') chunk(index, text, null);
+          if (text !== '' || (entries && entries.length > 0)) chunk(index, text, null, false, entries);
         }
-      : () => undefined;
+      : wantLogprobs
+        ? (_text: string, _ids: number[], entries?: TokenLogprob[]) => {
+            if (entries) logprobs[index]?.push(...entries);
+          }
+        : () => undefined;
 
   let results: GenerationResult[];
   try {
@@ -98,8 +141,8 @@ export async function serveOpenAi(kind: OpenAiKind, call: OpenAiCall, res: Respo
   if (res.writableEnded) return;
   const choices = results.map((result, index) =>
     kind === 'chat'
-      ? { index, message: { role: 'assistant', content: result.text }, logprobs: null, finish_reason: finishReason(result) }
-      : { index, text: result.text, logprobs: null, finish_reason: finishReason(result) },
+      ? { index, message: { role: 'assistant', content: result.text }, logprobs: wantLogprobs ? chatLogprobs(logprobs[index] ?? []) : null, finish_reason: finishReason(result) }
+      : { index, text: result.text, logprobs: wantLogprobs ? textLogprobs(logprobs[index] ?? []) : null, finish_reason: finishReason(result) },
   );
   res.json({ id, object, created, model, system_fingerprint: null, choices, usage });
 }
