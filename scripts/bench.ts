@@ -77,12 +77,12 @@ async function main(options: BenchOptions): Promise<void> {
   const tinyPath: string | null = options.isolationRequests > 0 ? await generateModel({ preset: 'tiny', log }) : null;
 
   const shared = { modelPath, slots: options.slots, ctxPerSlot: options.ctxPerSlot, batchSize: options.batchSize, threads: options.threads, kvUnified: options.kvUnified };
-  const ours: EngineTarget | ServiceTarget = options.ours === 'engine' ? new EngineTarget(shared) : new ServiceTarget({ ...shared, root, log });
+  const ours: EngineTarget | ServiceTarget = options.ours === 'engine' ? new EngineTarget(shared) : new ServiceTarget({ ...shared, root, log, route: options.route });
   const server = serverBin === null ? null : new LlamaServerTarget({ ...shared, binary: serverBin, extraArgs: options.serverArgs });
   // The same service without its audit trail and metrics, measured in the same rounds right after
   // llama-server (ours, llama-server, ours-bare per level): the main comparison keeps its A, B order.
   const bare = options.ours === 'http' && options.bareRow
-    ? new ServiceTarget({ ...shared, root, log, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } })
+    ? new ServiceTarget({ ...shared, root, log, route: options.route, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } })
     : null;
   const targets: BenchTarget[] = [ours, ...(server ? [server] : []), ...(bare ? [bare] : [])];
   running.push(...targets);

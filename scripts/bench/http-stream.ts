@@ -1,7 +1,7 @@
 /**
  * A streaming HTTP client for completion servers that answer with server-sent events, and the
  * narrow `StreamProtocol` interface a server's request/response format plugs into (llama-server's
- * /completion and our /v1/completions are the two there are).
+ * /completion, our /v1/completions in the original shape and in OpenAI's).
  */
 import { Agent, request as httpRequest } from 'node:http';
 import type { BenchRequest, RequestOutcome } from './target.js';
@@ -25,6 +25,8 @@ export interface StreamEventInfo {
   };
   /** Set when the event reports a failure. */
   error?: string;
+  /** Some of the final numbers ahead of the final event (OpenAI's finish_reason comes a chunk before its usage). */
+  partial?: { finishReason?: string | null };
 }
 
 export interface StreamProtocol {
@@ -122,7 +124,8 @@ export class HttpStreamClient {
                 finish(info.error);
                 return;
               }
-              if (info.final) Object.assign(outcome, info.final);
+              if (info.partial) Object.assign(outcome, info.partial);
+              if (info.final) Object.assign(outcome, info.final, info.final.finishReason === null && outcome.finishReason !== null ? { finishReason: outcome.finishReason } : {});
             }
           };
           res.on('data', (chunk: string) => {

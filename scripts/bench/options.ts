@@ -3,6 +3,11 @@
 export interface BenchOptions {
   /** How our side is driven: through the service's HTTP port (default) or the engine in-process. */
   ours: 'http' | 'engine';
+  /**
+   * The service's API the HTTP targets speak: the original `{input, params}` body (default) or
+   * OpenAI's (POST /v1/completions with `prompt`, SSE chunks, usage from stream_options).
+   */
+  route: 'original' | 'openai';
   concurrency: number[];
   rounds: number;
   maxTokens: number;
@@ -53,6 +58,7 @@ export interface BenchOptions {
 
 export const DEFAULTS: BenchOptions = {
   ours: 'http',
+  route: 'original',
   concurrency: [1, 4, 8, 16],
   rounds: 2,
   maxTokens: 128,
@@ -88,6 +94,9 @@ Then the two-model row: model B's time to first token while model A is idle and 
 saturated, both served by one supervisor.
 
   --ours http|engine       our side: the service over HTTP (default) or the engine in-process
+  --route original|openai  the service's API for ours, ours-bare and the grammar row: the original
+                           {input, params} body (default) or OpenAI's /v1/completions with prompt
+                           (same port, same raw prompt; the two-model row keeps the original)
   --concurrency 1,4,8,16   concurrent clients per level (default 1,4,8,16)
   --rounds N               A,B alternations per level; medians are reported (default 2)
   --max-tokens N           tokens generated per request, EOS ignored (default 128)
@@ -163,6 +172,12 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
         o.ours = v;
         break;
       }
+      case '--route': {
+        const v = value();
+        if (v !== 'original' && v !== 'openai') throw new Error(`--route must be original or openai (got "${v}")`);
+        o.route = v;
+        break;
+      }
       case '--isolation-requests': o.isolationRequests = int(flag, value(), 0); break;
       case '--isolation-max-tokens': o.isolationMaxTokens = int(flag, value(), 1); break;
       case '--no-bare-row': o.bareRow = false; break;
@@ -204,6 +219,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     o.bareRow = false;
     if (!explicit.has('--isolation-requests')) o.isolationRequests = 0;
   }
+  if (o.ours === 'engine' && o.route !== 'original') throw new Error('--route needs --ours http (the in-process engine has no HTTP API)');
   // The in-process engine has no supervisor, hence no audit trail or metrics to turn off.
   if (o.ours === 'engine') o.bareRow = false;
   // The grammar row reads the GBNF from the service's library and sends our side the name.

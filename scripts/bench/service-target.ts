@@ -20,6 +20,8 @@ export interface ServiceTargetConfig {
   label?: string;
   /** Extra supervisor.env keys: `ours-bare` runs with AUDIT=off and METRICS=off. */
   supervisorEnv?: Record<string, string>;
+  /** The API spoken: the original `{input, params}` (default) or OpenAI's completions. */
+  route?: 'original' | 'openai';
   log?: (line: string) => void;
 }
 
@@ -89,6 +91,47 @@ export const serviceCompletionProtocol: StreamProtocol = {
   },
 };
 
+/**
+ * OpenAI's /v1/completions on the same port: `prompt` (sent as is, like `raw: true`), the same
+ * sampling (top_k, min_p, repeat_penalty, ignore_eos and grammar are the extensions the service
+ * shares with llama-server), SSE chunks of `choices[0].text`, the finish reason in the last
+ * choice chunk, the usage in the chunk stream_options.include_usage adds, then `data: [DONE]`.
+ */
+export const openAiCompletionProtocol: StreamProtocol = {
+  path: '/v1/completions',
+  body(request: BenchRequest) {
+    const original = serviceCompletionProtocol.body(request) as { params: Record<string, unknown> };
+    const { stream: _stream, raw: _raw, ...params } = original.params;
+    return { model: 'bench', prompt: request.prompt, ...params, stream: true, stream_options: { include_usage: true } };
+  },
+  parseEvent(data: unknown): StreamEventInfo {
+    const d = data as {
+      error?: { code?: string; message?: string };
+      choices?: Array<{ text?: string; finish_reason?: string | null }>;
+      usage?: { prompt_tokens?: number; completion_tokens?: number; prompt_tokens_details?: { cached_tokens?: number } } | null;
+    };
+    if (d.error) return { tokens: 0, error: `${d.error.code ?? 'ERROR'}: ${d.error.message ?? JSON.stringify(d.error)}` };
+    if (d.usage) {
+      return {
+        tokens: 0,
+        final: {
+          tokensOut: d.usage.completion_tokens ?? null,
+          tokensIn: d.usage.prompt_tokens ?? null,
+          cachedTokens: d.usage.prompt_tokens_details?.cached_tokens ?? null,
+          finishReason: null,
+        },
+      };
+    }
+    const choice = d.choices?.[0];
+    const text = choice?.text ?? '';
+    return {
+      tokens: text === '' ? 0 : 1,
+      ...(text !== '' ? { text } : {}),
+      ...(choice?.finish_reason ? { partial: { finishReason: choice.finish_reason } } : {}),
+    };
+  },
+};
+
 /** worker.<name>.env keys that give the service the engine settings llama-server gets on its command line. */
 export function benchWorkerEnv(
   c: Pick<ServiceTargetConfig, 'modelPath' | 'slots' | 'ctxPerSlot' | 'batchSize' | 'threads'>,
@@ -109,9 +152,7 @@ export function benchWorkerEnv(
 
 export class ServiceTarget implements BenchTarget {
   readonly label: string;
-  readonly transport =
-    'HTTP POST /v1/completions, "stream": true, "raw": true (SSE) to the supervisor\'s model port; ' +
-    'engine in a host process (piscina worker thread); a new loopback connection per request';
+  readonly transport: string;
   readonly #config: ServiceTargetConfig;
   readonly #service: ServiceProcess;
   #client: HttpStreamClient | undefined;
@@ -120,6 +161,11 @@ export class ServiceTarget implements BenchTarget {
   constructor(config: ServiceTargetConfig) {
     this.#config = config;
     this.label = config.label ?? 'ours';
+    this.transport =
+      (config.route === 'openai'
+        ? 'HTTP POST /v1/completions in OpenAI\'s shape ("prompt", "stream": true, include_usage; SSE chunks, [DONE])'
+        : 'HTTP POST /v1/completions, "stream": true, "raw": true (SSE)') +
+      " to the supervisor's model port; engine in a host process (piscina worker thread); a new loopback connection per request";
     const { root, log, supervisorEnv } = config;
     this.#service = new ServiceProcess({
       root,
@@ -136,7 +182,7 @@ export class ServiceTarget implements BenchTarget {
 
   async start(): Promise<void> {
     await this.#service.start();
-    this.#client = new HttpStreamClient({ host: '127.0.0.1', port: this.#service.port('bench'), protocol: serviceCompletionProtocol });
+    this.#client = new HttpStreamClient({ host: '127.0.0.1', port: this.#service.port('bench'), protocol: this.#config.route === 'openai' ? openAiCompletionProtocol : serviceCompletionProtocol });
   }
 
   async run(request: BenchRequest): Promise<RequestOutcome> {
