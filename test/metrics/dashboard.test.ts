@@ -128,6 +128,7 @@ test('every metric a panel queries is exported by ServiceMetrics; model panels f
   observer.event('model.loaded', 'demo', 'loaded', { loadSeconds: 2 });
   observer.event('restart', 'demo', 'restarting');
   metrics.auditWriteError('demo-model', 'demo');
+  observer.event('model.download.completed', 'demo', 'downloaded');
   const exposed = parseExposition(await metrics.allText());
   const withSamples = new Set([...exposed.families.values()].filter((f) => f.samples.length > 0).map((f) => f.name));
 

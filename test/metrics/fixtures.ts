@@ -44,6 +44,7 @@ export function snapshot(overrides: Partial<WorkerSnapshot> & Pick<WorkerSnapsho
     restarts: 0,
     host: { pid: 4242, cpuSecondsTotal: 1.5, residentBytes: 200_000_000, heapUsedBytes: 30_000_000, eventLoopLagSeconds: 0.002 },
     transports: { nats: { connected: true }, jobs: { connected: true, pending: 3 } },
+    download: { bytes: 1 << 20, totalBytes: 4 << 20, bytesPerSecond: 1 << 18 },
     ...overrides,
   };
 }

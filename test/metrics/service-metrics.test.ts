@@ -304,7 +304,12 @@ describe('exposition', () => {
     const list = [
       snapshot({ name: 'alpha-a', model: 'alpha', slotsBusy: 1, inFlight: 2, queued: 1 }),
       snapshot({ name: 'alpha-b', model: 'alpha', state: 'failed', up: false, host: null }),
-      snapshot({ name: 'beta', model: 'beta', host: { pid: 7, cpuSecondsTotal: 0.25, residentBytes: 1, heapUsedBytes: 2, eventLoopLagSeconds: 0 } }),
+      snapshot({
+        name: 'beta',
+        model: 'beta',
+        host: { pid: 7, cpuSecondsTotal: 0.25, residentBytes: 1, heapUsedBytes: 2, eventLoopLagSeconds: 0 },
+        download: { bytes: 1000, totalBytes: 4000, bytesPerSecond: 500 },
+      }),
     ];
     const s = setup(() => list);
     for (const w of list) {
@@ -312,6 +317,7 @@ describe('exposition', () => {
       s.observer.event('model.loaded', w.name, 'loaded', { loadSeconds: 1 });
       s.observer.event('restart', w.name, 'restart');
       s.metrics.auditWriteError(w.model, w.name);
+      s.observer.event('model.download.completed', w.name, 'downloaded');
     }
     return s;
   }

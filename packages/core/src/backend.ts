@@ -1,5 +1,5 @@
 /** What every transport needs from whatever serves a model: the model contract. */
-import type { GenerateRequest, GenerationResult, TokenLogprob, WorkerState } from '@lmserve/protocol';
+import type { DownloadInfo, GenerateRequest, GenerationResult, TokenLogprob, WorkerState } from '@lmserve/protocol';
 
 export interface Readiness {
   ready: boolean;
@@ -7,6 +7,8 @@ export interface Readiness {
   reason: string | null;
   /** Seconds a client should wait before retrying while not ready. */
   retryAfterS: number;
+  /** The model file's download (state `downloading`, or the one that failed); absent: none. */
+  download?: DownloadInfo | null;
 }
 
 /**

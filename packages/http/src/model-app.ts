@@ -61,7 +61,8 @@ export function createModelApp(options: ModelAppOptions): Express {
   app.get('/readyz', (_req, res) => {
     const r = backend.readiness();
     if (!r.ready) res.setHeader('Retry-After', String(r.retryAfterS));
-    res.status(r.ready ? 200 : 503).json({ model: backend.model, state: r.state, reason: r.reason, nats: natsReadiness() });
+    const download = r.download ? { download: r.download } : {};
+    res.status(r.ready ? 200 : 503).json({ model: backend.model, state: r.state, reason: r.reason, nats: natsReadiness(), ...download });
   });
 
   // NATS shows as a field: a broken NATS connection never makes the HTTP port unready.

@@ -47,6 +47,7 @@ export const WORKER_STATES = [
   'restarting',
   'failed',
   'model-missing',
+  'downloading',
   'invalid-config',
 ] as const satisfies readonly WorkerState[];
 
@@ -184,12 +185,40 @@ const DEFINITIONS = [
     help: "Jobs waiting in the worker's JetStream consumer, not yet delivered (no series when JETSTREAM=off).",
     source: 'workers',
   },
+  {
+    name: 'lmserve_model_download_bytes',
+    type: 'gauge',
+    labels: MW,
+    help: "Bytes of the worker's model file on disk while it downloads, the resumed part included (no series when no download runs).",
+    source: 'workers',
+  },
+  {
+    name: 'lmserve_model_download_total_bytes',
+    type: 'gauge',
+    labels: MW,
+    help: "Size of the model file being downloaded, as the server announced it (no series while unknown or when no download runs).",
+    source: 'workers',
+  },
+  {
+    name: 'lmserve_model_download_bytes_per_second',
+    type: 'gauge',
+    labels: MW,
+    help: 'Download rate over the last few seconds (no series when no download runs).',
+    source: 'workers',
+  },
   // --- from lifecycle events ---
   {
     name: 'lmserve_model_load_seconds',
     type: 'gauge',
     labels: MW,
     help: "Seconds the worker's last successful model load took (the model.loaded event).",
+    source: 'event',
+  },
+  {
+    name: 'lmserve_model_downloads_total',
+    type: 'counter',
+    labels: [...MW, 'result'],
+    help: 'Model downloads that ended, by result (completed, failed), per waiting worker (model.download.completed and .failed events).',
     source: 'event',
   },
   {

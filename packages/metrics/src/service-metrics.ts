@@ -44,6 +44,8 @@ export interface WorkerSnapshot {
    * `pending`); absent or {}: none reports anything.
    */
   transports?: Record<string, TransportStatus>;
+  /** The model file's download while one runs (`lmserve_model_download_*`); absent or null: none. */
+  download?: { bytes: number; totalBytes: number | null; bytesPerSecond: number } | null;
 }
 
 export interface ServiceMetricsOptions {
@@ -135,6 +137,7 @@ export class ServiceMetrics {
   readonly #queueWait: BucketHistogram;
   readonly #loadSeconds: Gauge<string>;
   readonly #restarts: Counter<string>;
+  readonly #downloads: Counter<string>;
   readonly #auditErrors: Counter<string>;
 
   /** `worker\0model` -> the request-end path's series. */
@@ -214,6 +217,9 @@ export class ServiceMetrics {
       return nats ? (nats.connected === true ? 1 : 0) : null;
     });
     perWorker('lmserve_jetstream_pending', (w) => finite(transport(w, 'jobs')?.pending));
+    perWorker('lmserve_model_download_bytes', (w) => finite(w.download?.bytes));
+    perWorker('lmserve_model_download_total_bytes', (w) => finite(w.download?.totalBytes));
+    perWorker('lmserve_model_download_bytes_per_second', (w) => finite(w.download?.bytesPerSecond));
     gauge('lmserve_worker_state', (self) => {
       self.reset();
       for (const w of this.#snapshot()) {
@@ -224,6 +230,7 @@ export class ServiceMetrics {
     });
 
     this.#loadSeconds = gauge('lmserve_model_load_seconds');
+    this.#downloads = counter('lmserve_model_downloads_total');
     this.#restarts = counter('lmserve_worker_restarts_total');
     this.#auditErrors = counter('lmserve_audit_write_errors_total');
 
@@ -359,10 +366,13 @@ export class ServiceMetrics {
   // ---- lifecycle events ----
 
   #onEvent(event: ServiceEvent): void {
-    if (event.code !== 'model.loaded' && event.code !== 'restart') return;
+    const download = event.code === 'model.download.completed' || event.code === 'model.download.failed';
+    if (event.code !== 'model.loaded' && event.code !== 'restart' && !download) return;
     if (typeof event.worker !== 'string') return;
     const labels = { model: this.#modelOfWorker(event.worker), worker: event.worker };
-    if (event.code === 'model.loaded') {
+    if (download) {
+      this.#downloads.inc({ ...labels, result: event.code === 'model.download.completed' ? 'completed' : 'failed' }, 1);
+    } else if (event.code === 'model.loaded') {
       const seconds = finite(event.data?.loadSeconds);
       if (seconds !== null && seconds >= 0) this.#loadSeconds.set(labels, seconds);
     } else {

@@ -23,6 +23,29 @@ export interface WorkerInfo {
    * queue; `jobs`: connected, pending); a transport that reports nothing (HTTP) is absent.
    */
   transports: Record<string, { connected: boolean; [key: string]: unknown }>;
+  /** The model file's download while one runs (state `downloading`) or after it failed; else null. */
+  download?: DownloadInfo | null;
+}
+
+/** A model download as /admin/workers and /readyz show it. */
+export interface DownloadInfo {
+  url: string;
+  /** MODEL_PATH; the bytes go to `<path>.part` until the file is whole and verified. */
+  path: string;
+  bytes: number;
+  /** The file's size; null while the server has not said. */
+  total_bytes: number | null;
+  /** 0-100 with one decimal; null while the size is unknown. */
+  percent: number | null;
+  bytes_per_second: number;
+  eta_s: number | null;
+  /** Bytes already on disk when the current attempt began (a resumed download). */
+  resumed_from: number;
+  attempt: number;
+  /** Another worker started this download (same MODEL_PATH) and this one waits on it. */
+  shared: boolean;
+  /** Why it failed, when it did. */
+  error: string | null;
 }
 
 export interface SupervisorStatus {

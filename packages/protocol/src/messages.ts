@@ -163,4 +163,5 @@ export type WorkerState =
   | 'restarting'
   | 'failed'
   | 'model-missing'
+  | 'downloading'
   | 'invalid-config';

@@ -17,3 +17,7 @@ export type { SupervisorConfig } from './supervisor-config.js';
 export { parseEnvFile } from './env-file.js';
 export { resolveServicePaths, findRepoRoot } from './service-paths.js';
 export type { ServicePaths } from './service-paths.js';
+export { downloadModel, DownloadError, partPath } from './download/model-download.js';
+export type { DownloadFailure, DownloadHooks, DownloadProgress, DownloadResult, DownloadSpec } from './download/model-download.js';
+export { ModelDownloads, downloadInThread } from './download/model-downloads.js';
+export type { DownloadListener, DownloadTicket } from './download/model-downloads.js';

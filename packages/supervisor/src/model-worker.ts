@@ -25,6 +25,8 @@ import { HostProcess, type HostExit, type HostProcessOptions } from './host-proc
 import { decideAfterExit } from './restart-policy.js';
 import { buildHostSpec } from './host-spec.js';
 import { isConfigError, type WorkerConfig, type WorkerConfigError } from './worker-config.js';
+import { ModelDownloads } from './download/model-downloads.js';
+import { WorkerDownload } from './download/worker-download.js';
 
 /** Extra time a host gets after its drain grace before it is killed. */
 const HARD_KILL_MARGIN_MS = 5_000;
@@ -44,6 +46,8 @@ export interface ModelWorkerOptions {
   logLevel: LogLevel;
   /** Factory of host processes (tests of the layer above may pass a fake). */
   createHost?: (options: HostProcessOptions) => HostProcess;
+  /** The supervisor's downloads (workers sharing a MODEL_PATH share one); default: the worker's own. */
+  downloads?: ModelDownloads;
 }
 
 interface PendingRequest {
@@ -60,6 +64,7 @@ export class ModelWorker implements ModelBackend {
   readonly #timings: WorkerTimings;
   readonly #logLevel: LogLevel;
   readonly #createHost: (options: HostProcessOptions) => HostProcess;
+  readonly #downloads: ModelDownloads;
   readonly #pending = new Map<string, PendingRequest>();
   readonly #counters = { done: 0, cancelled: 0, failed: 0 };
   #config: WorkerConfig | WorkerConfigError;
@@ -77,6 +82,9 @@ export class ModelWorker implements ModelBackend {
   #stopping: Promise<void> | undefined;
   #endpoints: TransportEndpoint[] = [];
   #transportStatus = new Map<string, TransportStatus>();
+  /** The download of the model file while one runs; the last one after it failed. */
+  #download: WorkerDownload | undefined;
+  #downloading = false;
 
   constructor(options: ModelWorkerOptions) {
     this.name = options.config.name;
@@ -85,6 +93,7 @@ export class ModelWorker implements ModelBackend {
     this.#timings = options.timings;
     this.#logLevel = options.logLevel;
     this.#createHost = options.createHost ?? ((o) => new HostProcess(o));
+    this.#downloads = options.downloads ?? new ModelDownloads();
     this.#config = options.config;
     this.#applyConfigState();
   }
@@ -114,7 +123,7 @@ export class ModelWorker implements ModelBackend {
   }
 
   get running(): boolean {
-    return this.#host !== undefined || this.#restartTimer !== undefined;
+    return this.#host !== undefined || this.#restartTimer !== undefined || this.#downloading;
   }
 
   /** Replaces the configuration; only while the worker runs no host. */
@@ -151,7 +160,10 @@ export class ModelWorker implements ModelBackend {
     let retryAfterS = ready ? 0 : 5;
     if (this.#state === 'restarting') retryAfterS = Math.max(1, Math.ceil((this.#restartAt - Date.now()) / 1000) + 1);
     else if (this.#state === 'starting' || this.#state === 'stopping') retryAfterS = 2;
-    return { ready, state: this.#state, reason: this.#reason, retryAfterS };
+    else if (this.#state === 'downloading' && this.#download) retryAfterS = this.#download.retryAfterS();
+    const reason = this.#state === 'downloading' && this.#download ? this.#download.describe() : this.#reason;
+    const download = this.#download?.info();
+    return download ? { ready, state: this.#state, reason, retryAfterS, download } : { ready, state: this.#state, reason, retryAfterS };
   }
 
   /** What the metrics read at each scrape. */
@@ -170,6 +182,7 @@ export class ModelWorker implements ModelBackend {
       restarts: this.#restarts,
       host: this.#host ? (this.#stats?.process ?? null) : null,
       transports: this.transportStatus(),
+      download: this.#downloading && this.#download ? downloadSnapshot(this.#download) : null,
     };
   }
 
@@ -193,12 +206,13 @@ export class ModelWorker implements ModelBackend {
       restarts: this.#restarts,
       requests: { ...this.#counters },
       transports: this.transportStatus(),
+      download: this.#download?.info() ?? null,
     };
   }
 
   /** Starts a host unless one runs already; returns at once (watch the state or /readyz). */
   start(): void {
-    if (this.#host || this.#state === 'invalid-config') return;
+    if (this.#host || this.#downloading || this.#state === 'invalid-config') return;
     clearTimeout(this.#restartTimer);
     this.#restartTimer = undefined;
     this.#crashStreak = 0;
@@ -211,6 +225,12 @@ export class ModelWorker implements ModelBackend {
     clearTimeout(this.#restartTimer);
     this.#restartTimer = undefined;
     const host = this.#host;
+    if (this.#downloading) {
+      this.#downloading = false;
+      this.#download?.detach();
+      this.#download = undefined;
+      this.#observer.event('stop', this.name, 'stopped during its model download (the partial file is kept for a resume)');
+    }
     if (!host) {
       if (this.#state !== 'invalid-config') {
         if (wasRestarting) this.#observer.event('stop', this.name, 'stopped during its restart backoff');
@@ -270,6 +290,10 @@ export class ModelWorker implements ModelBackend {
     this.#restartTimer = undefined;
     const config = this.config;
     if (!config) return;
+    if (!existsSync(config.modelPath) && config.modelUrl) {
+      this.#startDownload(config);
+      return;
+    }
     if (!existsSync(config.modelPath)) {
       this.#state = 'model-missing';
       const from = config.modelUrl ? ` (download it from MODEL_URL=${config.modelUrl})` : '';
@@ -280,6 +304,7 @@ export class ModelWorker implements ModelBackend {
     }
     this.#state = 'starting';
     this.#reason = null;
+    this.#download = undefined;
     this.#fatal = undefined;
     this.#loadingStep = -1;
     let host: HostProcess;
@@ -297,6 +322,35 @@ export class ModelWorker implements ModelBackend {
     this.#log.info('host started', { hostPid: host.pid, model: config.modelPath });
     this.#observer.event('host.spawned', this.name, `model host started (pid ${host.pid})`, { hostPid: host.pid, modelPath: config.modelPath });
     host.send({ type: 'init', spec: buildHostSpec(config, this.#timings.shutdownGraceMs, this.#logLevel) });
+  }
+
+  /** Downloads MODEL_PATH from MODEL_URL (in a thread, shared with workers of the same file), then spawns. */
+  #startDownload(config: WorkerConfig): void {
+    this.#state = 'downloading';
+    this.#reason = `downloading ${config.modelUrl}`;
+    this.#downloading = true;
+    let download: WorkerDownload | undefined = undefined;
+    const current = () => this.#downloading && this.#download === download;
+    download = new WorkerDownload({
+      worker: this.name,
+      config,
+      downloads: this.#downloads,
+      observer: this.#observer,
+      log: this.#log,
+      onDone: () => {
+        if (!current()) return;
+        this.#downloading = false;
+        this.#download = undefined;
+        this.#spawn();
+      },
+      onFailed: (reason) => {
+        if (!current()) return;
+        this.#downloading = false;
+        this.#state = 'failed';
+        this.#reason = reason;
+      },
+    });
+    this.#download = download;
   }
 
   #spawnFailed(reason: string): void {
@@ -443,4 +497,9 @@ export class ModelWorker implements ModelBackend {
       this.#spawn();
     }, delay);
   }
+}
+
+function downloadSnapshot(download: WorkerDownload): { bytes: number; totalBytes: number | null; bytesPerSecond: number } {
+  const info = download.info();
+  return { bytes: info.bytes, totalBytes: info.total_bytes, bytesPerSecond: info.bytes_per_second };
 }

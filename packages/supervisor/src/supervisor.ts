@@ -21,6 +21,7 @@ import { LmError, createLogger, toLmError, type Logger, type SupervisorStatus, t
 import { HttpTransport, closeServer, createAdminApp, listen, type AdminBackend, type RecentQuery } from '@lmserve/http';
 import { NatsTransport } from '@lmserve/nats';
 import { ModelWorker } from './model-worker.js';
+import { ModelDownloads } from './download/model-downloads.js';
 import { Observability } from './observability.js';
 import { GrammarService, checkerModelPath } from './grammar-service.js';
 import type { ServicePaths } from './service-paths.js';
@@ -64,6 +65,8 @@ export class Supervisor implements AdminBackend {
   readonly #events = new RecentLog<ServiceEvent>(RECENT_EVENTS);
   readonly #requests = new RecentLog<RequestEnd>(RECENT_REQUESTS);
   readonly #sinks: Observability;
+  /** Model downloads, one per file: workers that share a MODEL_PATH share its download. */
+  readonly #downloads = new ModelDownloads();
   #gateway: Server | undefined;
   #grammars: GrammarLibraryApi | null = null;
   #grammarService: Promise<GrammarService | null> | undefined;
@@ -247,6 +250,7 @@ export class Supervisor implements AdminBackend {
         observer: this.observer,
         timings: { restartBackoffMs, restartBackoffMaxMs, shutdownGraceMs },
         logLevel,
+        downloads: this.#downloads,
       });
       const requests = new RequestPath({
         backend: worker,

@@ -21,6 +21,9 @@ export const WORKER_KEYS = [
   'MODEL_PATH',
   'MODEL_URL',
   'MODEL_SHA256',
+  'DOWNLOAD_STALL_MS',
+  'DOWNLOAD_RETRIES',
+  'DOWNLOAD_BACKOFF_MS',
   'HTTP_ADDR',
   'SUBJECT',
   'WORKER_CONCURRENCY',
@@ -55,6 +58,12 @@ export interface WorkerConfig {
   modelPath: string;
   modelUrl: string | null;
   modelSha256: string | null;
+  /** A download that receives nothing for this long is retried (DOWNLOAD_STALL_MS, default 30000). */
+  downloadStallMs: number;
+  /** Failed download attempts in a row before the worker fails (DOWNLOAD_RETRIES, default 5). */
+  downloadRetries: number;
+  /** First retry delay, doubling up to 30 s (DOWNLOAD_BACKOFF_MS, default 1000). */
+  downloadBackoffMs: number;
   httpAddr: ListenAddress;
   subject: string;
   concurrency: number;
@@ -201,6 +210,9 @@ export function parseWorkerConfig(
     modelPath: resolve(paths.root, r.string('MODEL_PATH', `data/models/${name}/model.gguf`)),
     modelUrl: r.url('MODEL_URL', ['http:', 'https:']),
     modelSha256: sha === '-' ? null : sha.toLowerCase(),
+    downloadStallMs: r.int('DOWNLOAD_STALL_MS', 30_000, 100, 3_600_000),
+    downloadRetries: r.int('DOWNLOAD_RETRIES', 5, 0, 1000),
+    downloadBackoffMs: r.int('DOWNLOAD_BACKOFF_MS', 1000, 0, 600_000),
     httpAddr,
     subject,
     concurrency,
