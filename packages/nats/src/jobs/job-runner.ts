@@ -204,13 +204,18 @@ export class JobRunner implements JobsService {
   async #fetch(consumer: Consumer, max: number): Promise<void> {
     const batch = await consumer.fetch({ max_messages: max, expires: FETCH_EXPIRES_MS });
     this.#batch = batch;
-    // A pull whose end never comes (a connection gone for good) is closed by us.
+    // A pull whose end never comes (a connection gone for good) is closed by us, and so is one
+    // open when the model stops being ready: the jobs it would get are left to other supervisors.
     const watchdog = setTimeout(() => void batch.close(), FETCH_EXPIRES_MS * 3);
+    const readiness = setInterval(() => {
+      if (!this.#worker.backend.readiness().ready) void batch.close();
+    }, 250);
     try {
       if (this.#closing) void batch.close();
       for await (const msg of batch) this.#accept(msg);
     } finally {
       clearTimeout(watchdog);
+      clearInterval(readiness);
       this.#batch = null;
     }
   }
