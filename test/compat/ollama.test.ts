@@ -112,6 +112,8 @@ describe('Ollama API', () => {
     assert.ok(show.capabilities.includes('completion'));
     const version = await gateway.version();
     assert.match(version.version, /^\d+\.\d+\.\d+$/);
+    const root = await fetch(`http://127.0.0.1:${service.gatewayPort}/`);
+    assert.equal(await root.text(), 'Ollama is running');
   });
 
   test('errors: 404 for an unknown model, 503 for one not ready, 400 naming the field', async () => {

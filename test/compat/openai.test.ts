@@ -182,6 +182,7 @@ describe('OpenAI API', () => {
     const own = await port.models.list();
     assert.deepEqual(own.data.map((m) => m.id), ['beta']);
     await assert.rejects(gateway.models.retrieve('nope'), OpenAI.NotFoundError);
+    await assert.rejects(gateway.models.retrieve('org/nope'), OpenAI.NotFoundError);
   });
 
   test('errors: the SDK raises the class of each status, with the field as param', async () => {

@@ -170,6 +170,10 @@ export function ollamaRoutes(options: OllamaRoutesOptions): Router {
     if (scope.authorized(req, null)) next();
     else sendOllamaError(res, unauthorized());
   };
+  // Ollama clients and UIs probe the root to find a server.
+  router.get('/', (_req, res) => {
+    res.type('text/plain').send('Ollama is running');
+  });
   router.get('/api/version', (_req, res) => {
     res.json({ version: OLLAMA_API_VERSION });
   });

@@ -90,8 +90,10 @@ export function openAiRoutes(options: OpenAiRoutesOptions): Router {
   router.get('/v1/models', listing, (_req, res) => {
     res.json({ object: 'list', data: scope.models().map((p) => modelObject(p, started)) });
   });
-  router.get('/v1/models/:id', listing, (req, res) => {
-    const name = String(req.params.id);
+  // Names may hold slashes (`org/model`): the rest of the path is the id.
+  router.get('/v1/models/*id', listing, (req, res) => {
+    const id: unknown = req.params.id;
+    const name = Array.isArray(id) ? id.join('/') : String(id);
     const found = scope.models().find((p) => p.backend.model === name) ?? (scope.fixed ? null : safeRoute(scope, name));
     if (!found) sendOpenAiError(res, new LmError('NOT_FOUND', `model "${name.slice(0, 200)}" is not served here`, { field: 'model' }));
     else res.json(modelObject(found, started));
