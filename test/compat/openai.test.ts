@@ -171,6 +171,15 @@ describe('OpenAI API', () => {
     let entries = 0;
     for await (const chunk of streamed) entries += chunk.choices[0]?.logprobs?.content?.length ?? 0;
     assert.equal(entries, 4);
+    // The original API: params.logprobs puts them on the streamed token events.
+    const events = await service.stream('beta', { input: 'Hi', params: { max_tokens: 3, ignore_eos: true, logprobs: 1 } });
+    const tokens = events.filter((e) => e.event === 'token' && e.data.tokens.length > 0);
+    assert.ok(tokens.length >= 1);
+    for (const e of tokens) {
+      assert.equal(e.data.logprobs.length, e.data.tokens.length);
+      assert.equal(e.data.logprobs[0].id, e.data.tokens[0]);
+      assert.equal(e.data.logprobs[0].top.length, 1);
+    }
   });
 
   test('models: the list and one model', async () => {

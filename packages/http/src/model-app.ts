@@ -17,7 +17,7 @@ import {
   type TransportStatus,
   type WorkerRecords,
 } from '@lmserve/core';
-import { LmError, toLmError, type Logger } from '@lmserve/protocol';
+import { LmError, toLmError, type Logger, type TokenLogprob } from '@lmserve/protocol';
 import { bearerMatches } from './bearer.js';
 import { portScope } from './compat-scope.js';
 import { bodyError, errorMiddleware, sendError } from './errors.js';
@@ -131,7 +131,10 @@ export function createModelApp(options: ModelAppOptions): Express {
     });
     const sse = parsed.stream ? new SseStream(res) : undefined;
     const id = request.id;
-    const onTokens = sse ? (text: string, ids: number[]) => sse.send('token', { id, text, tokens: ids }) : () => undefined;
+    // params.logprobs: each token event carries its tokens' log-probabilities.
+    const onTokens = sse
+      ? (text: string, ids: number[], logprobs?: TokenLogprob[]) => sse.send('token', logprobs ? { id, text, tokens: ids, logprobs } : { id, text, tokens: ids })
+      : () => undefined;
     try {
       const result = await request.run({ input: parsed.input, params: parsed.params, raw: parsed.raw }, onTokens, abort.signal);
       const body = completionBody(id, backend.model, result);
