@@ -77,7 +77,6 @@ export function readJob(data: Uint8Array, hdrs: HeaderSource | undefined): ReadJ
     return { ok: false, id, replyTo: safeReplyTo(replyHeader), error: toLmError(err) };
   }
   try {
-    if (replyHeader !== '') replyTo = checkReplySubject(replyHeader);
     let body: unknown;
     try {
       body = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(data));
@@ -90,9 +89,10 @@ export function readJob(data: Uint8Array, hdrs: HeaderSource | undefined): ReadJ
     if (id === null) {
       throw new LmError('INVALID_REQUEST', `id is required: set it in the body or in the ${JobHeaders.msgId} header`, { field: 'id' });
     }
+    if (replyHeader !== '') replyTo = checkReplySubject(replyHeader);
     return { ok: true, job: { id, body: parseGenerateBody(rest) }, replyTo };
   } catch (err) {
-    return { ok: false, id, replyTo, error: toLmError(err, 'INVALID_REQUEST') };
+    return { ok: false, id, replyTo: replyTo ?? safeReplyTo(replyHeader), error: toLmError(err, 'INVALID_REQUEST') };
   }
 }
 
