@@ -16,7 +16,8 @@ describe('admin REST, CLI and configuration errors', () => {
       alpha: { model: tinyModel, env: { API_KEY: 'alpha-key' } },
       beta: { model: tinyBpeModel },
       broken: { model: tinyModel, env: { WORKER_CONCURRENCY: 'abc' } },
-      missing: { model: join(service.dir, 'nowhere.gguf'), env: { MODEL_URL: 'https://example.invalid/m.gguf' } },
+      // No MODEL_URL: with one, the worker would download its model (test/models/).
+      missing: { model: join(service.dir, 'nowhere.gguf') },
       garbage: { model: join(service.envsDir, 'supervisor.env') },
     });
     await service.start(['--all']);

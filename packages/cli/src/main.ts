@@ -8,7 +8,9 @@ import { toLmError } from '@lmserve/protocol';
 import { resolveServicePaths, type ServicePaths } from '@lmserve/supervisor';
 import { AdminClient } from './admin-client.js';
 import { MAX_LIMIT, runAudit, type AuditKind, type AuditOptions } from './audit-command.js';
-import { table, workersTable } from './format.js';
+import { table } from './format.js';
+import { listWorkers, listingTable, runningWorkers } from './list-workers-command.js';
+import { pullModel } from './pull-command.js';
 import { runSupervisor } from './run-supervisor.js';
 import { SINCE_FORMS, parseSince } from './since.js';
 import { testWorker } from './test-command.js';
@@ -65,11 +67,31 @@ program
 
 program
   .command('list-workers')
-  .description('list the workers of the running supervisor')
+  .description('list the workers of envs/ (port, subject, model file present/missing/downloading) and, when a supervisor runs, their state')
   .option('--json', 'print JSON')
   .action(async (options: { json?: boolean }) => {
-    const workers = await AdminClient.fromConfig(paths()).workers();
-    console.log(options.json ? JSON.stringify(workers, null, 2) : workersTable(workers));
+    const running = await runningWorkers(paths());
+    const workers = listWorkers(paths(), running);
+    if (running === null && !options.json) process.stderr.write('no supervisor answers: states are unknown\n');
+    console.log(options.json ? JSON.stringify(workers, null, 2) : listingTable(workers));
+  });
+
+program
+  .command('pull')
+  .description("download a worker's model (MODEL_URL to MODEL_PATH, checked against MODEL_SHA256) without starting the service")
+  .argument('<name>', 'the worker')
+  .action(async (name: string) => {
+    const stop = new AbortController();
+    const onSignal = () => stop.abort();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    const code = await pullModel(paths(), name, {
+      out: (text) => process.stdout.write(text),
+      err: (text) => process.stderr.write(text),
+      tty: process.stderr.isTTY === true,
+      signal: stop.signal,
+    });
+    process.exitCode = code;
   });
 
 program
