@@ -91,7 +91,7 @@ describe('the addon parameter table', () => {
     const specs = nativeParamSpecs();
     const names = specs.map((s) => s.name);
     assert.deepEqual(names.sort(), [
-      'frequencyPenalty', 'grammar', 'grammarRoot', 'ignoreEos', 'logitBias', 'maxTokens', 'minP',
+      'frequencyPenalty', 'grammar', 'grammarRoot', 'ignoreEos', 'logitBias', 'logprobs', 'maxTokens', 'minP',
       'presencePenalty', 'repeatLastN', 'repeatPenalty', 'seed', 'stop', 'temperature', 'topK', 'topP',
     ]);
     const byName = Object.fromEntries(specs.map((s) => [s.name, s]));
@@ -101,6 +101,7 @@ describe('the addon parameter table', () => {
     assert.deepEqual(byName.seed, { name: 'seed', type: 'int', min: 0, max: 4294967295, default: 4294967295 });
     assert.deepEqual(byName.stop, { name: 'stop', type: 'stringList', max: 16, default: [] });
     assert.equal(byName.temperature?.default, 0.8);
+    assert.deepEqual(byName.logprobs, { name: 'logprobs', type: 'int', min: -1, max: 20, default: -1 });
   });
 
   test('every default, submitted explicitly, is accepted', async () => {
