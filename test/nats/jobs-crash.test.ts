@@ -1,7 +1,8 @@
 /**
  * JetStream jobs when the model host dies mid-job (kill -9): the job is nak'd, redelivered once
  * the host is back, and completes with exactly one stored result; on its last delivery
- * (JOBS_MAX_DELIVER) the same crash ends it as a dead letter with an error result.
+ * (JOBS_MAX_DELIVER) the same crash ends it as a dead letter with an error result. A supervisor
+ * stopped gracefully mid-job finishes it and acks it before it exits.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -83,5 +84,41 @@ describe('JetStream jobs across a model host crash', () => {
     await sleep(1500);
     assert.equal((await jobRequests(service, 'beta')).filter((r) => r.clientId === 'doomed').length, 1);
     assert.equal((await client.consumer('beta')).ackPending, 0);
+  });
+});
+
+describe('JetStream jobs across a graceful stop', () => {
+  const service = new ServiceFixture();
+  let nats: NatsServer;
+  let client: JobsClient;
+
+  before(async () => {
+    assert.ok(natsServerAvailable(), 'nats-server is not installed (apt-get install nats-server, or set NATS_SERVER_BIN)');
+    nats = await NatsServer.start();
+    await service.configure({ alpha: { model: tinyModel, env: { NATS_URL: nats.url, JETSTREAM: 'on', CTX_SIZE: '4096' } } }, { SHUTDOWN_GRACE_MS: '30000' });
+    await service.start(['--all']);
+    await service.waitReady('alpha');
+    await waitJobsReady(service, 'alpha');
+    client = await JobsClient.connect(nats.url);
+  });
+
+  after(async () => {
+    await client?.close();
+    await service.cleanup();
+    await nats?.dispose();
+  });
+
+  test('SIGTERM mid-job: the job finishes, its result is stored and it is acked before the exit', async () => {
+    await client.publish('alpha', { id: 'drained', input: 'a long story', params: { max_tokens: 1500, ignore_eos: true } });
+    await waitFor('alpha to run the job', async () => ((await service.worker('alpha')).slots.busy > 0 ? true : undefined));
+    const leftovers = await service.stop();
+    assert.deepEqual(leftovers, []);
+    assert.equal(service.exitStatus?.code, 0);
+    const result = await client.storedResult('alpha', 'drained');
+    assert.equal(result?.status, 'completed');
+    assert.equal(result.usage.tokens_out, 1500);
+    assert.equal(await client.jobsQueued('alpha'), 0, 'acked before the supervisor exited');
+    const consumer = await client.consumer('alpha');
+    assert.equal(consumer.ackPending + consumer.pending, 0);
   });
 });
