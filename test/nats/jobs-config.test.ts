@@ -27,6 +27,7 @@ describe('JetStream job settings', () => {
       resultsMaxAgeMs: 7 * 86_400_000,
       resultsMaxBytes: 1024 ** 3,
       resultsDuplicateWindowMs: 86_400_000,
+      replicas: 1,
       slots: 4,
       maxQueue: 64,
     });
@@ -46,6 +47,7 @@ describe('JetStream job settings', () => {
       'RESULTS_MAX_AGE=2d',
       'RESULTS_MAX_BYTES=-1',
       'RESULTS_DUPLICATE_WINDOW=90m',
+      'JOBS_REPLICAS=3',
       'WORKER_CONCURRENCY=3',
       'REPLICAS=2',
       'MAX_QUEUE=4',
@@ -63,6 +65,7 @@ describe('JetStream job settings', () => {
     assert.equal(jobs.resultsMaxAgeMs, 2 * 86_400_000);
     assert.equal(jobs.resultsMaxBytes, -1);
     assert.equal(jobs.resultsDuplicateWindowMs, 90 * 60_000);
+    assert.equal(jobs.replicas, 3);
     assert.equal(jobs.slots, 6);
     assert.equal(jobs.maxQueue, 4);
   });
@@ -81,6 +84,7 @@ describe('JetStream job settings', () => {
       ['JOBS_MAX_AGE=soon', 'JOBS_MAX_AGE'],
       ['JOBS_MAX_AGE=10', 'JOBS_MAX_AGE'],
       ['JOBS_MAX_MSGS=0', 'JOBS_MAX_MSGS'],
+      ['JOBS_REPLICAS=7', 'JOBS_REPLICAS'],
       ['RESULTS_MAX_AGE=1w', 'RESULTS_MAX_AGE'],
       ['RESULTS_MAX_BYTES=10', 'RESULTS_MAX_BYTES'],
       ['RESULTS_DUPLICATE_WINDOW=0', 'RESULTS_DUPLICATE_WINDOW'],

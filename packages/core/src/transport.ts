@@ -60,6 +60,8 @@ export interface JobsSettings {
   resultsMaxAgeMs: number;
   resultsMaxBytes: number;
   resultsDuplicateWindowMs: number;
+  /** JOBS_REPLICAS: copies of both streams (and the consumer) in a JetStream cluster. */
+  replicas: number;
   /** WORKER_CONCURRENCY × REPLICAS and MAX_QUEUE: how many jobs the worker can hold. */
   slots: number;
   maxQueue: number;

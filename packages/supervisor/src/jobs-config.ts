@@ -14,6 +14,7 @@ export const JOBS_KEYS = [
   'JOBS_ACK_WAIT_MS',
   'JOBS_MAX_AGE',
   'JOBS_MAX_MSGS',
+  'JOBS_REPLICAS',
   'RESULTS_STREAM',
   'RESULTS_SUBJECT',
   'RESULTS_MAX_AGE',
@@ -80,6 +81,7 @@ export function jobsSettings(r: ConfigReader, name: string, slots: number, maxQu
     resultsMaxAgeMs,
     resultsMaxBytes,
     resultsDuplicateWindowMs,
+    replicas: r.int('JOBS_REPLICAS', 1, 1, 5),
     slots,
     maxQueue,
   };
