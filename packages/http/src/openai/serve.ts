@@ -19,7 +19,8 @@ function finishReason(result: GenerationResult): 'stop' | 'length' {
   return result.finishReason === 'length' ? 'length' : 'stop';
 }
 
-export function usageOf(results: readonly GenerationResult[]) {
+/** OpenAI's usage over every choice of a call. */
+function usageOf(results: readonly GenerationResult[]) {
   let prompt = 0;
   let completion = 0;
   let cached = 0;
@@ -76,11 +77,8 @@ export async function serveOpenAi(kind: OpenAiKind, call: OpenAiCall, res: Respo
   const wantLogprobs = call.logprobs !== null;
   const logprobs = call.inputs.map((): TokenLogprob[] => []);
   const sent = call.inputs.map(() => 0);
-  const chunkLogprobs = (index: number, entries: readonly TokenLogprob[] | undefined) => {
-    if (!wantLogprobs || !entries) return null;
-    const out = kind === 'chat' ? chatLogprobs(entries) : textLogprobs(entries, sent[index]);
-    return out;
-  };
+  const chunkLogprobs = (index: number, entries: readonly TokenLogprob[] | undefined) =>
+    !wantLogprobs || !entries ? null : kind === 'chat' ? chatLogprobs(entries) : textLogprobs(entries, sent[index]);
   const chunk = (index: number, text: string | null, finish: 'stop' | 'length' | null, role = false, entries?: readonly TokenLogprob[]) => {
     const lp = chunkLogprobs(index, entries);
     const choice =
