@@ -25,6 +25,23 @@ export interface WorkerInfo {
   transports: Record<string, { connected: boolean; [key: string]: unknown }>;
   /** The model file's download while one runs (state `downloading`) or after it failed; else null. */
   download?: DownloadInfo | null;
+  /** The last fit-before-load check: what the model needs against the memory free for it. */
+  memory?: MemoryFitInfo | null;
+}
+
+/** Fit before load: the estimate, the memory it was compared with, and who holds the rest. */
+export interface MemoryFitInfo {
+  fits: boolean;
+  needed_bytes: number;
+  weights_bytes: number;
+  kv_cache_bytes: number;
+  compute_bytes: number;
+  /** What the machine (or its cgroup, or LMSERVE_MEMORY_AVAILABLE) has available. */
+  available_bytes: number;
+  available_source: string;
+  /** available_bytes less what the supervisor's other models hold or are loading. */
+  free_bytes: number;
+  held_by: Array<{ worker: string; state: WorkerState; bytes: number }>;
 }
 
 /** A model download as /admin/workers and /readyz show it. */

@@ -32,4 +32,4 @@ export type {
 } from './messages.js';
 export { createLogger, isLogLevel } from './log.js';
 export type { LogLevel, Logger } from './log.js';
-export type { DownloadInfo, SupervisorStatus, WorkerInfo } from './admin.js';
+export type { DownloadInfo, MemoryFitInfo, SupervisorStatus, WorkerInfo } from './admin.js';

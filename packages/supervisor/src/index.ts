@@ -21,3 +21,7 @@ export { downloadModel, DownloadError, partPath } from './download/model-downloa
 export type { DownloadFailure, DownloadHooks, DownloadProgress, DownloadResult, DownloadSpec } from './download/model-download.js';
 export { ModelDownloads, downloadInThread } from './download/model-downloads.js';
 export type { DownloadListener, DownloadTicket } from './download/model-downloads.js';
+export { MemoryLedger, availableMemory, estimateNeed, judgeFit, parseBytes } from './fit/memory-fit.js';
+export type { FitSettings, FitVerdict, MemoryAvailable, MemoryClaim, MemoryNeed } from './fit/memory-fit.js';
+export { readGgufMetadata } from './fit/gguf-metadata.js';
+export type { GgufMetadata } from './fit/gguf-metadata.js';

@@ -27,6 +27,7 @@ import { buildHostSpec } from './host-spec.js';
 import { isConfigError, type WorkerConfig, type WorkerConfigError } from './worker-config.js';
 import { ModelDownloads } from './download/model-downloads.js';
 import { WorkerDownload } from './download/worker-download.js';
+import { MemoryLedger, availableMemory, estimateNeed, judgeFit, type FitVerdict, type MemoryNeed } from './fit/memory-fit.js';
 
 /** Extra time a host gets after its drain grace before it is killed. */
 const HARD_KILL_MARGIN_MS = 5_000;
@@ -48,6 +49,10 @@ export interface ModelWorkerOptions {
   createHost?: (options: HostProcessOptions) => HostProcess;
   /** The supervisor's downloads (workers sharing a MODEL_PATH share one); default: the worker's own. */
   downloads?: ModelDownloads;
+  /** The supervisor's memory ledger: each worker's fit check counts the others' models. */
+  memory?: MemoryLedger;
+  /** Where LMSERVE_FIT_CHECK and LMSERVE_MEMORY_AVAILABLE are read (default: process.env). */
+  env?: NodeJS.ProcessEnv;
 }
 
 interface PendingRequest {
@@ -65,6 +70,8 @@ export class ModelWorker implements ModelBackend {
   readonly #logLevel: LogLevel;
   readonly #createHost: (options: HostProcessOptions) => HostProcess;
   readonly #downloads: ModelDownloads;
+  readonly #memory: MemoryLedger;
+  readonly #env: NodeJS.ProcessEnv;
   readonly #pending = new Map<string, PendingRequest>();
   readonly #counters = { done: 0, cancelled: 0, failed: 0 };
   #config: WorkerConfig | WorkerConfigError;
@@ -85,6 +92,12 @@ export class ModelWorker implements ModelBackend {
   /** The download of the model file while one runs; the last one after it failed. */
   #download: WorkerDownload | undefined;
   #downloading = false;
+  /** A fit check runs (before the host is spawned); #spawnSeq tells a stale one from the current. */
+  #checking = false;
+  #spawnSeq = 0;
+  /** The last fit check's estimate and verdict. */
+  #need: MemoryNeed | undefined;
+  #fit: FitVerdict | undefined;
 
   constructor(options: ModelWorkerOptions) {
     this.name = options.config.name;
@@ -94,6 +107,9 @@ export class ModelWorker implements ModelBackend {
     this.#logLevel = options.logLevel;
     this.#createHost = options.createHost ?? ((o) => new HostProcess(o));
     this.#downloads = options.downloads ?? new ModelDownloads();
+    this.#memory = options.memory ?? new MemoryLedger();
+    this.#env = options.env ?? process.env;
+    this.#memory.register(this.name, () => this.#memoryClaim());
     this.#config = options.config;
     this.#applyConfigState();
   }
@@ -123,7 +139,7 @@ export class ModelWorker implements ModelBackend {
   }
 
   get running(): boolean {
-    return this.#host !== undefined || this.#restartTimer !== undefined || this.#downloading;
+    return this.#host !== undefined || this.#restartTimer !== undefined || this.#downloading || this.#checking;
   }
 
   /** Replaces the configuration; only while the worker runs no host. */
@@ -207,12 +223,13 @@ export class ModelWorker implements ModelBackend {
       requests: { ...this.#counters },
       transports: this.transportStatus(),
       download: this.#download?.info() ?? null,
+      memory: this.#fit ? fitInfo(this.#fit) : null,
     };
   }
 
   /** Starts a host unless one runs already; returns at once (watch the state or /readyz). */
   start(): void {
-    if (this.#host || this.#downloading || this.#state === 'invalid-config') return;
+    if (this.#host || this.#downloading || this.#checking || this.#state === 'invalid-config') return;
     clearTimeout(this.#restartTimer);
     this.#restartTimer = undefined;
     this.#crashStreak = 0;
@@ -225,6 +242,7 @@ export class ModelWorker implements ModelBackend {
     clearTimeout(this.#restartTimer);
     this.#restartTimer = undefined;
     const host = this.#host;
+    this.#checking = false;
     if (this.#downloading) {
       this.#downloading = false;
       this.#download?.detach();
@@ -305,6 +323,60 @@ export class ModelWorker implements ModelBackend {
     this.#state = 'starting';
     this.#reason = null;
     this.#download = undefined;
+    if (this.#env.LMSERVE_FIT_CHECK === 'off') {
+      this.#launch(config);
+      return;
+    }
+    this.#reason = 'checking that the model fits in memory';
+    this.#checking = true;
+    const seq = ++this.#spawnSeq;
+    void this.#checkFit(config).then((verdict) => {
+      if (seq !== this.#spawnSeq || !this.#checking) return;
+      this.#checking = false;
+      if (verdict && !verdict.fits) this.#refuse(verdict);
+      else this.#launch(config);
+    });
+  }
+
+  /** The estimate against the available memory less the other workers' claims; null when it cannot be made. */
+  async #checkFit(config: WorkerConfig): Promise<FitVerdict | null> {
+    try {
+      this.#need = await estimateNeed(config.modelPath, {
+        contextSize: config.contextSize,
+        concurrency: config.concurrency,
+        replicas: config.replicas,
+        batchSize: config.batchSize,
+      });
+      const verdict = judgeFit(this.name, this.#need, await availableMemory(this.#env), this.#memory.others(this.name));
+      this.#fit = verdict;
+      this.#log.info('memory check', { fits: verdict.fits, neededBytes: verdict.need.totalBytes, freeBytes: verdict.freeBytes });
+      return verdict;
+    } catch (err) {
+      // A header this reader cannot parse is for llama.cpp's loader to report.
+      this.#log.warn('memory check skipped', { reason: toLmError(err).message });
+      return null;
+    }
+  }
+
+  #refuse(verdict: FitVerdict): void {
+    this.#state = 'failed';
+    this.#reason = verdict.message;
+    this.#log.error('model does not fit', { neededBytes: verdict.need.totalBytes, freeBytes: verdict.freeBytes });
+    this.#observer.event('model.load_failed', this.name, verdict.message, { fit: fitInfo(verdict) }, 'error');
+  }
+
+  /** What this worker holds or is about to take, for the other workers' fit checks. */
+  #memoryClaim(): { worker: string; state: WorkerState; bytes: number } | null {
+    const need = this.#need;
+    if (!need) return null;
+    // Loading: all of it is about to be taken. Serving: the KV cache and buffers are already out of
+    // MemAvailable, the weights (mmap'd page cache) are not.
+    if (this.#state === 'starting') return { worker: this.name, state: this.#state, bytes: need.totalBytes };
+    if (this.#state === 'ready' || this.#state === 'restarting') return { worker: this.name, state: this.#state, bytes: need.weightsBytes };
+    return null;
+  }
+
+  #launch(config: WorkerConfig): void {
     this.#fatal = undefined;
     this.#loadingStep = -1;
     let host: HostProcess;
@@ -502,4 +574,18 @@ export class ModelWorker implements ModelBackend {
 function downloadSnapshot(download: WorkerDownload): { bytes: number; totalBytes: number | null; bytesPerSecond: number } {
   const info = download.info();
   return { bytes: info.bytes, totalBytes: info.total_bytes, bytesPerSecond: info.bytes_per_second };
+}
+
+function fitInfo(verdict: FitVerdict): NonNullable<WorkerInfo['memory']> {
+  return {
+    fits: verdict.fits,
+    needed_bytes: verdict.need.totalBytes,
+    weights_bytes: verdict.need.weightsBytes,
+    kv_cache_bytes: verdict.need.kvBytes,
+    compute_bytes: verdict.need.computeBytes,
+    available_bytes: verdict.available.bytes,
+    available_source: verdict.available.source,
+    free_bytes: verdict.freeBytes,
+    held_by: verdict.others.map((o) => ({ worker: o.worker, state: o.state, bytes: o.bytes })),
+  };
 }

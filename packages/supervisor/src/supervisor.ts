@@ -22,6 +22,7 @@ import { HttpTransport, closeServer, createAdminApp, listen, type AdminBackend, 
 import { NatsTransport } from '@lmserve/nats';
 import { ModelWorker } from './model-worker.js';
 import { ModelDownloads } from './download/model-downloads.js';
+import { MemoryLedger } from './fit/memory-fit.js';
 import { Observability } from './observability.js';
 import { GrammarService, checkerModelPath } from './grammar-service.js';
 import type { ServicePaths } from './service-paths.js';
@@ -67,6 +68,8 @@ export class Supervisor implements AdminBackend {
   readonly #sinks: Observability;
   /** Model downloads, one per file: workers that share a MODEL_PATH share its download. */
   readonly #downloads = new ModelDownloads();
+  /** Each worker's memory, for the others' fit-before-load checks. */
+  readonly #memory = new MemoryLedger();
   #gateway: Server | undefined;
   #grammars: GrammarLibraryApi | null = null;
   #grammarService: Promise<GrammarService | null> | undefined;
@@ -251,6 +254,7 @@ export class Supervisor implements AdminBackend {
         timings: { restartBackoffMs, restartBackoffMaxMs, shutdownGraceMs },
         logLevel,
         downloads: this.#downloads,
+        memory: this.#memory,
       });
       const requests = new RequestPath({
         backend: worker,
