@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -167,5 +167,42 @@ describe('a supervisor killed mid-download', () => {
     const from = Number(/^bytes=(\d+)-$/.exec(ranged[0]?.range ?? '')?.[1]);
     assert.ok(from >= (before ?? 0), `resumed from byte ${from}, at least the ${before} bytes seen before the kill`);
     assert.equal(server.requests.length, 2, 'the first request and the resume, nothing downloaded twice');
+  });
+});
+
+describe('a worker stopped during its download', () => {
+  const server = new ModelServer(tinyModel);
+  const service = new ServiceFixture();
+  let models: string;
+
+  before(async () => {
+    await server.start();
+    server.setMode({ rate: 2 << 20 });
+    models = mkdtempSync(join(tmpdir(), 'lmserve-models-'));
+    await service.configure({ m: { model: join(models, 'm', 'model.gguf'), env: { MODEL_URL: server.url(), MODEL_SHA256: server.sha256 } } });
+    await service.start(['--all']);
+  });
+
+  after(async () => {
+    await service.cleanup();
+    await server.close();
+    rmSync(models, { recursive: true, force: true });
+  });
+
+  test('keeps its partial file; started again, it resumes from there and serves', async () => {
+    const path = join(models, 'm', 'model.gguf');
+    await waitFor('2 MiB downloaded', async () => ((await service.worker('m')).download?.bytes ?? 0) > 2 << 20 || undefined, 60_000);
+    const stopped = await service.admin('POST', '/admin/workers/m/stop');
+    assert.equal(stopped.status, 200);
+    assert.equal(stopped.body.worker.state, 'stopped');
+    await waitFor('the download thread to let go of the lock', async () => (!existsSync(`${path}.part.lock`) ? true : undefined), 10_000);
+    const partial = statSync(`${path}.part`).size;
+    assert.ok(partial > 2 << 20);
+    server.setMode({});
+    assert.equal((await service.admin('POST', '/admin/workers/m/start')).status, 200);
+    await service.waitReady('m', 120_000);
+    assert.equal(sha(path), server.sha256);
+    const from = Number(/^bytes=(\d+)-$/.exec(server.ranged()[0]?.range ?? '')?.[1]);
+    assert.ok(from >= partial, `resumed from byte ${from} (the partial file had ${partial})`);
   });
 });

@@ -11,7 +11,7 @@
  * Runs anywhere; the supervisor runs it in a worker thread (download-thread.ts) so that neither
  * the transfer nor the hashing ever occupies its event loop.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash, randomUUID, type Hash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { open, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
@@ -122,14 +122,14 @@ export async function downloadModel(spec: DownloadSpec, hooks: DownloadHooks = {
     throw new DownloadError('io', `cannot create ${dirname(spec.dest)}: ${(err as Error).message}`, { permanent: true, cause: err });
   });
   const lock = await acquireLock(spec.dest, hooks);
-  if (lock === 'done') {
+  if (lock.state === 'done') {
     const bytes = (await stat(spec.dest)).size;
     return { dest: spec.dest, bytes, sha256: '', seconds: (Date.now() - started) / 1000, resumedFrom: bytes, attempts: 0, byOtherProcess: true };
   }
   try {
     return await new Transfer(spec, hooks, started).run();
   } finally {
-    await rm(lockPath(spec.dest), { force: true }).catch(() => undefined);
+    await releaseLock(spec.dest, lock.token);
   }
 }
 
@@ -491,15 +491,16 @@ function processAlive(pid: number): boolean {
  * Takes `<dest>.part.lock` (pid and host inside). A lock held by a live process on this host is
  * waited for ('done' when that process produced the file); one left by a dead process is taken over.
  */
-async function acquireLock(dest: string, hooks: DownloadHooks): Promise<'locked' | 'done'> {
+async function acquireLock(dest: string, hooks: DownloadHooks): Promise<{ state: 'locked' | 'done'; token: string }> {
   const file = lockPath(dest);
-  const mine = JSON.stringify({ pid: process.pid, host: hostname() });
+  const token = randomUUID();
+  const mine = JSON.stringify({ pid: process.pid, host: hostname(), token });
   let announced = false;
   for (;;) {
     if (hooks.signal?.aborted) throw new DownloadError('aborted', 'the download was stopped');
     try {
       await writeFile(file, mine, { flag: 'wx' });
-      return 'locked';
+      return { state: 'locked', token };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
         throw new DownloadError('io', `cannot create ${file}: ${(err as Error).message}`, { permanent: true, cause: err });
@@ -523,6 +524,17 @@ async function acquireLock(dest: string, hooks: DownloadHooks): Promise<'locked'
       hooks.onWaiting?.({ pid, host });
     }
     await sleep(500, hooks.signal);
-    if (existsSync(dest) && !existsSync(file)) return 'done';
+    if (existsSync(dest) && !existsSync(file)) return { state: 'done', token };
+  }
+}
+
+/** Removes the lock only while it is still this download's (a later one may have taken it over). */
+async function releaseLock(dest: string, token: string): Promise<void> {
+  const file = lockPath(dest);
+  try {
+    const holder = JSON.parse(await readFile(file, 'utf8')) as { token?: unknown };
+    if (holder.token === token) await rm(file, { force: true });
+  } catch {
+    // gone already, or not ours to judge
   }
 }

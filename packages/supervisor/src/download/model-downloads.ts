@@ -30,22 +30,39 @@ export interface DownloadTicket {
 class SharedDownload {
   readonly spec: DownloadSpec;
   readonly listeners = new Set<DownloadListener>();
-  readonly #thread: Worker;
+  /** Resolves when the thread has exited (its partial file and lock are released). */
+  readonly exited: Promise<void>;
+  #thread: Worker | undefined;
   readonly #onEnd: () => void;
   #last: DownloadProgress | null = null;
   #ended = false;
 
-  constructor(spec: DownloadSpec, onEnd: () => void) {
+  /** `after`: a stopped download of the same file whose thread must be gone before this one writes. */
+  constructor(spec: DownloadSpec, onEnd: () => void, after: Promise<void> | undefined) {
     this.spec = spec;
     this.#onEnd = onEnd;
-    this.#thread = new Worker(threadUrl(), {
-      workerData: spec,
-      name: 'model-download',
-      execArgv: import.meta.url.endsWith('.ts') ? undefined : [],
-    });
-    this.#thread.on('message', (message: ThreadMessage) => this.#onMessage(message));
-    this.#thread.on('error', (err) => this.#end((l) => l.onFailed(new DownloadError('io', `the download thread failed: ${err.message}`, { cause: err }))));
-    this.#thread.on('exit', (code) => this.#end((l) => l.onFailed(new DownloadError('io', `the download thread exited with code ${code} without a result`))));
+    let exited!: () => void;
+    this.exited = new Promise((resolve) => (exited = resolve));
+    const start = () => {
+      if (this.#ended) {
+        exited();
+        return;
+      }
+      const thread = new Worker(threadUrl(), {
+        workerData: spec,
+        name: 'model-download',
+        execArgv: import.meta.url.endsWith('.ts') ? undefined : [],
+      });
+      this.#thread = thread;
+      thread.on('message', (message: ThreadMessage) => this.#onMessage(message));
+      thread.on('error', (err) => this.#end((l) => l.onFailed(new DownloadError('io', `the download thread failed: ${err.message}`, { cause: err }))));
+      thread.on('exit', (code) => {
+        exited();
+        this.#end((l) => l.onFailed(new DownloadError('io', `the download thread exited with code ${code} without a result`)));
+      });
+    };
+    if (after) void after.then(start);
+    else start();
   }
 
   get progress(): DownloadProgress | null {
@@ -56,9 +73,11 @@ class SharedDownload {
     if (this.#ended) return;
     this.#ended = true;
     this.#onEnd();
-    this.#thread.postMessage({ type: 'abort' });
+    const thread = this.#thread;
+    if (!thread) return;
+    thread.postMessage({ type: 'abort' });
     // The thread ends its transfer at the next chunk or timer; terminate if it does not.
-    setTimeout(() => void this.#thread.terminate(), 5000).unref();
+    setTimeout(() => void thread.terminate(), 5000).unref();
   }
 
   #onMessage(message: ThreadMessage): void {
@@ -103,15 +122,26 @@ class SharedDownload {
 
 export class ModelDownloads {
   readonly #active = new Map<string, SharedDownload>();
+  /** Stopped downloads whose threads have not exited yet, by file. */
+  readonly #stopping = new Map<string, Promise<void>>();
 
   /** Starts the download of `spec.dest`, or joins the one running. */
   acquire(spec: DownloadSpec, listener: DownloadListener): DownloadTicket {
     let shared = this.#active.get(spec.dest);
     const joined = shared !== undefined;
     if (!shared) {
-      const created: SharedDownload = new SharedDownload(spec, () => {
-        if (this.#active.get(spec.dest) === created) this.#active.delete(spec.dest);
-      });
+      const created: SharedDownload = new SharedDownload(
+        spec,
+        () => {
+          if (this.#active.get(spec.dest) !== created) return;
+          this.#active.delete(spec.dest);
+          const gone = created.exited.finally(() => {
+            if (this.#stopping.get(spec.dest) === gone) this.#stopping.delete(spec.dest);
+          });
+          this.#stopping.set(spec.dest, gone);
+        },
+        this.#stopping.get(spec.dest),
+      );
       shared = created;
       this.#active.set(spec.dest, created);
     }
