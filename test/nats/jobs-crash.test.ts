@@ -15,7 +15,7 @@ describe('JetStream jobs across a model host crash', () => {
   let nats: NatsServer;
   let client: JobsClient;
   /** Long enough to be killed in the middle (the tiny model, ignoring EOS). */
-  const long = { max_tokens: 3000, ignore_eos: true, temperature: 0 };
+  const long = { max_tokens: 1500, ignore_eos: true, temperature: 0 };
   const short = { max_tokens: 4, ignore_eos: true };
 
   before(async () => {
@@ -56,7 +56,7 @@ describe('JetStream jobs across a model host crash', () => {
     const killed = await killHostMidJob('alpha');
     const result = await client.result('alpha', 'survivor', 90_000);
     assert.equal(result.status, 'completed');
-    assert.equal(result.usage.tokens_out, 3000);
+    assert.equal(result.usage.tokens_out, 1500);
     assert.equal((await client.result('alpha', 'bystander')).status, 'completed');
     const redelivered = await waitEvent(service, 'alpha', 'jobs.redelivered', (d) => d.job_id === 'survivor');
     assert.ok(redelivered.data.deliveries >= 2);

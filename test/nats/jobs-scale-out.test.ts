@@ -54,7 +54,7 @@ describe('JetStream jobs shared by two supervisors', () => {
     // Only the first supervisor pulls beta's job: its last (only) delivery dies with it.
     assert.equal((await second.admin('POST', '/admin/workers/beta/stop')).status, 200);
     await second.waitState('beta', 'stopped');
-    await sleep(1000); // its open pull is closed within 250 ms of the model not being ready
+    await sleep(2500); // its last pull (2 s) has run out; no new one while its model is stopped
     await client.publish('beta', { id: 'orphan', input: 'a long story', params: { max_tokens: 3000, ignore_eos: true } });
     const ids = Array.from({ length: 16 }, (_, i) => `shared-${i}`);
     for (const [i, id] of ids.entries()) {

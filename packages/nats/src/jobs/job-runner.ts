@@ -25,8 +25,12 @@ import { consumerConfig, ensureConsumer, ensureStream, jobsStreamConfig, results
 
 /** The transport name of job requests (request ids `jobs-<uuid>`, the audit trail's transport). */
 const TRANSPORT = 'jobs';
-/** How long one pull waits for jobs before the next one (the server's minimum is 1 s). */
-const FETCH_EXPIRES_MS = 5000;
+/**
+ * How long one pull waits for jobs before the next one (the server's minimum is 1 s). A pull is
+ * never cut short while the connection lives: the server would still deliver to it, and a job it
+ * delivered to a closed pull waits out JOBS_ACK_WAIT_MS. So this is also how long close() may wait.
+ */
+const FETCH_EXPIRES_MS = 2000;
 /** How often the status (pending jobs, connection) is refreshed. */
 const STATUS_INTERVAL_MS = 3000;
 /** Timeout of one JetStream API call or publish. */
@@ -88,7 +92,8 @@ export class JobRunner implements JobsService {
 
   async close(): Promise<void> {
     this.#closing = true;
-    this.#stopPulling();
+    // The open pull runs out by itself (jobs it still gets are nak'd for another runner).
+    this.#wake?.();
     await this.#loop;
     await Promise.allSettled([...this.#handling]);
     this.#shutdown();
@@ -97,17 +102,13 @@ export class JobRunner implements JobsService {
   terminate(): void {
     this.#terminated = true;
     this.#closing = true;
-    this.#stopPulling();
+    void this.#batch?.close();
+    this.#wake?.();
     for (const job of this.#held.values()) {
       job.abort.abort();
       for (const msg of job.msgs) msg.nak();
     }
     this.#shutdown();
-  }
-
-  #stopPulling(): void {
-    void this.#batch?.close();
-    this.#wake?.();
   }
 
   #shutdown(): void {
@@ -204,18 +205,12 @@ export class JobRunner implements JobsService {
   async #fetch(consumer: Consumer, max: number): Promise<void> {
     const batch = await consumer.fetch({ max_messages: max, expires: FETCH_EXPIRES_MS });
     this.#batch = batch;
-    // A pull whose end never comes (a connection gone for good) is closed by us, and so is one
-    // open when the model stops being ready: the jobs it would get are left to other supervisors.
-    const watchdog = setTimeout(() => void batch.close(), FETCH_EXPIRES_MS * 3);
-    const readiness = setInterval(() => {
-      if (!this.#worker.backend.readiness().ready) void batch.close();
-    }, 250);
+    // A pull whose end never comes (a connection gone for good) is closed by us.
+    const watchdog = setTimeout(() => void batch.close(), FETCH_EXPIRES_MS * 5);
     try {
-      if (this.#closing) void batch.close();
       for await (const msg of batch) this.#accept(msg);
     } finally {
       clearTimeout(watchdog);
-      clearInterval(readiness);
       this.#batch = null;
     }
   }
