@@ -18,6 +18,7 @@ import { EngineTarget } from './bench/engine-target.js';
 import { formatGrammarTable, measureGrammarRow, type GrammarRowResult } from './bench/grammar-row.js';
 import { formatIsolation, measureIsolation, type IsolationResult } from './bench/isolation.js';
 import { LlamaServerTarget } from './bench/llama-server-target.js';
+import { formatNatsRow, measureNatsRow, type NatsRowResult } from './bench/nats-row.js';
 import { machineInfo } from './bench/machine.js';
 import { parseOptions, USAGE, type BenchOptions } from './bench/options.js';
 import { batchingGain, comparisonRows, formatOverheadTable, formatTable, overheadRows, overheadWorst } from './bench/report.js';
@@ -72,7 +73,7 @@ async function main(options: BenchOptions): Promise<void> {
   if (load > cpus().length * 0.5) {
     log(`warning: load average ${load.toFixed(2)} on ${cpus().length} cores; other work skews both sides (see the JSON's loadAverage*)`);
   }
-  const serverBin = options.costOnly ? null : options.serverBin ? resolve(options.serverBin) : buildLlamaTool('llama-server');
+  const serverBin = options.costOnly || options.natsOnly ? null : options.serverBin ? resolve(options.serverBin) : buildLlamaTool('llama-server');
   const modelPath: string = await generateModel({ preset: 'bench', log });
   const tinyPath: string | null = options.isolationRequests > 0 ? await generateModel({ preset: 'tiny', log }) : null;
 
@@ -90,7 +91,7 @@ async function main(options: BenchOptions): Promise<void> {
     ? 'loading the model in-process and starting llama-server'
     : `starting our supervisor (one worker for the bench model)${server ? ' and llama-server' : ''}` +
         (bare ? `, then a second supervisor with ${Object.entries(BARE_SUPERVISOR_ENV).map(([k, v]) => `${k}=${v}`).join(' ')} (ours-bare)` : ''));
-  await ours.start();
+  if (!options.natsOnly) await ours.start();
   await server?.start();
   await bare?.start();
 
@@ -107,7 +108,7 @@ async function main(options: BenchOptions): Promise<void> {
   log(`prompt: about ${promptTokens} tokens; ${options.maxTokens} generated per request; ` +
     `levels ${options.concurrency.join(',')}; ${options.rounds} rounds; ${options.requestsPerClient} requests per client`);
   log(`warming up ${targets.map((t) => t.label).join(', ')}`);
-  const runs = options.grammarOnly ? [] : (await warmUp(targets, plan), await runRounds(targets, plan));
+  const runs = options.grammarOnly || options.natsOnly ? [] : (await warmUp(targets, plan), await runRounds(targets, plan));
 
   const labels = targets.map((t) => t.label);
   const summaries = summarize(runs, labels, options.concurrency);
@@ -174,12 +175,39 @@ async function main(options: BenchOptions): Promise<void> {
   }
 
   // The comparison's processes go first: the two-model row gets the machine to itself.
-  if (ours instanceof ServiceTarget) await ours.snapshot();
+  if (ours instanceof ServiceTarget && !options.natsOnly) await ours.snapshot();
   await bare?.snapshot();
   const targetInfo: Record<string, Record<string, unknown>> = { ours: ours.describe() };
   if (server) targetInfo['llama-server'] = server.describe();
   if (bare) targetInfo[bare.label] = bare.describe();
   await stopTargets();
+  let natsRow: NatsRowResult | { error: string } | null = null;
+  if (options.natsRow && !stopping) {
+    try {
+      natsRow = await measureNatsRow({
+        root,
+        modelPath,
+        slots: options.slots,
+        ctxPerSlot: options.ctxPerSlot,
+        batchSize: options.batchSize,
+        threads: options.threads,
+        concurrency: options.natsConcurrency,
+        rounds: options.rounds,
+        requestsPerClient: options.requestsPerClient,
+        jobs: options.natsJobs,
+        workload: plan.workload,
+        log,
+        register: (r) => running.push(r),
+      });
+      process.stdout.write(`\n${formatNatsRow(natsRow)}\n`);
+    } catch (err) {
+      if (stopping) throw err;
+      const message = err instanceof Error ? (err.stack ?? err.message) : String(err);
+      natsRow = { error: message };
+      log(`NATS row failed: ${message}`);
+      process.stdout.write(`\nNATS row: FAILED (${message.split('\n')[0]})\n`);
+    }
+  }
   let isolation: IsolationResult | { error: string } | null = null;
   if (tinyPath && !stopping) {
     try {
@@ -271,6 +299,15 @@ async function main(options: BenchOptions): Promise<void> {
             `max ${options.grammarMaxTokens} tokens; at least 2 requests per client and 16 per level; ABBA order over rounds; tok/s = server-reported generated tokens / ` +
             'wall time of the level (median over rounds); parsed = outputs JSON.parse accepted',
           ...grammarRow,
+        }
+      : null,
+    natsRow: natsRow
+      ? {
+          note:
+            'one supervisor (AUDIT and METRICS on) serving the bench model over HTTP and NATS with a nats-server started for the row; ' +
+            'the same requests over HTTP (SSE) and NATS request/reply (params.stream true, token messages on an inbox), ABBA rounds; ' +
+            'ratio = median tok/s NATS / HTTP; JetStream: jobs on inference.jobs.bench by N producers, latency = publish to result message',
+          ...natsRow,
         }
       : null,
     isolation,

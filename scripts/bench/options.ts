@@ -44,6 +44,12 @@ export interface BenchOptions {
   costOnly: boolean;
   /** Only the grammar row (ours and llama-server), in ABBA rounds: no main table, no ours-bare. */
   grammarOnly: boolean;
+  /** The NATS row: the same workload over NATS request/reply and HTTP, then JetStream latency. */
+  natsRow: boolean;
+  /** Only the NATS row. */
+  natsOnly: boolean;
+  natsConcurrency: number[];
+  natsJobs: number;
   /**
    * After the main table, a round with the built-in `json` grammar on ours and llama-server (same
    * servers, EOS not ignored). Only with --ours http (the GBNF comes from the service's library).
@@ -78,6 +84,10 @@ export const DEFAULTS: BenchOptions = {
   bareRow: true,
   costOnly: false,
   grammarOnly: false,
+  natsRow: true,
+  natsOnly: false,
+  natsConcurrency: [1, 8],
+  natsJobs: 16,
   grammarRow: true,
   grammarConcurrency: [1, 8],
   grammarMaxTokens: 64,
@@ -122,6 +132,12 @@ saturated, both served by one supervisor.
                            alone (no llama-server, no grammar or two-model row); use --rounds 6+
   --grammar-only           only the grammar row (ours and llama-server, ABBA rounds; no main table,
                            no ours-bare, no two-model row); use --rounds 4+
+  --no-nats-row            skip the NATS row (the workload over NATS request/reply and over HTTP on
+                           one supervisor with a nats-server started for it, then JetStream job
+                           latency; needs nats-server, on by default with --ours http)
+  --nats-only              only the NATS row (ABBA rounds); no llama-server
+  --nats-concurrency 1,8   levels of the NATS row (default 1,8)
+  --nats-jobs N            JetStream jobs per level of the latency table (default 16)
   --grammar-concurrency 1,8  levels of the grammar row (default 1,8)
   --grammar-max-tokens N   max tokens per grammar request, EOS not ignored (default 64)
   --out PATH               JSON output (default bench/results/<timestamp>.json)
@@ -183,6 +199,15 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       case '--no-bare-row': o.bareRow = false; break;
       case '--cost-only': o.costOnly = true; break;
       case '--grammar-only': o.grammarOnly = true; break;
+      case '--no-nats-row': o.natsRow = false; break;
+      case '--nats-only': o.natsOnly = true; break;
+      case '--nats-concurrency': {
+        const list = value().split(',').map((s) => int('--nats-concurrency', s.trim(), 1));
+        if (list.length === 0) throw new Error('--nats-concurrency needs at least one level');
+        o.natsConcurrency = list;
+        break;
+      }
+      case '--nats-jobs': o.natsJobs = int(flag, value(), 1); break;
       case '--grammar-row': o.grammarRow = true; break;
       case '--no-grammar-row': o.grammarRow = false; break;
       case '--grammar-concurrency': {
@@ -211,6 +236,17 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     o.grammarRow = false;
     if (!explicit.has('--isolation-requests')) o.isolationRequests = 0;
   }
+  if (o.natsOnly) {
+    if (o.ours === 'engine') throw new Error('--nats-only needs --ours http');
+    if (o.grammarOnly || o.costOnly) throw new Error('--nats-only, --grammar-only and --cost-only exclude each other');
+    if (explicit.has('--no-nats-row')) throw new Error('--nats-only and --no-nats-row contradict each other');
+    o.natsRow = true;
+    o.grammarRow = false;
+    o.bareRow = false;
+    if (!explicit.has('--isolation-requests')) o.isolationRequests = 0;
+  }
+  if (o.costOnly || o.grammarOnly) o.natsRow = false;
+  if (o.ours === 'engine') o.natsRow = false;
   if (o.grammarOnly) {
     if (o.ours === 'engine') throw new Error('--grammar-only needs --ours http (the grammar row reads the service\'s library)');
     if (o.costOnly) throw new Error('--grammar-only and --cost-only contradict each other');

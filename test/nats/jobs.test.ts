@@ -55,6 +55,9 @@ describe('JetStream jobs', () => {
     assert.equal(row.transport, 'jobs');
     assert.equal(row.status, 'completed');
     assert.equal(row.output, result.output);
+    assert.equal(row.client_id, 'first-job', 'the job id is in the SQLite row');
+    const byJob = (await (await fetch(service.url('alpha', '/logs?client_id=first-job'))).json()) as Array<{ req_id: string }>;
+    assert.deepEqual(byJob.map((r) => r.req_id), [result.id], '/logs?client_id finds the job');
     assert.equal((await jobRequests(service, 'alpha')).filter((r) => r.clientId === 'first-job').length, 1);
     await waitFor('the job to leave the work queue', async () => ((await client.jobsQueued('alpha')) === 0 ? true : undefined));
   });

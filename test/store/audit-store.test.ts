@@ -43,21 +43,44 @@ describe('the schema', () => {
     const db = sqlite(store.path);
     try {
       assert.deepEqual(db.prepare('SELECT version FROM schema_version').pluck().all(), [SCHEMA_VERSION]);
-      assert.equal(SCHEMA_VERSION, 1);
+      assert.equal(SCHEMA_VERSION, 2);
       const columns = (table: string) => (db.prepare(`PRAGMA table_info(${table})`).all() as Array<{ name: string; type: string; pk: number }>).map((c) => `${c.name}:${c.type.toUpperCase()}${c.pk ? ':pk' : ''}`);
       assert.deepEqual(columns('requests'), [
         'id:INTEGER:pk', 'req_id:TEXT', 'ts:REAL', 'model:TEXT', 'transport:TEXT', 'input_len:INTEGER', 'tokens_in:INTEGER',
         'tokens_out:INTEGER', 'ttft_ms:REAL', 'dur_ms:REAL', 'queue_ms:REAL', 'status:TEXT', 'error_code:TEXT', 'error:TEXT',
-        'params:TEXT', 'input:TEXT', 'output:TEXT',
+        'params:TEXT', 'input:TEXT', 'output:TEXT', 'client_id:TEXT',
       ]);
       assert.deepEqual(columns('events'), ['id:INTEGER:pk', 'ts:REAL', 'level:TEXT', 'code:TEXT', 'msg:TEXT', 'data:TEXT']);
       const indexes = db.prepare("SELECT tbl_name || '(' || name || ')' FROM sqlite_master WHERE type = 'index' ORDER BY name").pluck().all();
-      assert.deepEqual(indexes, ['events(events_ts)', 'requests(requests_req_id)', 'requests(requests_status)', 'requests(requests_ts)']);
+      assert.deepEqual(indexes, ['events(events_ts)', 'requests(requests_client_id)', 'requests(requests_req_id)', 'requests(requests_status)', 'requests(requests_ts)']);
       assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     } finally {
       db.close();
     }
     await store.close();
+  });
+
+  test('a version 1 file is migrated to version 2: its rows kept, client_id added (NULL for old rows) and written for new ones', async () => {
+    const first = openStore();
+    first.recordRequest(requestEnd({ reqId: 'old' }));
+    await first.close();
+    // Back to version 1 as the previous release left it: no client_id column, no index.
+    const db = new Database(first.path);
+    db.exec('DROP INDEX requests_client_id; ALTER TABLE requests DROP COLUMN client_id; UPDATE schema_version SET version = 1');
+    db.close();
+    const again = AuditStore.open({ path: first.path, model: 'demo-model', logBodies: true });
+    again.recordRequest(requestEnd({ reqId: 'new', transport: 'jobs', clientId: 'job-42' }));
+    await again.flush();
+    const rows = (await again.requests(requestQuery())).map((r) => [r.req_id, r.client_id]);
+    assert.deepEqual(rows, [['new', 'job-42'], ['old', null]]);
+    assert.deepEqual((await again.requests(requestQuery({ clientId: 'job-42' }))).map((r) => r.req_id), ['new']);
+    await again.close();
+    const check = sqlite(first.path);
+    try {
+      assert.deepEqual(check.prepare('SELECT version FROM schema_version').pluck().all(), [2]);
+    } finally {
+      check.close();
+    }
   });
 
   test('a second open of the same file keeps its rows and its version', async () => {
@@ -117,6 +140,7 @@ describe('rows', () => {
       params: '{"maxTokens":8,"stop":["\\n"],"seed":7}',
       input: '[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi \\"there\\""}]',
       output: 'partial',
+      client_id: null,
     };
     assert.deepEqual(rows, [expected]);
     assert.deepEqual(await store.requests(requestQuery()), [expected], 'the store reads back the same row');

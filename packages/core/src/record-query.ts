@@ -56,6 +56,7 @@ export function parseRequestQuery(query: Query): RequestQuery {
     limit: integer(query, 'limit', 1, MAX_RECORDS_PER_READ) ?? 100,
     status: status as RequestStatus | null,
     transport: word(query, 'transport'),
+    clientId: word(query, 'client_id'),
     since: since(query),
     afterId: integer(query, 'after_id', 0, Number.MAX_SAFE_INTEGER),
   };

@@ -29,6 +29,8 @@ export interface RequestRow {
   input: string | null;
   /** The output text; null with LOG_BODIES=off. */
   output: string | null;
+  /** The id the client gave (a JetStream job id); null when none. */
+  client_id: string | null;
 }
 
 /** One row of `events`. */
@@ -48,6 +50,8 @@ export interface RequestQuery {
   limit: number;
   status: RequestStatus | null;
   transport: string | null;
+  /** Only the rows of this client id (a JetStream job id). */
+  clientId: string | null;
   /** Only rows at or after this time (unix seconds). */
   since: number | null;
   /** Only rows with a larger id (for --follow). */

@@ -112,6 +112,7 @@ export class AuditDb {
     let q = builder.selectFrom('requests').selectAll();
     if (query.status != null) q = q.where('status', '=', query.status);
     if (query.transport != null) q = q.where('transport', '=', query.transport);
+    if (query.clientId != null) q = q.where('client_id', '=', query.clientId);
     if (query.since != null) q = q.where('ts', '>=', query.since);
     if (query.afterId != null) q = q.where('id', '>', query.afterId);
     return this.#all(q.orderBy('id', 'desc').limit(clampLimit(query.limit))) as RequestRow[];

@@ -362,7 +362,7 @@ function positive(value: number | undefined, fallback: number): number {
 /** The query's own fields only: a caller's object may carry things that cannot be posted. */
 function plain<T extends RequestQuery | EventQuery>(query: T): T {
   const out: Record<string, unknown> = {};
-  for (const key of ['limit', 'status', 'transport', 'since', 'afterId', 'level', 'code']) {
+  for (const key of ['limit', 'status', 'transport', 'clientId', 'since', 'afterId', 'level', 'code']) {
     const value = (query as unknown as Record<string, unknown>)[key];
     if (value !== undefined) out[key] = typeof value === 'number' || typeof value === 'string' || value === null ? value : String(value);
   }

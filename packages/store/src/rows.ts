@@ -5,7 +5,7 @@
  */
 import type { RequestEnd, ServiceEvent } from '@lmserve/core';
 
-/** req_id, ts, model, transport, input_len, tokens_in, tokens_out, ttft_ms, dur_ms, queue_ms, status, error_code, error, params, input, output */
+/** req_id, ts, model, transport, input_len, tokens_in, tokens_out, ttft_ms, dur_ms, queue_ms, status, error_code, error, params, input, output, client_id */
 export type RequestValues = [
   string,
   number,
@@ -18,6 +18,7 @@ export type RequestValues = [
   number,
   number | null,
   string,
+  string | null,
   string | null,
   string | null,
   string | null,
@@ -47,6 +48,7 @@ export function requestValues(end: RequestEnd, logBodies: boolean): RequestValue
     end.params == null ? null : toJson(end.params),
     !logBodies || input == null ? null : typeof input === 'string' ? input : toJson(input),
     !logBodies ? null : strOrNull(end.output),
+    strOrNull(end.clientId),
   ];
 }
 

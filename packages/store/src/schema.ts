@@ -30,6 +30,8 @@ export interface RequestsTable {
   params: string | null;
   input: string | null;
   output: string | null;
+  /** The id the client gave (a JetStream job id), from version 2 on. */
+  client_id: string | null;
 }
 
 export interface EventsTable {
@@ -107,6 +109,14 @@ export const MIGRATIONS: ReadonlyMap<number, (db: Database.Database) => void> = 
       run(db, builder.schema.createIndex('events_ts').ifNotExists().on('events').column('ts'));
     },
   ],
+  [
+    2,
+    (db: Database.Database) => {
+      // The id a client gave the request (a JetStream job's id): jobs are found by it.
+      run(db, builder.schema.alterTable('requests').addColumn('client_id', 'text'));
+      run(db, builder.schema.createIndex('requests_client_id').ifNotExists().on('requests').column('client_id'));
+    },
+  ],
 ]);
 
 /** The version this code writes: the last migration's. */
@@ -122,5 +132,5 @@ export const V1_COLUMNS: Readonly<Record<'requests' | 'events', readonly string[
 };
 
 /** The columns a row is inserted with, in the order of the values tuples (rows.ts). */
-export const REQUEST_INSERT_COLUMNS = V1_COLUMNS.requests.slice(1) as Array<Exclude<keyof RequestsTable, 'id'>>;
+export const REQUEST_INSERT_COLUMNS = [...V1_COLUMNS.requests.slice(1), 'client_id'] as Array<Exclude<keyof RequestsTable, 'id'>>;
 export const EVENT_INSERT_COLUMNS = V1_COLUMNS.events.slice(1) as Array<Exclude<keyof EventsTable, 'id'>>;

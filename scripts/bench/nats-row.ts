@@ -1,0 +1,302 @@
+/**
+ * The NATS row: one supervisor serving the bench model over HTTP and over NATS (a real
+ * nats-server started here), the same workload driven through both in ABBA rounds:
+ *
+ * - HTTP: POST /v1/completions with `stream: true` (SSE), as in the main table;
+ * - NATS: request/reply on the worker's SUBJECT with `params.stream: true`: `Lm-Event: token`
+ *   messages on the requester's inbox, then `Lm-Event: done` with the usage.
+ *
+ * Then JetStream: jobs published to `inference.jobs.bench` (JETSTREAM=on) by `concurrency`
+ * producers at once, each waiting for its result on `inference.results.bench.<id>`; end-to-end
+ * latency = publish to result arrival, printed as p50/p95 next to the same requests' HTTP
+ * latency. Same model, slots, threads, context and sampling as the main table.
+ */
+import { randomUUID } from 'node:crypto';
+import { connect, createInbox, type NatsConnection } from '@nats-io/transport-node';
+import { jetstream } from '@nats-io/jetstream';
+import { NatsServer, natsServerAvailable } from '../lib/nats-server.js';
+import { HttpStreamClient } from './http-stream.js';
+import { runLevel } from './runner.js';
+import { ServiceProcess } from './service.js';
+import { benchWorkerEnv, serviceCompletionProtocol } from './service-target.js';
+import { median, percentile } from './stats.js';
+import type { BenchRequest, BenchTarget, RequestOutcome } from './target.js';
+import { roundRequests, type WorkloadSpec } from './workload.js';
+
+export interface NatsRowConfig {
+  root: string;
+  modelPath: string;
+  slots: number;
+  ctxPerSlot: number;
+  batchSize: number;
+  threads: number;
+  concurrency: readonly number[];
+  rounds: number;
+  requestsPerClient: number;
+  /** JetStream jobs per level of the latency table. */
+  jobs: number;
+  workload: WorkloadSpec;
+  log: (line: string) => void;
+  register: (running: { stop(): Promise<void> }) => void;
+}
+
+export interface NatsRowLevel {
+  concurrency: number;
+  httpTps: number | null;
+  natsTps: number | null;
+  /** NATS / HTTP from the medians over rounds. */
+  ratio: number | null;
+  ratioRounds: number[];
+  httpTtftP50: number | null;
+  natsTtftP50: number | null;
+  failures: string[];
+}
+
+export interface JetStreamLevel {
+  concurrency: number;
+  jobs: number;
+  /** Publish to result arrival, milliseconds. */
+  latencyP50: number | null;
+  latencyP95: number | null;
+  /** The same requests over HTTP (non-streaming view: send to end of stream). */
+  httpLatencyP50: number | null;
+  httpLatencyP95: number | null;
+  failures: string[];
+}
+
+export interface NatsRowResult {
+  levels: NatsRowLevel[];
+  jetstream: JetStreamLevel[];
+  runs: Array<{ target: string; round: number; concurrency: number; tokensPerSecond: number; ttftMs: number[] }>;
+}
+
+const SUBJECT = 'inference.request.bench';
+const JOBS_SUBJECT = 'inference.jobs.bench';
+const RESULTS_PREFIX = 'inference.results.bench';
+
+/** The original API's body for a bench request (the same JSON the HTTP target sends). */
+function requestBody(request: BenchRequest): Record<string, unknown> {
+  return serviceCompletionProtocol.body(request) as Record<string, unknown>;
+}
+
+/** Request/reply with streaming over one shared connection; one inbox subscription per request. */
+class NatsStreamTarget implements BenchTarget {
+  readonly label = 'nats';
+  readonly transport = 'NATS request/reply on inference.request.bench, params.stream true (token messages on an inbox)';
+  readonly #nc: NatsConnection;
+
+  constructor(nc: NatsConnection) {
+    this.#nc = nc;
+  }
+
+  async start(): Promise<void> {}
+
+  async run(request: BenchRequest): Promise<RequestOutcome> {
+    const inbox = createInbox();
+    const sub = this.#nc.subscribe(inbox);
+    const started = performance.now();
+    let ttftMs: number | null = null;
+    let events = 0;
+    const text: string[] = [];
+    this.#nc.publish(SUBJECT, JSON.stringify(requestBody(request)), { reply: inbox });
+    const timeout = setTimeout(() => sub.unsubscribe(), 300_000);
+    try {
+      for await (const msg of sub) {
+        const event = msg.headers?.get('Lm-Event') ?? '';
+        if (event === 'ping') continue;
+        if (event === 'token') {
+          ttftMs ??= performance.now() - started;
+          events++;
+          text.push((msg.json() as { text: string }).text);
+          continue;
+        }
+        const body = msg.json() as {
+          error?: { code: string; message: string };
+          usage?: { tokens_in: number; tokens_out: number };
+          finish_reason?: string;
+        };
+        const totalMs = performance.now() - started;
+        if (event === 'error' || body.error) {
+          return { ok: false, error: `${body.error?.code}: ${body.error?.message}`, ttftMs, totalMs, tokensOut: null, tokensIn: null, cachedTokens: null, streamedEvents: events, finishReason: null };
+        }
+        return {
+          ok: true,
+          ttftMs,
+          totalMs,
+          tokensOut: body.usage?.tokens_out ?? null,
+          tokensIn: body.usage?.tokens_in ?? null,
+          cachedTokens: null,
+          streamedEvents: events,
+          finishReason: body.finish_reason ?? null,
+          output: text.join(''),
+        };
+      }
+      return { ok: false, error: 'no answer within 300 s', ttftMs, totalMs: performance.now() - started, tokensOut: null, tokensIn: null, cachedTokens: null, streamedEvents: events, finishReason: null };
+    } finally {
+      clearTimeout(timeout);
+      sub.unsubscribe();
+    }
+  }
+
+  describe(): Record<string, unknown> {
+    return { transport: this.transport };
+  }
+
+  async stop(): Promise<void> {}
+}
+
+/** One JetStream job, from publish to its result on the results subject. */
+async function runJob(nc: NatsConnection, request: BenchRequest): Promise<{ ms: number; error?: string }> {
+  const id = `bench-${randomUUID()}`;
+  const sub = nc.subscribe(`${RESULTS_PREFIX}.${id}`, { max: 1 });
+  const js = jetstream(nc);
+  const body = requestBody(request);
+  const params = { ...(body.params as Record<string, unknown>), stream: false };
+  const started = performance.now();
+  await js.publish(JOBS_SUBJECT, JSON.stringify({ id, input: body.input, params }), { msgID: id });
+  const timer = setTimeout(() => sub.unsubscribe(), 300_000);
+  try {
+    for await (const msg of sub) {
+      const result = msg.json() as { status?: string; error?: { code: string; message: string } };
+      const ms = performance.now() - started;
+      return result.error ? { ms, error: `${result.error.code}: ${result.error.message}` } : { ms };
+    }
+    return { ms: performance.now() - started, error: 'no result within 300 s' };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export async function measureNatsRow(c: NatsRowConfig): Promise<NatsRowResult> {
+  if (!natsServerAvailable()) throw new Error('nats-server is not installed (apt-get install nats-server, or set NATS_SERVER_BIN)');
+  const server = await NatsServer.start();
+  c.register({ stop: () => server.dispose() });
+  const service = new ServiceProcess({
+    root: c.root,
+    workers: [{ name: 'bench', env: { ...benchWorkerEnv(c, 1024), NATS_URL: server.url, SUBJECT, JETSTREAM: 'on' } }],
+    shutdownGraceMs: 2000,
+    log: c.log,
+  });
+  c.register(service);
+  c.log(`NATS row: nats-server on ${server.url}, a supervisor serving the bench model over HTTP and NATS (JETSTREAM=on)`);
+  await service.start();
+  const nc = await connect({ servers: server.url, name: 'lmserve-bench' });
+  c.register({ stop: () => nc.close() });
+  const http = new HttpStreamClient({ host: '127.0.0.1', port: service.port('bench'), protocol: serviceCompletionProtocol });
+  const httpTarget: BenchTarget = {
+    label: 'http',
+    transport: 'HTTP POST /v1/completions, SSE',
+    start: async () => undefined,
+    run: (r) => http.run(r),
+    describe: () => ({}),
+    stop: async () => http.close(),
+  };
+  const natsTarget = new NatsStreamTarget(nc);
+  try {
+    // Readiness of the NATS side: the transport connects in the background.
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const warm = await natsTarget.run(roundRequests({ ...c.workload, maxTokens: 4 }, 1, 950_000)[0]!);
+      if (warm.ok) break;
+      if (Date.now() > deadline) throw new Error(`the NATS side never answered: ${warm.error}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const targets = [httpTarget, natsTarget];
+    const runs: NatsRowResult['runs'] = [];
+    const failures = new Map<string, string[]>();
+    let sequence = 600_000;
+    for (let round = 0; round < c.rounds; round++) {
+      for (const concurrency of c.concurrency) {
+        const requests = roundRequests(c.workload, concurrency * c.requestsPerClient, sequence);
+        sequence += requests.length;
+        for (const t of round % 2 === 0 ? targets : [...targets].reverse()) {
+          const { wallMs, outcomes } = await runLevel(t, requests, concurrency);
+          const tokens = outcomes.reduce((n, o) => n + (o.tokensOut ?? 0), 0);
+          const tps = (tokens * 1000) / wallMs;
+          const ttftMs = outcomes.flatMap((o) => (o.ttftMs === null ? [] : [o.ttftMs]));
+          runs.push({ target: t.label, round, concurrency, tokensPerSecond: tps, ttftMs });
+          const failed = outcomes.filter((o) => !o.ok).map((o) => o.error ?? 'failed');
+          if (failed.length) failures.set(`${t.label}/${concurrency}`, [...(failures.get(`${t.label}/${concurrency}`) ?? []), ...failed]);
+          c.log(`nats row round ${round + 1}/${c.rounds} c=${concurrency} ${t.label}: ${tps.toFixed(1)} tok/s, TTFT p50 ${percentile(ttftMs, 50)?.toFixed(0) ?? '-'} ms` +
+            (failed.length ? `, ${failed.length} FAILED (${failed[0]})` : ''));
+        }
+      }
+    }
+    const levels = c.concurrency.map((concurrency): NatsRowLevel => {
+      const of = (label: string) => runs.filter((r) => r.concurrency === concurrency && r.target === label);
+      const h = of('http');
+      const n = of('nats');
+      const httpTps = median(h.map((r) => r.tokensPerSecond));
+      const natsTps = median(n.map((r) => r.tokensPerSecond));
+      return {
+        concurrency,
+        httpTps,
+        natsTps,
+        ratio: httpTps && natsTps !== null ? natsTps / httpTps : null,
+        ratioRounds: n.flatMap((r, i) => (h[i] ? [r.tokensPerSecond / h[i]!.tokensPerSecond] : [])),
+        httpTtftP50: percentile(h.flatMap((r) => r.ttftMs), 50),
+        natsTtftP50: percentile(n.flatMap((r) => r.ttftMs), 50),
+        failures: [...(failures.get(`http/${concurrency}`) ?? []), ...(failures.get(`nats/${concurrency}`) ?? [])],
+      };
+    });
+    // JetStream end to end: jobs by `concurrency` producers, each waiting for its result.
+    const jetstreamLevels: JetStreamLevel[] = [];
+    for (const concurrency of c.concurrency) {
+      const requests = roundRequests(c.workload, Math.max(c.jobs, concurrency), sequence);
+      sequence += requests.length;
+      const jobMs: number[] = [];
+      const jobFailures: string[] = [];
+      await Promise.all(Array.from({ length: concurrency }, async (_, k) => {
+        for (let i = k; i < requests.length; i += concurrency) {
+          const r = await runJob(nc, requests[i]!);
+          if (r.error) jobFailures.push(r.error);
+          else jobMs.push(r.ms);
+        }
+      }));
+      const { outcomes } = await runLevel(httpTarget, requests, concurrency);
+      const httpMs = outcomes.filter((o) => o.ok).map((o) => o.totalMs);
+      jetstreamLevels.push({
+        concurrency,
+        jobs: requests.length,
+        latencyP50: percentile(jobMs, 50),
+        latencyP95: percentile(jobMs, 95),
+        httpLatencyP50: percentile(httpMs, 50),
+        httpLatencyP95: percentile(httpMs, 95),
+        failures: jobFailures,
+      });
+      c.log(`jetstream c=${concurrency}: ${jobMs.length}/${requests.length} jobs, p50 ${percentile(jobMs, 50)?.toFixed(0) ?? '-'} ms (HTTP p50 ${percentile(httpMs, 50)?.toFixed(0) ?? '-'} ms)`);
+    }
+    return { levels, jetstream: jetstreamLevels, runs };
+  } finally {
+    http.close();
+    await nc.close().catch(() => undefined);
+    await service.stop();
+    await server.dispose();
+  }
+}
+
+const fmt = (v: number | null, digits = 0) => (v === null ? '-' : v.toFixed(digits));
+
+export function formatNatsRow(result: NatsRowResult): string {
+  const out = ['NATS request/reply vs HTTP, same supervisor, same workload (streaming on both; ratio = NATS / HTTP, median over rounds)'];
+  const header = ['concurrency', 'HTTP tok/s', 'NATS tok/s', 'NATS/HTTP', 'per round', 'HTTP TTFT p50 ms', 'NATS TTFT p50 ms', ''];
+  const body = result.levels.map((l) => [
+    String(l.concurrency), fmt(l.httpTps, 1), fmt(l.natsTps, 1), l.ratio === null ? '-' : `${l.ratio.toFixed(3)}x`,
+    l.ratioRounds.map((x) => x.toFixed(3)).join(', ') || '-', fmt(l.httpTtftP50), fmt(l.natsTtftP50), l.failures.length ? `FAILED ${l.failures.length}` : '',
+  ]);
+  out.push(table(header, body));
+  out.push('\nJetStream jobs end to end (publish to result on inference.results.bench.<id>; the same requests over HTTP for reference)');
+  const jHeader = ['producers', 'jobs', 'job p50 ms', 'job p95 ms', 'HTTP p50 ms', 'HTTP p95 ms', ''];
+  const jBody = result.jetstream.map((j) => [
+    String(j.concurrency), String(j.jobs), fmt(j.latencyP50), fmt(j.latencyP95), fmt(j.httpLatencyP50), fmt(j.httpLatencyP95),
+    j.failures.length ? `FAILED ${j.failures.length} (${j.failures[0]})` : '',
+  ]);
+  out.push(table(jHeader, jBody));
+  return out.join('\n');
+}
+
+function table(header: string[], body: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
+}
