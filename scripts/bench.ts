@@ -23,7 +23,7 @@ import { machineInfo } from './bench/machine.js';
 import { parseOptions, USAGE, type BenchOptions } from './bench/options.js';
 import { batchingGain, comparisonRows, formatOverheadTable, formatTable, overheadRows, overheadWorst } from './bench/report.js';
 import { runRounds, summarize, warmUp, type RunPlan } from './bench/runner.js';
-import { BARE_SUPERVISOR_ENV, ServiceTarget } from './bench/service-target.js';
+import { BARE_SUPERVISOR_ENV, RouteTarget, ServiceTarget } from './bench/service-target.js';
 import type { BenchTarget } from './bench/target.js';
 import { BANNED_SPM_IDS, fitBaseText, requestTag, SAMPLING } from './bench/workload.js';
 
@@ -73,7 +73,7 @@ async function main(options: BenchOptions): Promise<void> {
   if (load > cpus().length * 0.5) {
     log(`warning: load average ${load.toFixed(2)} on ${cpus().length} cores; other work skews both sides (see the JSON's loadAverage*)`);
   }
-  const serverBin = options.costOnly || options.natsOnly ? null : options.serverBin ? resolve(options.serverBin) : buildLlamaTool('llama-server');
+  const serverBin = options.costOnly || options.natsOnly || options.routeCompare ? null : options.serverBin ? resolve(options.serverBin) : buildLlamaTool('llama-server');
   const modelPath: string = await generateModel({ preset: 'bench', log });
   const tinyPath: string | null = options.isolationRequests > 0 ? await generateModel({ preset: 'tiny', log }) : null;
 
@@ -85,7 +85,8 @@ async function main(options: BenchOptions): Promise<void> {
   const bare = options.ours === 'http' && options.bareRow
     ? new ServiceTarget({ ...shared, root, log, route: options.route, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } })
     : null;
-  const targets: BenchTarget[] = [ours, ...(server ? [server] : []), ...(bare ? [bare] : [])];
+  const openai = options.routeCompare && ours instanceof ServiceTarget ? new RouteTarget(ours) : null;
+  const targets: BenchTarget[] = [ours, ...(server ? [server] : []), ...(bare ? [bare] : []), ...(openai ? [openai] : [])];
   running.push(...targets);
   log(options.ours === 'engine'
     ? 'loading the model in-process and starting llama-server'
@@ -94,6 +95,7 @@ async function main(options: BenchOptions): Promise<void> {
   if (!options.natsOnly) await ours.start();
   await server?.start();
   await bare?.start();
+  await openai?.start();
 
   const { baseText, promptTokens } = ours instanceof EngineTarget
     ? fitPrompt(options.promptTokens, (text) => ours.countTokens(text))
@@ -110,6 +112,7 @@ async function main(options: BenchOptions): Promise<void> {
   log(`warming up ${targets.map((t) => t.label).join(', ')}`);
   const runs = options.grammarOnly || options.natsOnly ? [] : (await warmUp(targets, plan), await runRounds(targets, plan));
 
+  let routeTable: unknown = null;
   const labels = targets.map((t) => t.label);
   const summaries = summarize(runs, labels, options.concurrency);
   // Each table's flags and notes come from its own two targets only.
@@ -133,6 +136,24 @@ async function main(options: BenchOptions): Promise<void> {
       : `ours: the service's model port, POST /v1/completions + SSE over loopback (supervisor -> host process -> engine); ` +
           `llama-server: POST /completion + SSE over loopback\n`,
   );
+  if (openai) {
+    const routeRows = summarize(runs, [ours.label, openai.label], options.concurrency).map((s) => {
+      const a = s.perTarget[ours.label];
+      const b = s.perTarget[openai.label];
+      const rounds = (b?.tokensPerSecondRounds ?? []).flatMap((x, i) => (a?.tokensPerSecondRounds[i] ? [x / a.tokensPerSecondRounds[i]!] : []));
+      return { concurrency: s.concurrency, original: a?.tokensPerSecondMedian ?? null, openai: b?.tokensPerSecondMedian ?? null, rounds,
+        ttftOriginal: a?.ttftP50 ?? null, ttftOpenai: b?.ttftP50 ?? null, notes: s.notes };
+    });
+    routeTable = routeRows;
+    process.stdout.write(`\nOpenAI route vs the original route, same supervisor, same requests (ratio = OpenAI / original, median over rounds)\n`);
+    process.stdout.write(`| concurrency | original tok/s | openai tok/s | openai/original | per round | original TTFT p50 ms | openai TTFT p50 ms |\n|---|---|---|---|---|---|---|\n`);
+    for (const r of routeRows) {
+      const ratio = r.original && r.openai !== null ? r.openai / r.original : null;
+      process.stdout.write(`| ${r.concurrency} | ${r.original?.toFixed(1) ?? '-'} | ${r.openai?.toFixed(1) ?? '-'} | ${ratio === null ? '-' : `${ratio.toFixed(3)}x`} | ` +
+        `${r.rounds.map((x) => x.toFixed(3)).join(', ')} | ${r.ttftOriginal?.toFixed(0) ?? '-'} | ${r.ttftOpenai?.toFixed(0) ?? '-'} |\n`);
+      for (const n of r.notes) process.stdout.write(`  ! c=${r.concurrency}: ${n}\n`);
+    }
+  }
   if (overhead) {
     process.stdout.write(
       `\naudit + metrics cost: ours (AUDIT=on, METRICS=on, the defaults) vs ours-bare (AUDIT=off, METRICS=off), same rounds; ` +
@@ -301,6 +322,7 @@ async function main(options: BenchOptions): Promise<void> {
           ...grammarRow,
         }
       : null,
+    routeCompare: routeTable,
     natsRow: natsRow
       ? {
           note:

@@ -50,6 +50,8 @@ export interface BenchOptions {
   natsOnly: boolean;
   natsConcurrency: number[];
   natsJobs: number;
+  /** Only ours over the original API and ours over OpenAI's (same supervisor), ABBA rounds. */
+  routeCompare: boolean;
   /**
    * After the main table, a round with the built-in `json` grammar on ours and llama-server (same
    * servers, EOS not ignored). Only with --ours http (the GBNF comes from the service's library).
@@ -88,6 +90,7 @@ export const DEFAULTS: BenchOptions = {
   natsOnly: false,
   natsConcurrency: [1, 8],
   natsJobs: 16,
+  routeCompare: false,
   grammarRow: true,
   grammarConcurrency: [1, 8],
   grammarMaxTokens: 64,
@@ -136,6 +139,8 @@ saturated, both served by one supervisor.
                            one supervisor with a nats-server started for it, then JetStream job
                            latency; needs nats-server, on by default with --ours http)
   --nats-only              only the NATS row (ABBA rounds); no llama-server
+  --route-compare          only the original API against OpenAI's /v1/completions on the same
+                           supervisor (ABBA rounds; no llama-server, no other row)
   --nats-concurrency 1,8   levels of the NATS row (default 1,8)
   --nats-jobs N            JetStream jobs per level of the latency table (default 16)
   --grammar-concurrency 1,8  levels of the grammar row (default 1,8)
@@ -201,6 +206,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       case '--grammar-only': o.grammarOnly = true; break;
       case '--no-nats-row': o.natsRow = false; break;
       case '--nats-only': o.natsOnly = true; break;
+      case '--route-compare': o.routeCompare = true; break;
       case '--nats-concurrency': {
         const list = value().split(',').map((s) => int('--nats-concurrency', s.trim(), 1));
         if (list.length === 0) throw new Error('--nats-concurrency needs at least one level');
@@ -243,6 +249,14 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     o.natsRow = true;
     o.grammarRow = false;
     o.bareRow = false;
+    if (!explicit.has('--isolation-requests')) o.isolationRequests = 0;
+  }
+  if (o.routeCompare) {
+    if (o.ours === 'engine' || o.route !== 'original') throw new Error('--route-compare needs --ours http and --route original');
+    if (o.natsOnly || o.grammarOnly || o.costOnly) throw new Error('--route-compare excludes --nats-only, --grammar-only and --cost-only');
+    o.bareRow = false;
+    o.grammarRow = false;
+    o.natsRow = false;
     if (!explicit.has('--isolation-requests')) o.isolationRequests = 0;
   }
   if (o.costOnly || o.grammarOnly) o.natsRow = false;

@@ -150,6 +150,39 @@ export function benchWorkerEnv(
   };
 }
 
+/**
+ * A second API on the same supervisor as `base` (started by it): OpenAI's /v1/completions when
+ * `base` speaks the original API. `--route-compare` runs both in the same rounds.
+ */
+export class RouteTarget implements BenchTarget {
+  readonly label = 'ours-openai';
+  readonly transport = 'HTTP POST /v1/completions in OpenAI\'s shape ("prompt", "stream": true, include_usage; SSE chunks, [DONE]), same supervisor as ours';
+  readonly #base: ServiceTarget;
+  #client: HttpStreamClient | undefined;
+
+  constructor(base: ServiceTarget) {
+    this.#base = base;
+  }
+
+  async start(): Promise<void> {
+    this.#client = new HttpStreamClient({ host: '127.0.0.1', port: this.#base.service.port('bench'), protocol: openAiCompletionProtocol });
+  }
+
+  run(request: BenchRequest): Promise<RequestOutcome> {
+    if (!this.#client) throw new Error('RouteTarget.run() before start()');
+    return this.#client.run(request);
+  }
+
+  describe(): Record<string, unknown> {
+    return { transport: this.transport };
+  }
+
+  async stop(): Promise<void> {
+    this.#client?.close();
+    this.#client = undefined;
+  }
+}
+
 export class ServiceTarget implements BenchTarget {
   readonly label: string;
   readonly transport: string;
