@@ -51,6 +51,8 @@ describe('a model worker', () => {
       throw new Error('no processes left');
     });
     w.start();
+    // The fit check (an async read of the GGUF header) runs before the host is created.
+    for (let i = 0; i < 100 && w.state !== 'failed'; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(w.state, 'failed');
     assert.match(w.info().reason ?? '', /no processes left/);
   });
