@@ -22,7 +22,7 @@ import { formatNatsRow, measureNatsRow, type NatsRowResult } from './bench/nats-
 import { machineInfo } from './bench/machine.js';
 import { parseOptions, USAGE, type BenchOptions } from './bench/options.js';
 import { batchingGain, comparisonRows, formatOverheadTable, formatTable, overheadRows, overheadWorst } from './bench/report.js';
-import { runRounds, summarize, warmUp, type RunPlan } from './bench/runner.js';
+import { runRounds, summarize, warmUp, type LevelRun, type RunPlan } from './bench/runner.js';
 import { BARE_SUPERVISOR_ENV, RouteTarget, ServiceTarget } from './bench/service-target.js';
 import type { BenchTarget } from './bench/target.js';
 import { BANNED_SPM_IDS, fitBaseText, requestTag, SAMPLING } from './bench/workload.js';
@@ -66,6 +66,31 @@ function onSignal(signal: NodeJS.Signals): void {
   void stopTargets().finally(() => process.exit(code));
 }
 
+/**
+ * --cost-only: every round a fresh ours and ours-bare, started in alternating order, warmed up,
+ * measured at every level (in that order), then stopped. Neither side keeps a position, a
+ * process's placement or its heap across rounds.
+ */
+async function costRounds(makeOurs: () => ServiceTarget, makeBare: () => ServiceTarget, plan: RunPlan): Promise<LevelRun[]> {
+  const all: LevelRun[] = [];
+  for (let round = 0; round < plan.rounds && !stopping; round++) {
+    const pair = [makeOurs(), makeBare()];
+    const order = round % 2 === 0 ? pair : [...pair].reverse();
+    running.push(...pair);
+    try {
+      for (const t of order) await t.start();
+      await warmUp(order, plan);
+      const runs = await runRounds(order, { ...plan, rounds: 1 });
+      for (const r of runs) r.round = round;
+      all.push(...runs);
+      plan.log(`round ${round + 1}/${plan.rounds} done (started and run as ${order.map((t) => t.label).join(', ')})`);
+    } finally {
+      await Promise.all(pair.map((t) => t.stop()));
+    }
+  }
+  return all;
+}
+
 async function main(options: BenchOptions): Promise<void> {
   const startedAt = new Date();
   const loadAtStart = loadavg();
@@ -78,7 +103,7 @@ async function main(options: BenchOptions): Promise<void> {
   const tinyPath: string | null = options.isolationRequests > 0 ? await generateModel({ preset: 'tiny', log }) : null;
 
   const shared = { modelPath, slots: options.slots, ctxPerSlot: options.ctxPerSlot, batchSize: options.batchSize, threads: options.threads, kvUnified: options.kvUnified };
-  const ours: EngineTarget | ServiceTarget = options.ours === 'engine' ? new EngineTarget(shared) : new ServiceTarget({ ...shared, root, log, route: options.route });
+  const ours: EngineTarget | ServiceTarget = options.ours === 'engine' ? new EngineTarget(shared) : new ServiceTarget({ ...shared, root, log, route: options.route, ...(options.costCalibrate ? { supervisorEnv: { ...BARE_SUPERVISOR_ENV } } : {}) });
   const server = serverBin === null ? null : new LlamaServerTarget({ ...shared, binary: serverBin, extraArgs: options.serverArgs });
   // The same service without its audit trail and metrics, measured in the same rounds right after
   // llama-server (ours, llama-server, ours-bare per level): the main comparison keeps its A, B order.
@@ -92,9 +117,11 @@ async function main(options: BenchOptions): Promise<void> {
     ? 'loading the model in-process and starting llama-server'
     : `starting our supervisor (one worker for the bench model)${server ? ' and llama-server' : ''}` +
         (bare ? `, then a second supervisor with ${Object.entries(BARE_SUPERVISOR_ENV).map(([k, v]) => `${k}=${v}`).join(' ')} (ours-bare)` : ''));
-  if (!options.natsOnly) await ours.start();
+  // --cost-only starts a fresh pair of supervisors every round (costRounds); an A/A run showed the
+  // first-started one of a long-lived pair slower by several percent with identical settings.
+  if (!options.natsOnly && !options.costOnly) await ours.start();
   await server?.start();
-  await bare?.start();
+  if (!options.costOnly) await bare?.start();
   await openai?.start();
 
   const { baseText, promptTokens } = ours instanceof EngineTarget
@@ -110,7 +137,13 @@ async function main(options: BenchOptions): Promise<void> {
   log(`prompt: about ${promptTokens} tokens; ${options.maxTokens} generated per request; ` +
     `levels ${options.concurrency.join(',')}; ${options.rounds} rounds; ${options.requestsPerClient} requests per client`);
   log(`warming up ${targets.map((t) => t.label).join(', ')}`);
-  const runs = options.grammarOnly || options.natsOnly ? [] : (await warmUp(targets, plan), await runRounds(targets, plan));
+  const makeOurs = () => new ServiceTarget({ ...shared, root, log, route: options.route, ...(options.costCalibrate ? { supervisorEnv: { ...BARE_SUPERVISOR_ENV } } : {}) });
+  const makeBare = () => new ServiceTarget({ ...shared, root, log, route: options.route, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } });
+  const runs = options.grammarOnly || options.natsOnly
+    ? []
+    : options.costOnly
+      ? await costRounds(makeOurs, makeBare, plan)
+      : (await warmUp(targets, plan), await runRounds(targets, plan));
 
   let routeTable: unknown = null;
   const labels = targets.map((t) => t.label);
@@ -302,7 +335,9 @@ async function main(options: BenchOptions): Promise<void> {
       ? {
           note:
             'ours (supervisor.env defaults: AUDIT=on, METRICS=on) vs ours-bare (same service, AUDIT=off, METRICS=off), ' +
-            `each level run as ${targets.map((t) => t.label).join(', ')} in even rounds and in reverse in odd rounds (ABBA); ` +
+            (options.costOnly
+              ? 'a fresh pair of supervisors every round, started and run as ours, ours-bare in even rounds and the reverse in odd rounds; '
+              : `each level run as ${targets.map((t) => t.label).join(', ')} in even rounds and in reverse in odd rounds (ABBA); `) +
             'ratio = median tok/s ours / ours-bare, ratioRoundsMedian = median of the per-round ratios, ' +
             'supervisorCpuSharePercent = (ours - bare supervisor CPU per 1k tokens) / (bare supervisor + host CPU per 1k tokens), ' +
             'costPercent = (1 - ratio) * 100; CPU per 1k tokens in seconds, pooled over rounds',

@@ -42,6 +42,8 @@ export interface BenchOptions {
   bareRow: boolean;
   /** Only ours and ours-bare (no llama-server, no grammar or two-model row): the cost table alone. */
   costOnly: boolean;
+  /** A/A calibration of --cost-only: ours also runs with AUDIT=off and METRICS=off. */
+  costCalibrate: boolean;
   /** Only the grammar row (ours and llama-server), in ABBA rounds: no main table, no ours-bare. */
   grammarOnly: boolean;
   /** The NATS row: the same workload over NATS request/reply and HTTP, then JetStream latency. */
@@ -85,6 +87,7 @@ export const DEFAULTS: BenchOptions = {
   isolationMaxTokens: 16,
   bareRow: true,
   costOnly: false,
+  costCalibrate: false,
   grammarOnly: false,
   natsRow: true,
   natsOnly: false,
@@ -133,6 +136,8 @@ saturated, both served by one supervisor.
                            needs --ours http)
   --cost-only              only ours and ours-bare, in ABBA rounds: the audit + metrics cost table
                            alone (no llama-server, no grammar or two-model row); use --rounds 6+
+  --cost-calibrate         --cost-only with ours ALSO at AUDIT=off METRICS=off (an A/A run: two
+                           identical supervisors; what it shows is the noise floor of the cost table)
   --grammar-only           only the grammar row (ours and llama-server, ABBA rounds; no main table,
                            no ours-bare, no two-model row); use --rounds 4+
   --no-nats-row            skip the NATS row (the workload over NATS request/reply and over HTTP on
@@ -203,6 +208,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       case '--isolation-max-tokens': o.isolationMaxTokens = int(flag, value(), 1); break;
       case '--no-bare-row': o.bareRow = false; break;
       case '--cost-only': o.costOnly = true; break;
+      case '--cost-calibrate': o.costOnly = true; o.costCalibrate = true; break;
       case '--grammar-only': o.grammarOnly = true; break;
       case '--no-nats-row': o.natsRow = false; break;
       case '--nats-only': o.natsOnly = true; break;
