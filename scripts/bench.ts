@@ -152,7 +152,7 @@ async function main(options: BenchOptions): Promise<void> {
   const rows = server ? comparisonRows(summarize(runs, [ours.label, server.label], options.concurrency), ours.label, server.label) : [];
   const overhead = bare ? overheadRows(summarize(runs, [ours.label, bare.label], options.concurrency), ours.label, bare.label) : null;
   const worst = overhead ? overheadWorst(overhead) : null;
-  const gain = batchingGain(rows);
+  const gain = runs.length ? batchingGain(rows) : null;
   const idleServerCpu = server ? runs.filter((r) => r.target === ours.label).map((r) => r.othersCpuSeconds[server.label] ?? 0) : [];
   const idleOursCpu = server ? runs.filter((r) => r.target === server.label).map((r) => r.othersCpuSeconds[ours.label] ?? null) : [];
 
