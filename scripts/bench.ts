@@ -249,6 +249,7 @@ async function main(options: BenchOptions): Promise<void> {
         rounds: options.rounds,
         requestsPerClient: options.requestsPerClient,
         jobs: options.natsJobs,
+        stream: options.natsStream,
         workload: plan.workload,
         log,
         register: (r) => running.push(r),

@@ -35,6 +35,8 @@ export interface NatsRowConfig {
   requestsPerClient: number;
   /** JetStream jobs per level of the latency table. */
   jobs: number;
+  /** Streaming on both sides (token messages / SSE), or one reply per request on both. */
+  stream: boolean;
   workload: WorkloadSpec;
   log: (line: string) => void;
   register: (running: { stop(): Promise<void> }) => void;
@@ -65,6 +67,7 @@ export interface JetStreamLevel {
 }
 
 export interface NatsRowResult {
+  stream: boolean;
   levels: NatsRowLevel[];
   jetstream: JetStreamLevel[];
   runs: Array<{ target: string; round: number; concurrency: number; tokensPerSecond: number; ttftMs: number[] }>;
@@ -145,6 +148,67 @@ class NatsStreamTarget implements BenchTarget {
   async stop(): Promise<void> {}
 }
 
+/** Request/reply without streaming: one reply message per request (the original API's default). */
+class NatsPlainTarget implements BenchTarget {
+  readonly label = 'nats';
+  readonly transport = 'NATS request/reply on inference.request.bench, one reply per request';
+  readonly #nc: NatsConnection;
+
+  constructor(nc: NatsConnection) {
+    this.#nc = nc;
+  }
+
+  async start(): Promise<void> {}
+
+  async run(request: BenchRequest): Promise<RequestOutcome> {
+    const body = requestBody(request);
+    const started = performance.now();
+    try {
+      const msg = await this.#nc.request(SUBJECT, JSON.stringify({ ...body, params: { ...(body.params as object), stream: false } }), { timeout: 300_000 });
+      return plainOutcome(msg.json(), performance.now() - started);
+    } catch (err) {
+      return { ok: false, error: String(err), ttftMs: null, totalMs: performance.now() - started, tokensOut: null, tokensIn: null, cachedTokens: null, streamedEvents: 0, finishReason: null };
+    }
+  }
+
+  describe(): Record<string, unknown> {
+    return { transport: this.transport };
+  }
+
+  async stop(): Promise<void> {}
+}
+
+/** POST /v1/completions without streaming (fetch, keep-alive). */
+function httpPlainTarget(port: number): BenchTarget {
+  return {
+    label: 'http',
+    transport: 'HTTP POST /v1/completions, one JSON answer per request (keep-alive)',
+    start: async () => undefined,
+    async run(request) {
+      const body = requestBody(request);
+      const started = performance.now();
+      try {
+        const res = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ ...body, params: { ...(body.params as object), stream: false } }),
+        });
+        return plainOutcome(await res.json(), performance.now() - started);
+      } catch (err) {
+        return { ok: false, error: String(err), ttftMs: null, totalMs: performance.now() - started, tokensOut: null, tokensIn: null, cachedTokens: null, streamedEvents: 0, finishReason: null };
+      }
+    },
+    describe: () => ({}),
+    stop: async () => undefined,
+  };
+}
+
+function plainOutcome(value: unknown, totalMs: number): RequestOutcome {
+  const body = value as { error?: { code: string; message: string }; usage?: { tokens_in: number; tokens_out: number }; finish_reason?: string; output?: string };
+  if (body.error) return { ok: false, error: `${body.error.code}: ${body.error.message}`, ttftMs: null, totalMs, tokensOut: null, tokensIn: null, cachedTokens: null, streamedEvents: 0, finishReason: null };
+  return { ok: true, ttftMs: null, totalMs, tokensOut: body.usage?.tokens_out ?? null, tokensIn: body.usage?.tokens_in ?? null, cachedTokens: null, streamedEvents: 0, finishReason: body.finish_reason ?? null, ...(body.output !== undefined ? { output: body.output } : {}) };
+}
+
 /** One JetStream job, from publish to its result on the results subject. */
 async function runJob(nc: NatsConnection, request: BenchRequest): Promise<{ ms: number; error?: string }> {
   const id = `bench-${randomUUID()}`;
@@ -191,7 +255,8 @@ export async function measureNatsRow(c: NatsRowConfig): Promise<NatsRowResult> {
     describe: () => ({}),
     stop: async () => http.close(),
   };
-  const natsTarget = new NatsStreamTarget(nc);
+  const natsTarget: BenchTarget = c.stream ? new NatsStreamTarget(nc) : new NatsPlainTarget(nc);
+  const httpMain = c.stream ? httpTarget : httpPlainTarget(service.port('bench'));
   try {
     // Readiness of the NATS side: the transport connects in the background.
     const deadline = Date.now() + 30_000;
@@ -201,7 +266,7 @@ export async function measureNatsRow(c: NatsRowConfig): Promise<NatsRowResult> {
       if (Date.now() > deadline) throw new Error(`the NATS side never answered: ${warm.error}`);
       await new Promise((r) => setTimeout(r, 250));
     }
-    const targets = [httpTarget, natsTarget];
+    const targets = [httpMain, natsTarget];
     const runs: NatsRowResult['runs'] = [];
     const failures = new Map<string, string[]>();
     let sequence = 600_000;
@@ -266,7 +331,7 @@ export async function measureNatsRow(c: NatsRowConfig): Promise<NatsRowResult> {
       });
       c.log(`jetstream c=${concurrency}: ${jobMs.length}/${requests.length} jobs, p50 ${percentile(jobMs, 50)?.toFixed(0) ?? '-'} ms (HTTP p50 ${percentile(httpMs, 50)?.toFixed(0) ?? '-'} ms)`);
     }
-    return { levels, jetstream: jetstreamLevels, runs };
+    return { stream: c.stream, levels, jetstream: jetstreamLevels, runs };
   } finally {
     http.close();
     await nc.close().catch(() => undefined);
@@ -278,7 +343,7 @@ export async function measureNatsRow(c: NatsRowConfig): Promise<NatsRowResult> {
 const fmt = (v: number | null, digits = 0) => (v === null ? '-' : v.toFixed(digits));
 
 export function formatNatsRow(result: NatsRowResult): string {
-  const out = ['NATS request/reply vs HTTP, same supervisor, same workload (streaming on both; ratio = NATS / HTTP, median over rounds)'];
+  const out = [`NATS request/reply vs HTTP, same supervisor, same workload (${result.stream ? 'streaming on both' : 'no streaming: one answer per request on both'}; ratio = NATS / HTTP, median over rounds)`];
   const header = ['concurrency', 'HTTP tok/s', 'NATS tok/s', 'NATS/HTTP', 'per round', 'HTTP TTFT p50 ms', 'NATS TTFT p50 ms', ''];
   const body = result.levels.map((l) => [
     String(l.concurrency), fmt(l.httpTps, 1), fmt(l.natsTps, 1), l.ratio === null ? '-' : `${l.ratio.toFixed(3)}x`,

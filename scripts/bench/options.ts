@@ -52,6 +52,8 @@ export interface BenchOptions {
   natsOnly: boolean;
   natsConcurrency: number[];
   natsJobs: number;
+  /** The NATS row streams (token messages vs SSE) or not (one answer per request on both). */
+  natsStream: boolean;
   /** Only ours over the original API and ours over OpenAI's (same supervisor), ABBA rounds. */
   routeCompare: boolean;
   /**
@@ -93,6 +95,7 @@ export const DEFAULTS: BenchOptions = {
   natsOnly: false,
   natsConcurrency: [1, 8],
   natsJobs: 16,
+  natsStream: true,
   routeCompare: false,
   grammarRow: true,
   grammarConcurrency: [1, 8],
@@ -148,6 +151,8 @@ saturated, both served by one supervisor.
                            supervisor (ABBA rounds; no llama-server, no other row)
   --nats-concurrency 1,8   levels of the NATS row (default 1,8)
   --nats-jobs N            JetStream jobs per level of the latency table (default 16)
+  --nats-stream on|off     the NATS row with streaming on both sides (default) or one answer per
+                           request on both (NATS request(), HTTP JSON)
   --grammar-concurrency 1,8  levels of the grammar row (default 1,8)
   --grammar-max-tokens N   max tokens per grammar request, EOS not ignored (default 64)
   --out PATH               JSON output (default bench/results/<timestamp>.json)
@@ -220,6 +225,12 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
         break;
       }
       case '--nats-jobs': o.natsJobs = int(flag, value(), 1); break;
+      case '--nats-stream': {
+        const v = value();
+        if (v !== 'on' && v !== 'off') throw new Error(`--nats-stream must be on or off (got "${v}")`);
+        o.natsStream = v === 'on';
+        break;
+      }
       case '--grammar-row': o.grammarRow = true; break;
       case '--no-grammar-row': o.grammarRow = false; break;
       case '--grammar-concurrency': {
