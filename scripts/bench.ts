@@ -21,7 +21,7 @@ import { LlamaServerTarget } from './bench/llama-server-target.js';
 import { formatNatsRow, measureNatsRow, type NatsRowResult } from './bench/nats-row.js';
 import { machineInfo } from './bench/machine.js';
 import { parseOptions, USAGE, type BenchOptions } from './bench/options.js';
-import { batchingGain, comparisonRows, formatOverheadTable, formatTable, overheadRows, overheadWorst } from './bench/report.js';
+import { batchingGain, comparisonRows, formatOverheadTable, formatTable, markdownTable, overheadRows, overheadWorst } from './bench/report.js';
 import { runRounds, summarize, warmUp, type LevelRun, type RunPlan } from './bench/runner.js';
 import { BARE_SUPERVISOR_ENV, RouteTarget, ServiceTarget } from './bench/service-target.js';
 import type { BenchTarget } from './bench/target.js';
@@ -170,22 +170,16 @@ async function main(options: BenchOptions): Promise<void> {
           `llama-server: POST /completion + SSE over loopback\n`,
   );
   if (openai) {
-    const routeRows = summarize(runs, [ours.label, openai.label], options.concurrency).map((s) => {
-      const a = s.perTarget[ours.label];
-      const b = s.perTarget[openai.label];
-      const rounds = (b?.tokensPerSecondRounds ?? []).flatMap((x, i) => (a?.tokensPerSecondRounds[i] ? [x / a.tokensPerSecondRounds[i]!] : []));
-      return { concurrency: s.concurrency, original: a?.tokensPerSecondMedian ?? null, openai: b?.tokensPerSecondMedian ?? null, rounds,
-        ttftOriginal: a?.ttftP50 ?? null, ttftOpenai: b?.ttftP50 ?? null, notes: s.notes };
-    });
+    const routeRows = overheadRows(summarize(runs, [openai.label, ours.label], options.concurrency), openai.label, ours.label);
     routeTable = routeRows;
     process.stdout.write(`\nOpenAI route vs the original route, same supervisor, same requests (ratio = OpenAI / original, median over rounds)\n`);
-    process.stdout.write(`| concurrency | original tok/s | openai tok/s | openai/original | per round | original TTFT p50 ms | openai TTFT p50 ms |\n|---|---|---|---|---|---|---|\n`);
-    for (const r of routeRows) {
-      const ratio = r.original && r.openai !== null ? r.openai / r.original : null;
-      process.stdout.write(`| ${r.concurrency} | ${r.original?.toFixed(1) ?? '-'} | ${r.openai?.toFixed(1) ?? '-'} | ${ratio === null ? '-' : `${ratio.toFixed(3)}x`} | ` +
-        `${r.rounds.map((x) => x.toFixed(3)).join(', ')} | ${r.ttftOriginal?.toFixed(0) ?? '-'} | ${r.ttftOpenai?.toFixed(0) ?? '-'} |\n`);
-      for (const n of r.notes) process.stdout.write(`  ! c=${r.concurrency}: ${n}\n`);
-    }
+    const f = (v: number | null, d = 0) => (v === null ? '-' : v.toFixed(d));
+    process.stdout.write(`${markdownTable(
+      ['concurrency', 'original tok/s', 'openai tok/s', 'openai/original', 'per round', 'original TTFT p50 ms', 'openai TTFT p50 ms'],
+      routeRows.map((r) => [String(r.concurrency), f(r.bareTps, 1), f(r.oursTps, 1), r.ratio === null ? '-' : `${r.ratio.toFixed(3)}x`,
+        r.ratioRounds.map((x) => x.toFixed(3)).join(', '), f(r.bareTtftP50), f(r.oursTtftP50)]),
+    )}\n`);
+    for (const r of routeRows) for (const n of r.notes) process.stdout.write(`  ! c=${r.concurrency}: ${n}\n`);
   }
   if (overhead) {
     process.stdout.write(

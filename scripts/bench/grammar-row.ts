@@ -10,6 +10,7 @@
  */
 import { sleep } from '../lib/service-harness.js';
 import { runLevel } from './runner.js';
+import { markdownTable } from './report.js';
 import { median, percentile } from './stats.js';
 import type { BenchRequest, BenchTarget, RequestOutcome } from './target.js';
 import { roundRequests, type WorkloadSpec } from './workload.js';
@@ -214,15 +215,11 @@ export function formatGrammarTable(result: GrammarRowResult, maxTokens: number):
     `${fmt(r.oursTokensPerRequestMedian, 1)} / ${fmt(r.serverTokensPerRequestMedian, 1)}`,
     r.flagged ? 'FLAGGED' : '',
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
   const out = [
     `grammar row: built-in "${result.grammarName}" grammar on both sides (ours: params.grammar "${result.grammarName}"; ` +
       `llama-server: grammar = the same GBNF text); max ${maxTokens} tokens, EOS ends the output; ` +
       `tok/s = generated tokens / wall time; JSON ok = outputs JSON.parse accepted`,
-    line(header),
-    `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`,
-    ...body.map(line),
+    markdownTable(header, body),
   ];
   for (const r of result.rows) for (const n of r.notes) out.push(`  ! c=${r.concurrency}: ${n}`);
   return out.join('\n');

@@ -16,10 +16,11 @@ import { connect, createInbox, type NatsConnection } from '@nats-io/transport-no
 import { jetstream } from '@nats-io/jetstream';
 import { NatsServer, natsServerAvailable } from '../lib/nats-server.js';
 import { HttpStreamClient } from './http-stream.js';
-import { runLevel } from './runner.js';
+import { overheadRows, markdownTable } from './report.js';
+import { runLevel, runRounds, summarize, type LevelRun } from './runner.js';
 import { ServiceProcess } from './service.js';
 import { benchWorkerEnv, serviceCompletionProtocol } from './service-target.js';
-import { median, percentile } from './stats.js';
+import { percentile } from './stats.js';
 import type { BenchRequest, BenchTarget, RequestOutcome } from './target.js';
 import { roundRequests, type WorkloadSpec } from './workload.js';
 
@@ -51,6 +52,7 @@ export interface NatsRowLevel {
   ratioRounds: number[];
   httpTtftP50: number | null;
   natsTtftP50: number | null;
+  /** Failed requests or wrong token counts on either side. */
   failures: string[];
 }
 
@@ -70,7 +72,7 @@ export interface NatsRowResult {
   stream: boolean;
   levels: NatsRowLevel[];
   jetstream: JetStreamLevel[];
-  runs: Array<{ target: string; round: number; concurrency: number; tokensPerSecond: number; ttftMs: number[] }>;
+  runs: LevelRun[];
 }
 
 const SUBJECT = 'inference.request.bench';
@@ -267,43 +269,19 @@ export async function measureNatsRow(c: NatsRowConfig): Promise<NatsRowResult> {
       await new Promise((r) => setTimeout(r, 250));
     }
     const targets = [httpMain, natsTarget];
-    const runs: NatsRowResult['runs'] = [];
-    const failures = new Map<string, string[]>();
+    // The main table's rounds (ABBA, per-run figures), then its pairing (ratio per round).
+    const runs = await runRounds(targets, { concurrency: [...c.concurrency], rounds: c.rounds, requestsPerClient: c.requestsPerClient, workload: c.workload, log: c.log });
+    const levels = overheadRows(summarize(runs, ['nats', 'http'], c.concurrency), 'nats', 'http').map((r): NatsRowLevel => ({
+      concurrency: r.concurrency,
+      httpTps: r.bareTps,
+      natsTps: r.oursTps,
+      ratio: r.ratio,
+      ratioRounds: r.ratioRounds,
+      httpTtftP50: r.bareTtftP50,
+      natsTtftP50: r.oursTtftP50,
+      failures: r.notes,
+    }));
     let sequence = 600_000;
-    for (let round = 0; round < c.rounds; round++) {
-      for (const concurrency of c.concurrency) {
-        const requests = roundRequests(c.workload, concurrency * c.requestsPerClient, sequence);
-        sequence += requests.length;
-        for (const t of round % 2 === 0 ? targets : [...targets].reverse()) {
-          const { wallMs, outcomes } = await runLevel(t, requests, concurrency);
-          const tokens = outcomes.reduce((n, o) => n + (o.tokensOut ?? 0), 0);
-          const tps = (tokens * 1000) / wallMs;
-          const ttftMs = outcomes.flatMap((o) => (o.ttftMs === null ? [] : [o.ttftMs]));
-          runs.push({ target: t.label, round, concurrency, tokensPerSecond: tps, ttftMs });
-          const failed = outcomes.filter((o) => !o.ok).map((o) => o.error ?? 'failed');
-          if (failed.length) failures.set(`${t.label}/${concurrency}`, [...(failures.get(`${t.label}/${concurrency}`) ?? []), ...failed]);
-          c.log(`nats row round ${round + 1}/${c.rounds} c=${concurrency} ${t.label}: ${tps.toFixed(1)} tok/s, TTFT p50 ${percentile(ttftMs, 50)?.toFixed(0) ?? '-'} ms` +
-            (failed.length ? `, ${failed.length} FAILED (${failed[0]})` : ''));
-        }
-      }
-    }
-    const levels = c.concurrency.map((concurrency): NatsRowLevel => {
-      const of = (label: string) => runs.filter((r) => r.concurrency === concurrency && r.target === label);
-      const h = of('http');
-      const n = of('nats');
-      const httpTps = median(h.map((r) => r.tokensPerSecond));
-      const natsTps = median(n.map((r) => r.tokensPerSecond));
-      return {
-        concurrency,
-        httpTps,
-        natsTps,
-        ratio: httpTps && natsTps !== null ? natsTps / httpTps : null,
-        ratioRounds: n.flatMap((r, i) => (h[i] ? [r.tokensPerSecond / h[i]!.tokensPerSecond] : [])),
-        httpTtftP50: percentile(h.flatMap((r) => r.ttftMs), 50),
-        natsTtftP50: percentile(n.flatMap((r) => r.ttftMs), 50),
-        failures: [...(failures.get(`http/${concurrency}`) ?? []), ...(failures.get(`nats/${concurrency}`) ?? [])],
-      };
-    });
     // JetStream end to end: jobs by `concurrency` producers, each waiting for its result.
     const jetstreamLevels: JetStreamLevel[] = [];
     for (const concurrency of c.concurrency) {
@@ -349,19 +327,13 @@ export function formatNatsRow(result: NatsRowResult): string {
     String(l.concurrency), fmt(l.httpTps, 1), fmt(l.natsTps, 1), l.ratio === null ? '-' : `${l.ratio.toFixed(3)}x`,
     l.ratioRounds.map((x) => x.toFixed(3)).join(', ') || '-', fmt(l.httpTtftP50), fmt(l.natsTtftP50), l.failures.length ? `FAILED ${l.failures.length}` : '',
   ]);
-  out.push(table(header, body));
+  out.push(markdownTable(header, body));
   out.push('\nJetStream jobs end to end (publish to result on inference.results.bench.<id>; the same requests over HTTP for reference)');
   const jHeader = ['producers', 'jobs', 'job p50 ms', 'job p95 ms', 'HTTP p50 ms', 'HTTP p95 ms', ''];
   const jBody = result.jetstream.map((j) => [
     String(j.concurrency), String(j.jobs), fmt(j.latencyP50), fmt(j.latencyP95), fmt(j.httpLatencyP50), fmt(j.httpLatencyP95),
     j.failures.length ? `FAILED ${j.failures.length} (${j.failures[0]})` : '',
   ]);
-  out.push(table(jHeader, jBody));
+  out.push(markdownTable(jHeader, jBody));
   return out.join('\n');
-}
-
-function table(header: string[], body: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
-  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
 }

@@ -40,6 +40,13 @@ export function comparisonRows(summaries: readonly LevelSummary[], ours: string,
   });
 }
 
+/** A Markdown table with padded columns (every table the bench prints). */
+export function markdownTable(header: readonly string[], body: readonly string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
+  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
+}
+
 export function formatTable(rows: readonly ComparisonRow[]): string {
   const header = ['concurrency', 'ours tok/s', 'llama-server tok/s', 'ratio', 'ours TTFT p50/p95 ms', 'server TTFT p50/p95 ms', 'TTFT p50 delta ms', ''];
   const body = rows.map((r) => [
@@ -52,9 +59,7 @@ export function formatTable(rows: readonly ComparisonRow[]): string {
     r.ttftP50DeltaMs === null ? '-' : `${r.ttftP50DeltaMs >= 0 ? '+' : ''}${r.ttftP50DeltaMs.toFixed(0)}`,
     r.flagged ? 'FLAGGED' : '',
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
-  const out = [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)];
+  const out = [markdownTable(header, body)];
   for (const r of rows) for (const n of r.notes) out.push(`  ! c=${r.concurrency}: ${n}`);
   return out.join('\n');
 }
@@ -166,9 +171,7 @@ export function formatOverheadTable(rows: readonly OverheadRow[]): string {
     signed(r.supervisorCpuSharePercent, 2, '%'),
     r.flagged ? 'FLAGGED' : '',
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
-  const out = [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)];
+  const out = [markdownTable(header, body)];
   for (const r of rows) for (const n of r.notes) out.push(`  ! c=${r.concurrency}: ${n}`);
   return out.join('\n');
 }

@@ -12,31 +12,6 @@ import { ConfigReader, environmentLayer, fileLayer, type Environment } from './c
 import { parseEnvFile } from './env-file.js';
 import type { ServicePaths } from './service-paths.js';
 
-export const SUPERVISOR_KEYS = [
-  'GATEWAY_ADDR',
-  'ADMIN_TOKEN',
-  'API_KEY',
-  'LOG_LEVEL',
-  'NATS_URL',
-  'NATS_TOKEN',
-  'NATS_USER',
-  'NATS_PASSWORD',
-  'NATS_CREDS',
-  'NATS_NKEY_SEED',
-  'NATS_TLS_CA',
-  'NATS_TLS_CERT',
-  'NATS_TLS_KEY',
-  'SHUTDOWN_GRACE_MS',
-  'RESTART_BACKOFF_MS',
-  'RESTART_BACKOFF_MAX_MS',
-  'AUDIT',
-  'LOG_BODIES',
-  'LOG_RETENTION_DAYS',
-  'LOG_MAX_ROWS',
-  'METRICS',
-  'GRAMMARS_DB',
-] as const;
-
 /** NATS settings of supervisor.env that are every worker's default (NATS_URL aside). */
 export const SUPERVISOR_NATS_KEYS = [
   'NATS_TOKEN',
@@ -49,6 +24,24 @@ export const SUPERVISOR_NATS_KEYS = [
   'NATS_TLS_KEY',
 ] as const;
 export type SupervisorNatsKey = (typeof SUPERVISOR_NATS_KEYS)[number];
+
+export const SUPERVISOR_KEYS = [
+  'GATEWAY_ADDR',
+  'ADMIN_TOKEN',
+  'API_KEY',
+  'LOG_LEVEL',
+  'NATS_URL',
+  ...SUPERVISOR_NATS_KEYS,
+  'SHUTDOWN_GRACE_MS',
+  'RESTART_BACKOFF_MS',
+  'RESTART_BACKOFF_MAX_MS',
+  'AUDIT',
+  'LOG_BODIES',
+  'LOG_RETENTION_DAYS',
+  'LOG_MAX_ROWS',
+  'METRICS',
+  'GRAMMARS_DB',
+] as const;
 
 /** URL schemes a NATS_URL may have (the supervisor's and every worker's). */
 export const NATS_PROTOCOLS = ['nats:', 'tls:', 'ws:', 'wss:'] as const;
