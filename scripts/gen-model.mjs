@@ -3,7 +3,7 @@
 // tokenizer (copied from llama.cpp's vocab-only GGUFs in <llama.cpp>/models/), a chat template and
 // seeded random weights. The models produce garbage text but load and decode like real ones.
 //
-//   node scripts/gen-model.mjs --preset tiny|tiny-bpe|bench [--seed N] [--out PATH] [--force]
+//   node scripts/gen-model.mjs --preset tiny|tiny-bpe|bench|gpu-1b [--seed N] [--out PATH] [--force]
 //
 // Same preset + seed + GENERATOR_VERSION => byte-identical file. Output defaults to
 // data/models/<preset>/model.gguf; a sidecar <out>.meta.json caches the result.
@@ -59,6 +59,13 @@ export const PRESETS = {
     arch: 'llama', vocab: 'ggml-vocab-llama-spm.gguf', n_embd: 768, n_layer: 12, n_head: 12,
     n_head_kv: 12, n_ff: 2048, n_ctx: 4096, rope_base: 10000, rms_eps: 1e-5,
     matType: GGML.Q8_0, fileType: 7 /* MOSTLY_Q8_0 */, template: LLAMA2_TEMPLATE,
+  },
+  // About 1.1B parameters in TinyLlama's shape (grouped-query attention, 4 KV heads), f16: the GPU
+  // benchmark's model (scripts/gpu-bench.sh). About 2.2 GB, streamed to disk in 1M-element chunks.
+  'gpu-1b': {
+    arch: 'llama', vocab: 'ggml-vocab-llama-spm.gguf', n_embd: 2048, n_layer: 22, n_head: 32,
+    n_head_kv: 4, n_ff: 5632, n_ctx: 4096, rope_base: 10000, rms_eps: 1e-5,
+    matType: GGML.F16, fileType: 1 /* MOSTLY_F16 */, template: LLAMA2_TEMPLATE,
   },
 };
 

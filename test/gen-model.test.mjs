@@ -89,3 +89,20 @@ test('a matching sidecar makes a second call a cache hit', async () => {
   await generateModel({ preset: 'tiny', seed: 7, out: paths.a });
   assert.equal(statSync(paths.a).mtimeMs, before);
 });
+
+test('the gpu-1b preset plans a ~1.1B-parameter f16 llama with grouped-query attention (not generated here)', () => {
+  const plan = modelPlan('gpu-1b');
+  const p = PRESETS['gpu-1b'];
+  assert.equal(p.arch, 'llama');
+  assert.equal(p.vocab, 'ggml-vocab-llama-spm.gguf'); // the bench bans SPM byte/control ids
+  assert.equal(plan.n_vocab, 32000);
+  // TinyLlama's shape: 2 * 2048 * 32000 + 22 * (2 * 2048^2 + 2 * 2048 * 256 + 3 * 2048 * 5632 + 2 * 2048) + 2048
+  assert.equal(plan.params, 1_100_048_384);
+  const byName = new Map(plan.tensors.map((t) => [t.name, t]));
+  assert.deepEqual(byName.get('blk.0.attn_k.weight').dims, [2048, 256]);
+  assert.equal(byName.get('blk.21.ffn_up.weight').type, GGML.F16);
+  assert.equal(byName.get('token_embd.weight').type, GGML.F16);
+  assert.equal(byName.get('blk.0.attn_norm.weight').type, GGML.F32);
+  const bytes = plan.tensors.reduce((s, t) => s + tensorBytes(t.type, t.dims), 0);
+  assert.ok(bytes > 2.1e9 && bytes < 2.3e9, `${bytes} bytes`);
+});
