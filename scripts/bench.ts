@@ -99,7 +99,7 @@ async function main(options: BenchOptions): Promise<void> {
     log(`warning: load average ${load.toFixed(2)} on ${cpus().length} cores; other work skews both sides (see the JSON's loadAverage*)`);
   }
   const serverBin = options.costOnly || options.natsOnly || options.routeCompare ? null : options.serverBin ? resolve(options.serverBin) : buildLlamaTool('llama-server');
-  const modelPath: string = await generateModel({ preset: 'bench', log });
+  const modelPath: string = await generateModel({ preset: options.modelPreset, log });
   const tinyPath: string | null = options.isolationRequests > 0 ? await generateModel({ preset: 'tiny', log }) : null;
 
   const shared = { modelPath, slots: options.slots, ctxPerSlot: options.ctxPerSlot, batchSize: options.batchSize, threads: options.threads, kvUnified: options.kvUnified };

@@ -31,6 +31,8 @@ export interface BenchOptions {
   serverArgs: string[];
   /** Where the JSON goes (default bench/results/<timestamp>.json). */
   out: string | undefined;
+  /** scripts/gen-model.mjs preset both sides serve (a llama SPM vocab: the workload bans its byte ids). */
+  modelPreset: string;
   /** Sequential requests to model B per phase of the two-model row (0 skips the row). */
   isolationRequests: number;
   /** Tokens each of B's requests generates. */
@@ -85,6 +87,7 @@ export const DEFAULTS: BenchOptions = {
   serverBin: undefined,
   serverArgs: [],
   out: undefined,
+  modelPreset: 'bench',
   isolationRequests: 10,
   isolationMaxTokens: 16,
   bareRow: true,
@@ -156,6 +159,8 @@ saturated, both served by one supervisor.
   --grammar-concurrency 1,8  levels of the grammar row (default 1,8)
   --grammar-max-tokens N   max tokens per grammar request, EOS not ignored (default 64)
   --out PATH               JSON output (default bench/results/<timestamp>.json)
+  --model-preset NAME      generated model both sides serve: a scripts/gen-model.mjs preset with the
+                           llama SPM vocab (default bench; gpu-1b for scripts/gpu-bench.sh)
 `;
 
 function int(flag: string, value: string, min: number): number {
@@ -197,6 +202,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       case '--server-bin': o.serverBin = value(); break;
       case '--server-arg': o.serverArgs.push(value()); break;
       case '--out': o.out = value(); break;
+      case '--model-preset': o.modelPreset = value(); break;
       case '--ours': {
         const v = value();
         if (v !== 'http' && v !== 'engine') throw new Error(`--ours must be http or engine (got "${v}")`);
