@@ -68,10 +68,10 @@ class FaultyBackend implements ModelBackend {
   readiness() {
     return { ready: true, state: 'ready' as const, reason: null, retryAfterS: 0 };
   }
-  complete(request: GenerateRequest, onTokens: TokenSink): Promise<GenerationResult> {
+  complete(request: GenerateRequest, onTokens: TokenSink | null): Promise<GenerationResult> {
     const behaviour = behaviours[String(request.input)];
     if (!behaviour) throw new Error(`no behaviour ${String(request.input)}`);
-    return behaviour(onTokens);
+    return behaviour(onTokens ?? (() => undefined));
   }
 }
 

@@ -28,10 +28,11 @@ export interface ModelBackend {
   readonly hostPid: number | null;
   readiness(): Readiness;
   /**
-   * Runs one generation; `onTokens` gets each batch of new text as it is generated. Rejects
+   * Runs one generation; `onTokens` gets each batch of new text as it is generated (null: the
+   * caller wants only the result, so no per-step events need to be produced or relayed). Rejects
    * with an LmError; an aborted signal cancels the generation (it resolves as "cancelled").
    */
-  complete(request: GenerateRequest, onTokens: TokenSink, signal: AbortSignal): Promise<GenerationResult>;
+  complete(request: GenerateRequest, onTokens: TokenSink | null, signal: AbortSignal): Promise<GenerationResult>;
 }
 
 /** A grammar of the library, as a request uses it. */

@@ -118,9 +118,11 @@ export class ActiveRequest {
 
   /**
    * Runs the request on the model. `onTokens` sees each batch of text; if it throws (a client
-   * gone mid-write), the generation is cancelled. Rejects only with an LmError.
+   * gone mid-write), the generation is cancelled. Null: the transport answers with the result
+   * alone, so no per-step events are produced (time to first token and the gaps between tokens
+   * then come from the engine's timings). Rejects only with an LmError.
    */
-  async run(request: RunRequest, onTokens: TokenSink, signal: AbortSignal): Promise<GenerationResult> {
+  async run(request: RunRequest, onTokens: TokenSink | null, signal: AbortSignal): Promise<GenerationResult> {
     if (this.#ended || this.#running) throw new LmError('INTERNAL', `request ${this.id} was already run`);
     this.#running = true;
     this.#request = request;
@@ -139,7 +141,7 @@ export class ActiveRequest {
       if (ids.length > 0) this.#lastTokenMs = now;
       this.#output.push(text);
       try {
-        onTokens(text, ids, logprobs);
+        onTokens?.(text, ids, logprobs);
       } catch (err) {
         this.#log.warn('the transport could not deliver tokens; cancelling', { error: toLmError(err).message });
         abort.abort();
@@ -149,7 +151,10 @@ export class ActiveRequest {
     try {
       this.#log.debug('request started', { transport: this.transport, worker: this.#backend.name });
       const params = this.#resolveGrammar(request.params);
-      result = checkResult(await this.#backend.complete({ id: this.id, input: request.input, params, raw: request.raw }, sink, abort.signal));
+      result = checkResult(
+        await this.#backend.complete({ id: this.id, input: request.input, params, raw: request.raw }, onTokens === null ? null : sink, abort.signal),
+      );
+      if (onTokens === null) this.#timingsFromResult(result);
     } catch (err) {
       const error = toLmError(err);
       this.#end({ error });
@@ -159,6 +164,23 @@ export class ActiveRequest {
     }
     this.#end({ result });
     return result;
+  }
+
+  /**
+   * A request that did not stream saw no tokens arrive: its time to first token is when the
+   * first token would have reached this process (our elapsed time less what the engine spent
+   * after its first token), and its gaps are the engine's mean decode gap, one per token.
+   */
+  #timingsFromResult(result: GenerationResult): void {
+    const { usage, timings } = result;
+    if (usage.tokensOut === 0 || this.#firstTokenMs !== null) return;
+    const elapsed = performance.now() - this.#started;
+    const afterFirst = Math.max(0, timings.totalMs - timings.ttftMs);
+    this.#firstTokenMs = Math.max(0, elapsed - afterFirst);
+    const gaps = usage.tokensOut - 1;
+    if (gaps <= 0) return;
+    const each = timings.decodeMs / gaps;
+    for (let i = 0; i < gaps && this.#interTokenMs.length < MAX_INTER_TOKEN_SAMPLES; i++) this.#interTokenMs.push(each);
   }
 
   /** A grammar given by name becomes the library's content, before any work is queued. */

@@ -10,6 +10,16 @@ import type {
 import { nativeError } from './errors.js';
 import { Generation } from './generation.js';
 
+/**
+ * Receives one engine request's events synchronously, as the decode thread hands each step over
+ * (no promise, no queue per chunk): `tokens` any number of times, then `done` or `error` once.
+ * `fail` reports an error raised on this side (the engine disposed).
+ */
+export interface GenerationListener {
+  handle(event: NativeEvent): void;
+  fail(error: LmError): void;
+}
+
 export interface EngineOptions {
   /** Parallel sequences decoded together (WORKER_CONCURRENCY). Default 4. */
   slots?: number;
@@ -111,7 +121,9 @@ export function nativeParams(params: GenerationParams = {}): NativeParams {
  */
 export class Engine {
   readonly #native: NativeEngine;
-  readonly #live = new Map<number, Generation>();
+  readonly #live = new Map<number, GenerationListener>();
+  /** Called after each batch of events (one decode step) has been handed to the listeners. */
+  onBatchEnd: (() => void) | undefined;
   #nextId = 1;
   #disposed = false;
   #onDispose: (() => void) | undefined;
@@ -161,6 +173,14 @@ export class Engine {
 
   /** @internal Feeds an existing Generation (used by Model.generate). */
   submitInto(generation: Generation, request: SubmitRequest): void {
+    generation.attach(this.submitTo(generation, request));
+  }
+
+  /**
+   * Queues a generation whose events go straight to `listener` (see GenerationListener); the
+   * lowest-cost way to relay a step. Returns the function that cancels it. Throws like submit().
+   */
+  submitTo(listener: GenerationListener, request: SubmitRequest): () => void {
     this.#check();
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0xfffffff0 ? 1 : this.#nextId + 1;
@@ -172,10 +192,10 @@ export class Engine {
     } catch (err) {
       throw nativeError(err, 'INVALID_REQUEST');
     }
-    this.#live.set(id, generation);
-    generation.attach(() => {
-      if (!this.#disposed) this.#native.cancel(id);
-    });
+    this.#live.set(id, listener);
+    return () => {
+      if (!this.#disposed && this.#live.has(id)) this.#native.cancel(id);
+    };
   }
 
   /** The engine's counters, with the grammar sampling counters (fast path, full path, skipped steps) and the model's grammar cache hits and misses. */
@@ -206,10 +226,15 @@ export class Engine {
 
   #dispatch(events: NativeEvent[]): void {
     for (const event of events) {
-      const generation = this.#live.get(event.id);
-      if (!generation) continue;
+      const listener = this.#live.get(event.id);
+      if (!listener) continue;
       if (event.type !== 'tokens') this.#live.delete(event.id);
-      generation.handle(event);
+      try {
+        listener.handle(event);
+      } catch {
+        // a listener's failure is its own; the other sequences of the step still get theirs
+      }
     }
+    this.onBatchEnd?.();
   }
 }

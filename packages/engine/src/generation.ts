@@ -2,7 +2,25 @@ import { LmError, type GenerationResult, type TokenChunk } from '@lmserve/protoc
 import type { NativeEvent } from './binding.js';
 import { nativeEventError } from './errors.js';
 
-type DoneEvent = Extract<NativeEvent, { type: 'done' }>;
+export type DoneEvent = Extract<NativeEvent, { type: 'done' }>;
+
+/** The result of a finished generation: the engine's `done` event with rates added, and its text. */
+export function generationResult(event: DoneEvent, text: string): GenerationResult {
+  const { usage, timings } = event;
+  const prefilled = usage.tokensIn - usage.cachedTokens;
+  const result: GenerationResult = {
+    text,
+    finishReason: event.finishReason,
+    usage: { ...usage },
+    timings: {
+      ...timings,
+      prefillTps: timings.prefillMs > 0 ? (prefilled * 1000) / timings.prefillMs : 0,
+      decodeTps: usage.tokensOut > 1 && timings.decodeMs > 0 ? ((usage.tokensOut - 1) * 1000) / timings.decodeMs : 0,
+    },
+  };
+  if (event.stopString !== undefined) result.stopString = event.stopString;
+  return result;
+}
 
 /**
  * One running generation: an async iterable of token chunks (one chunk per decode step) and a
@@ -90,20 +108,7 @@ export class Generation implements AsyncIterable<TokenChunk> {
   }
 
   #toResult(event: DoneEvent): GenerationResult {
-    const { usage, timings } = event;
-    const prefilled = usage.tokensIn - usage.cachedTokens;
-    const result: GenerationResult = {
-      text: this.#text.join(''),
-      finishReason: event.finishReason,
-      usage: { ...usage },
-      timings: {
-        ...timings,
-        prefillTps: timings.prefillMs > 0 ? (prefilled * 1000) / timings.prefillMs : 0,
-        decodeTps: usage.tokensOut > 1 && timings.decodeMs > 0 ? ((usage.tokensOut - 1) * 1000) / timings.decodeMs : 0,
-      },
-    };
-    if (event.stopString !== undefined) result.stopString = event.stopString;
-    return result;
+    return generationResult(event, this.#text.join(''));
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<TokenChunk> {

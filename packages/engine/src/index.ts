@@ -1,10 +1,12 @@
 export { loadModel, Model } from './model.js';
 export type { ChatMessage, GenerateOptions, LoadOptions, ModelInfo } from './model.js';
 export { Engine } from './engine.js';
-export type { EngineOptions, SubmitRequest } from './engine.js';
-export { Generation } from './generation.js';
+export type { EngineOptions, GenerationListener, SubmitRequest } from './engine.js';
+export { Generation, generationResult } from './generation.js';
+export type { DoneEvent } from './generation.js';
+export { nativeEventError } from './errors.js';
 export { addonPath } from './binding.js';
-export type { GrammarReport, GrammarSamplingStats, NativeEngineOptions, NativeErrorCode, NativeParamSpec } from './binding.js';
+export type { GrammarReport, GrammarSamplingStats, NativeEngineOptions, NativeErrorCode, NativeEvent, NativeParamSpec } from './binding.js';
 import { nativeError } from './errors.js';
 import { binding, type NativeErrorCode, type NativeParamSpec } from './binding.js';
 

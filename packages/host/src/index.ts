@@ -3,6 +3,8 @@ import { fileURLToPath } from 'node:url';
 export { ModelHost } from './model-host.js';
 export type { ModelHostOptions } from './model-host.js';
 export { EventOutbox } from './event-outbox.js';
+export { RelayWriter } from './relay-writer.js';
+export type { RelayWriterOptions } from './relay-writer.js';
 export { GrammarChecker, GrammarCheckerUnavailable } from './grammar-checker.js';
 export type { GrammarCheckerOptions } from './grammar-checker.js';
 

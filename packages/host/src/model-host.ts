@@ -1,7 +1,9 @@
 /**
  * The model host's core: a piscina pool of replicas (worker threads, one Engine each) behind
- * one typed interface. It routes each request to the least busy replica, forwards the
- * replicas' batched events to the supervisor, and drains the pool on shutdown.
+ * one typed interface. It routes each request to the least busy replica and drains the pool on
+ * shutdown. The replicas' generation events do not pass through here: each replica writes them
+ * to the supervisor over its own relay pipe (HostSpec.relayFds) and only reports which requests
+ * ended, for the routing counts.
  */
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
@@ -10,7 +12,6 @@ import type {
   ErrorCode,
   GenerateRequest,
   LoadReport,
-  GenerationEvent,
   HostSpec,
   HostStats,
   HostToSupervisor,
@@ -198,8 +199,13 @@ export class ModelHost {
 
   #onReplicaMessage(replica: ReplicaHandle, message: ReplicaToHost): void {
     switch (message.type) {
-      case 'events':
-        this.#forward(replica, message.events);
+      case 'ended':
+        for (const id of message.ids) {
+          if (this.#owner.get(id) !== replica) continue;
+          this.#owner.delete(id);
+          replica.inFlight--;
+          this.#log.debug('request finished', { reqId: id, replica: replica.index });
+        }
         break;
       case 'loading': {
         replica.progress = message.progress;
@@ -223,16 +229,6 @@ export class ModelHost {
         replica.stats = message.stats;
         this.#send({ type: 'stats', stats: { ...this.#totalStats(), process: this.#processReport() } });
         break;
-    }
-  }
-
-  #forward(replica: ReplicaHandle, events: GenerationEvent[]): void {
-    for (const event of events) {
-      if (event.type !== 'tokens' && this.#owner.delete(event.id)) {
-        replica.inFlight--;
-        this.#log.debug('request finished', { reqId: event.id, replica: replica.index, outcome: event.type === 'done' ? event.finishReason : event.code });
-      }
-      this.#outbox.push(event);
     }
   }
 

@@ -4,10 +4,19 @@
  * so each replica keeps a thread of its own.
  */
 import type { MessagePort } from 'node:worker_threads';
-import { loadModel, systemInfo, type Engine, type Generation, type Model } from '@lmserve/engine';
+import {
+  generationResult,
+  loadModel,
+  nativeEventError,
+  systemInfo,
+  type Engine,
+  type GenerationListener,
+  type Model,
+} from '@lmserve/engine';
 import {
   createLogger,
   toLmError,
+  type ErrorCode,
   type LoadReport,
   type Logger,
   type GenerateRequest,
@@ -17,8 +26,8 @@ import {
   type ReplicaExit,
   type ReplicaToHost,
 } from '@lmserve/protocol';
-import { EventOutbox } from './event-outbox.js';
 import { buildPrompt } from './prompt.js';
+import { RelayWriter } from './relay-writer.js';
 
 export interface ReplicaTask {
   spec: HostSpec;
@@ -57,9 +66,10 @@ class Replica {
   readonly #spec: HostSpec;
   readonly #log: Logger;
   readonly #port: MessagePort;
-  readonly #outbox: EventOutbox;
-  readonly #live = new Map<string, Generation>();
-  readonly #running = new Set<Promise<void>>();
+  readonly #relay: RelayWriter;
+  /** Running generations: request id -> cancel. */
+  readonly #live = new Map<string, () => void>();
+  #idle: (() => void) | undefined;
   #model: Model | undefined;
   #engine: Engine | undefined;
   #shutdown: Promise<void> | undefined;
@@ -70,7 +80,13 @@ class Replica {
     this.#spec = spec;
     this.#log = createLogger({ component: 'replica', pid: process.pid, worker: spec.name, replica: index }, { level: spec.logLevel });
     this.#port = port;
-    this.#outbox = new EventOutbox((events) => this.#post({ type: 'events', events }));
+    const fd = spec.relayFds[index];
+    if (fd === undefined) throw new Error(`replica ${index} has no relay pipe (HostSpec.relayFds: ${JSON.stringify(spec.relayFds)})`);
+    this.#relay = new RelayWriter({
+      fd,
+      onEnded: (ids) => this.#post({ type: 'ended', ids }),
+      onError: (err) => this.#log.warn('the token relay to the supervisor failed', { error: err.message }),
+    });
     port.on('message', (message: HostToReplica) => this.#onMessage(message));
   }
 
@@ -92,14 +108,17 @@ class Replica {
     } catch (err) {
       const error = toLmError(err);
       this.#model?.dispose();
+      await this.#relay.close();
       this.#port.close();
       return { type: 'failed', code: error.code, message: error.message };
     }
+    this.#engine.onBatchEnd = () => this.#relay.stepEnded();
     if (this.#shutdown) {
       // Shut down while loading: nothing ran, free the engine at once.
       await this.#shutdown;
       this.#engine.dispose();
       this.#model.dispose();
+      await this.#relay.close();
       return { type: 'stopped' };
     }
     this.#post({ type: 'ready', model: summarize(this.#model), load: loadReport(this.#spec, (performance.now() - started) / 1000) });
@@ -136,7 +155,7 @@ class Replica {
         this.#generate(message.request);
         break;
       case 'cancel':
-        this.#live.get(message.id)?.cancel();
+        this.#live.get(message.id)?.();
         break;
       case 'shutdown':
         this.#shutdown ??= this.#drain(message.graceMs);
@@ -148,64 +167,82 @@ class Replica {
     const { id } = request;
     const engine = this.#engine;
     if (!engine || this.#shutdown) {
-      this.#outbox.push({ type: 'error', id, code: 'MODEL_NOT_READY', message: 'the model is not serving' });
+      this.#refuse(id, 'MODEL_NOT_READY', 'the model is not serving');
       return;
     }
-    let generation: Generation;
+    const stream = request.stream !== false;
+    // A request that does not stream keeps its text here and sends it once, with the result.
+    const texts: string[] = [];
+    let first = true;
+    const end = () => {
+      this.#live.delete(id);
+      if (this.#live.size === 0) this.#idle?.();
+    };
+    const listener: GenerationListener = {
+      handle: (event) => {
+        if (event.type === 'tokens') {
+          if (stream) this.#relay.tokens(id, event.text, event.tokens, event.logprobs, first);
+          else texts.push(event.text);
+          first = false;
+          return;
+        }
+        end();
+        if (event.type === 'done') {
+          const { finishReason, stopString, usage, timings } = generationResult(event, '');
+          this.#log.debug('generation ended', { reqId: id, finishReason, tokensIn: usage.tokensIn, tokensOut: usage.tokensOut });
+          this.#relay.final({
+            type: 'done',
+            id,
+            ...(stream ? {} : { text: texts.join('') }),
+            finishReason,
+            ...(stopString !== undefined ? { stopString } : {}),
+            usage,
+            timings,
+          });
+        } else {
+          const error = nativeEventError(event.code, event.message);
+          this.#log.debug('generation failed', { reqId: id, code: error.code, reason: error.message });
+          this.#relay.final({ type: 'error', id, code: error.code, message: error.message });
+        }
+      },
+      fail: (err) => {
+        end();
+        this.#relay.final({ type: 'error', id, code: err.code, message: err.message });
+        this.#relay.flush();
+      },
+    };
     try {
       const prompt = buildPrompt(this.#model as Model, this.#spec.promptTemplate, request);
-      generation = engine.submit({ prompt, params: request.params });
+      this.#live.set(id, engine.submitTo(listener, { prompt, params: request.params }));
     } catch (err) {
+      this.#live.delete(id);
       const error = toLmError(err);
       this.#log.debug('generation refused', { reqId: id, code: error.code, reason: error.message });
-      this.#outbox.push({ type: 'error', id, code: error.code, message: error.message });
+      this.#refuse(id, error.code, error.message);
       return;
     }
     this.#log.debug('generation queued', { reqId: id });
-    this.#live.set(id, generation);
-    const running = this.#stream(id, generation).finally(() => {
-      this.#live.delete(id);
-      this.#running.delete(running);
-    });
-    this.#running.add(running);
   }
 
-  async #stream(id: string, generation: Generation): Promise<void> {
-    try {
-      for await (const chunk of generation) {
-        this.#outbox.push(
-          chunk.logprobs ? { type: 'tokens', id, text: chunk.text, ids: chunk.tokens, logprobs: chunk.logprobs } : { type: 'tokens', id, text: chunk.text, ids: chunk.tokens },
-        );
-      }
-      const result = await generation.result;
-      this.#log.debug('generation ended', { reqId: id, finishReason: result.finishReason, tokensIn: result.usage.tokensIn, tokensOut: result.usage.tokensOut });
-      this.#outbox.push({
-        type: 'done',
-        id,
-        text: result.text,
-        finishReason: result.finishReason,
-        ...(result.stopString !== undefined ? { stopString: result.stopString } : {}),
-        usage: result.usage,
-        timings: result.timings,
-      });
-    } catch (err) {
-      const error = toLmError(err);
-      this.#log.debug('generation failed', { reqId: id, code: error.code, reason: error.message });
-      this.#outbox.push({ type: 'error', id, code: error.code, message: error.message });
-    }
+  /** A request that never reached the engine: its error leaves at once (no decode step follows). */
+  #refuse(id: string, code: ErrorCode, message: string): void {
+    this.#relay.final({ type: 'error', id, code, message });
+    this.#relay.flush();
   }
 
   /** Lets running generations finish for up to graceMs, cancels the rest, then frees the engine. */
   async #drain(graceMs: number): Promise<void> {
-    const all = () => Promise.allSettled([...this.#running]);
+    const idle = () =>
+      this.#live.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => (this.#idle = resolve));
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([all(), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+    await Promise.race([idle(), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
     clearTimeout(timer);
-    for (const generation of this.#live.values()) generation.cancel();
-    await all();
-    this.#outbox.flush();
+    for (const cancel of [...this.#live.values()]) cancel();
+    // A cancelled generation ends at its next decode step; dispose() fails whatever is left.
+    await Promise.race([idle(), new Promise((resolve) => setTimeout(resolve, 5000))]);
     this.#engine?.dispose();
     this.#model?.dispose();
+    await this.#relay.close();
     this.#port.close();
     this.#stopped();
   }

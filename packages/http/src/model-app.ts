@@ -134,7 +134,7 @@ export function createModelApp(options: ModelAppOptions): Express {
     // params.logprobs: each token event carries its tokens' log-probabilities.
     const onTokens = sse
       ? (text: string, ids: number[], logprobs?: TokenLogprob[]) => sse.send('token', logprobs ? { id, text, tokens: ids, logprobs } : { id, text, tokens: ids })
-      : () => undefined;
+      : null;
     try {
       const result = await request.run({ input: parsed.input, params: parsed.params, raw: parsed.raw }, onTokens, abort.signal);
       const body = completionBody(id, backend.model, result);

@@ -97,7 +97,7 @@ async function run(msg: Msg, reply: string, request: ActiveRequest, ctx: Request
           // A throw here (connection closed) cancels the generation: nobody would see its tokens.
           ctx.nc.publish(reply, json(message), { headers: replyHeaders({ ...streamHeaders, [LM_EVENT]: 'token' }) });
         }
-      : () => undefined;
+      : null;
     let result;
     try {
       result = await request.run({ input: parsed.input, params: parsed.params, raw: parsed.raw }, onTokens, abort.signal);

@@ -31,5 +31,6 @@ export type {
   WorkerState,
 } from './messages.js';
 export { createLogger, isLogLevel } from './log.js';
+export { FrameDecoder, MAX_FRAME_BYTES, decodeFrame, encodeFrame } from './relay-frame.js';
 export type { LogLevel, Logger } from './log.js';
 export type { DownloadInfo, MemoryFitInfo, SupervisorStatus, WorkerInfo } from './admin.js';

@@ -3,7 +3,9 @@
  *   supervisor <-> model host   (the child process's IPC channel)
  *   model host <-> pool replica (a MessagePort handed to each piscina worker thread)
  * Both ends import these unions; inner hops trust them (public input is validated at the edge).
- * Token events are batched: one `events` message carries everything a tick produced.
+ * Generation events do not take these hops: each replica writes them to the supervisor over a
+ * pipe of its own (`HostSpec.relayFds`, frames of relay-frame.ts). `events` messages remain for
+ * what the host itself answers (a grammar refused, a model not serving).
  */
 import type { ErrorCode } from './errors.js';
 import type { FinishReason, GenerationParams, Timings, TokenLogprob, Usage } from './generation.js';
@@ -55,6 +57,11 @@ export interface HostSpec {
   /** How long a SIGTERM sent straight to the host lets running requests finish. */
   drainGraceMs: number;
   logLevel: LogLevel;
+  /**
+   * The host's file descriptors of its relay pipes, one per replica (the supervisor opens them as
+   * extra stdio pipes): replica i writes its generation events to relayFds[i].
+   */
+  relayFds: number[];
 }
 
 /**
@@ -68,6 +75,11 @@ export interface GenerateRequest {
   params: GenerationParams;
   /** Skip prompt templating: `input` (a string) goes to the model as is. */
   raw: boolean;
+  /**
+   * Whether the caller wants each decode step's tokens (default true). False (a non-streaming
+   * request): no `tokens` events cross the hops; the text crosses once, in `done`.
+   */
+  stream?: boolean;
 }
 
 /** How a model host's load went (the `model.loaded` event's data). */
@@ -114,7 +126,8 @@ export type GenerationEvent =
   | {
       type: 'done';
       id: string;
-      text: string;
+      /** Only for a request that did not stream; a streamed one's text is its `tokens` events joined. */
+      text?: string;
       finishReason: FinishReason;
       stopString?: string;
       usage: Usage;
@@ -144,11 +157,12 @@ export type HostToReplica =
   | { type: 'cancel'; id: string }
   | { type: 'shutdown'; graceMs: number };
 
-/** replica -> host */
+/** replica -> host (generation events go to the supervisor directly, over the relay pipe) */
 export type ReplicaToHost =
   | { type: 'loading'; progress: number }
   | { type: 'ready'; model: ModelSummary; load: LoadReport }
-  | { type: 'events'; events: GenerationEvent[] }
+  /** Requests that ended (done or error) since the last report: the host's routing counts. */
+  | { type: 'ended'; ids: string[] }
   | { type: 'stats'; stats: HostStats };
 
 /** What a replica's piscina task resolves with when the replica ends. */

@@ -1,13 +1,14 @@
 /**
- * One model host child process: forked with an IPC channel (JSON serialization: cheaper than
- * 'advanced' per message, which matters when every decode step is one message), its
- * stderr forwarded line by line to the supervisor's and its last lines kept. A narrow facade
- * (send, kill, pid, exited) so ModelWorker never touches the ChildProcess itself.
+ * One model host child process: forked with an IPC channel (JSON serialization) for control
+ * messages, one relay pipe per replica for generation events (binary frames written straight
+ * from the replica threads: relay-frame.ts), its stderr forwarded line by line to the
+ * supervisor's and its last lines kept. A narrow facade (send, kill, pid, exited, relayFds) so
+ * ModelWorker never touches the ChildProcess itself.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { hostMainPath } from '@lmserve/host';
-import type { HostToSupervisor, SupervisorToHost } from '@lmserve/protocol';
+import { FrameDecoder, type HostToSupervisor, type SupervisorToHost } from '@lmserve/protocol';
 import { StderrTail } from './stderr-tail.js';
 
 export interface HostExit {
@@ -25,7 +26,12 @@ export interface HostProcessOptions {
   forwardLine?: (line: string) => void;
   /** The Node.js binary that runs the host (default: the supervisor's own). */
   execPath?: string;
+  /** Relay pipes to open (one per replica); their events arrive as `events` messages. */
+  relays?: number;
 }
+
+/** The host's fd of its first relay pipe: stdio 0-2, then the IPC channel (3). */
+const FIRST_RELAY_FD = 4;
 
 /**
  * The host's own lines are JSON already; anything else it prints (llama.cpp's native log, a
@@ -46,6 +52,8 @@ export class HostProcess {
   readonly exited: Promise<HostExit>;
   #exit: HostExit | undefined;
   #reported = false;
+  /** The host's file descriptors of its relay pipes (HostSpec.relayFds). */
+  readonly relayFds: number[];
 
   constructor(options: HostProcessOptions) {
     const forward = options.forwardLine ?? ((line: string) => process.stderr.write(`${asJsonLine(line, options.name)}\n`));
@@ -61,8 +69,10 @@ export class HostProcess {
         }
       };
     });
+    const relays = options.relays ?? 0;
+    this.relayFds = Array.from({ length: relays }, (_, i) => FIRST_RELAY_FD + i);
     this.#child = fork(hostMainPath(), ['--lmserve-host', options.name], {
-      stdio: ['pipe', 'pipe', 'pipe', 'ipc'],
+      stdio: ['pipe', 'pipe', 'pipe', 'ipc', ...this.relayFds.map(() => 'pipe' as const)],
       serialization: 'json',
       // The supervisor may run under a loader (tsx in tests); the host is plain JS.
       execArgv: [],
@@ -85,6 +95,21 @@ export class HostProcess {
     // Writing to a dead host's stdin must not crash the supervisor.
     this.#child.stdin?.on('error', () => undefined);
     this.#child.on('message', (message: HostToSupervisor) => options.onMessage(message));
+    for (const fd of this.relayFds) {
+      const pipe = this.#child.stdio[fd] as NodeJS.ReadableStream | null | undefined;
+      if (!pipe) continue;
+      const decoder = new FrameDecoder((events) => options.onMessage({ type: 'events', events }));
+      pipe.on('error', () => undefined);
+      pipe.on('data', (chunk: Buffer) => {
+        try {
+          decoder.push(chunk);
+        } catch (err) {
+          // A corrupt frame means a broken host: its requests cannot be trusted to finish.
+          forward(`relay pipe ${fd}: ${(err as Error).message}; killing the host`);
+          this.kill('SIGKILL');
+        }
+      });
+    }
     // 'error': the spawn failed (no pid, no 'exit' will follow), or a kill/send failed.
     this.#child.on('error', (err) => {
       if (this.#child.pid === undefined) {

@@ -2,7 +2,7 @@ import type { HostSpec, LogLevel } from '@lmserve/protocol';
 import type { WorkerConfig } from './worker-config.js';
 
 /** Everything a model host needs to load and serve one worker's model. */
-export function buildHostSpec(config: WorkerConfig, drainGraceMs: number, logLevel: LogLevel): HostSpec {
+export function buildHostSpec(config: WorkerConfig, drainGraceMs: number, logLevel: LogLevel, relayFds: number[]): HostSpec {
   return {
     name: config.name,
     model: config.modelName,
@@ -17,5 +17,6 @@ export function buildHostSpec(config: WorkerConfig, drainGraceMs: number, logLev
     promptTemplate: config.promptTemplate,
     drainGraceMs,
     logLevel,
+    relayFds,
   };
 }

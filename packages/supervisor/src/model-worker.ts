@@ -56,7 +56,10 @@ export interface ModelWorkerOptions {
 }
 
 interface PendingRequest {
-  onTokens: TokenSink;
+  /** Null: the caller does not stream (no tokens cross the hops; the text comes with `done`). */
+  onTokens: TokenSink | null;
+  /** A streamed request's text so far (its result's text: `done` does not repeat it). */
+  texts: string[];
   resolve: (result: GenerationResult) => void;
   reject: (error: LmError) => void;
   cleanup: () => void;
@@ -274,7 +277,7 @@ export class ModelWorker implements ModelBackend {
     this.#host?.kill('SIGKILL');
   }
 
-  async complete(request: GenerateRequest, onTokens: TokenSink, signal: AbortSignal): Promise<GenerationResult> {
+  async complete(request: GenerateRequest, onTokens: TokenSink | null, signal: AbortSignal): Promise<GenerationResult> {
     const host = this.#host;
     if (this.#state !== 'ready' || !host) {
       const code = this.#state === 'restarting' ? 'MODEL_CRASHED' : 'MODEL_NOT_READY';
@@ -287,8 +290,8 @@ export class ModelWorker implements ModelBackend {
       const { id } = request;
       const onAbort = () => host.send({ type: 'cancel', id });
       signal.addEventListener('abort', onAbort, { once: true });
-      this.#pending.set(id, { onTokens, resolve, reject, cleanup: () => signal.removeEventListener('abort', onAbort) });
-      if (!host.send({ type: 'generate', request })) {
+      this.#pending.set(id, { onTokens, texts: [], resolve, reject, cleanup: () => signal.removeEventListener('abort', onAbort) });
+      if (!host.send({ type: 'generate', request: { ...request, stream: onTokens !== null } })) {
         this.#settle(id, { error: new LmError('MODEL_CRASHED', `the model host of ${this.model} is gone`) });
       }
     });
@@ -385,6 +388,7 @@ export class ModelWorker implements ModelBackend {
         name: this.name,
         onMessage: (message) => this.#onHostMessage(host, message),
         onExit: (exit) => this.#onHostExit(host, exit),
+        relays: config.replicas,
       });
     } catch (err) {
       this.#spawnFailed(toLmError(err).message);
@@ -393,7 +397,7 @@ export class ModelWorker implements ModelBackend {
     this.#host = host;
     this.#log.info('host started', { hostPid: host.pid, model: config.modelPath });
     this.#observer.event('host.spawned', this.name, `model host started (pid ${host.pid})`, { hostPid: host.pid, modelPath: config.modelPath });
-    host.send({ type: 'init', spec: buildHostSpec(config, this.#timings.shutdownGraceMs, this.#logLevel) });
+    host.send({ type: 'init', spec: buildHostSpec(config, this.#timings.shutdownGraceMs, this.#logLevel, host.relayFds) });
   }
 
   /** Downloads MODEL_PATH from MODEL_URL (in a thread, shared with workers of the same file), then spawns. */
@@ -480,13 +484,16 @@ export class ModelWorker implements ModelBackend {
     for (const event of events) {
       if (event.type === 'tokens') {
         const pending = this.#pending.get(event.id);
+        if (!pending) continue;
+        pending.texts.push(event.text);
         try {
-          pending?.onTokens(event.text, event.ids, event.logprobs);
+          pending.onTokens?.(event.text, event.ids, event.logprobs);
         } catch (err) {
           this.#log.warn('token delivery failed', { reqId: event.id, error: toLmError(err).message });
         }
       } else if (event.type === 'done') {
-        const { text, finishReason, usage, timings, stopString } = event;
+        const { finishReason, usage, timings, stopString } = event;
+        const text = event.text ?? this.#pending.get(event.id)?.texts.join('') ?? '';
         const result: GenerationResult = { text, finishReason, usage, timings };
         if (stopString !== undefined) result.stopString = stopString;
         this.#settle(event.id, { result });

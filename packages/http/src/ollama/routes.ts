@@ -98,7 +98,7 @@ async function serve(kind: Kind, call: OllamaCall, res: Response, request: Activ
     ? (text: string) => {
         if (text !== '') line({ model, created_at: new Date().toISOString(), ...piece(kind, text), done: false });
       }
-    : () => undefined;
+    : null;
   let result: GenerationResult;
   try {
     result = await request.run({ input: call.input, params: call.params, raw: call.raw }, onTokens, abort.signal);

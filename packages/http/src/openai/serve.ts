@@ -102,7 +102,7 @@ export async function serveOpenAi(kind: OpenAiKind, call: OpenAiCall, res: Respo
         ? (_text: string, _ids: number[], entries?: TokenLogprob[]) => {
             if (entries) logprobs[index]?.push(...entries);
           }
-        : () => undefined;
+        : null;
 
   let results: GenerationResult[];
   try {

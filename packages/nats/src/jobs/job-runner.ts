@@ -288,7 +288,7 @@ export class JobRunner implements JobsService {
     const active = this.#worker.requests.begin(TRANSPORT, job.id);
     const { input, params, raw } = request.body;
     try {
-      const result = await active.run({ input, params, raw }, () => undefined, job.abort.signal);
+      const result = await active.run({ input, params, raw }, null, job.abort.signal);
       if (result.finishReason === 'cancelled') throw new LmError('CANCELLED', 'the job was cancelled');
       await this.#finish(job, completedResult(job.id, active.id, this.#worker.backend.model, result), 'ack');
     } catch (err) {
