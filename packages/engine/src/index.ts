@@ -4,7 +4,7 @@ export { Engine } from './engine.js';
 export type { EngineOptions, SubmitRequest } from './engine.js';
 export { Generation } from './generation.js';
 export { addonPath } from './binding.js';
-export type { GrammarReport, GrammarSamplingStats, NativeEngineOptions, NativeErrorCode, NativeParamSpec } from './binding.js';
+export type { GrammarReport, GrammarSamplingStats, NativeEngineOptions, NativeErrorCode, NativeParamSpec, PrefixSharingStats } from './binding.js';
 import { nativeError } from './errors.js';
 import { binding, type NativeErrorCode, type NativeParamSpec } from './binding.js';
 
