@@ -304,16 +304,19 @@ void EngineCore::StartOrWait(Slot& slot) {
     own = std::min(own, prompt.size() - 1);
     size_t ready = 0;
     FindDonor(slot, prompt, &ready);
-    const size_t have = std::max(own, ready);
-    // The prefilling slot whose prompt shares the most with this one beyond what is cached now.
-    // Only Prefill slots are waited for: they decode every step (oldest admission first), so
-    // the wait ends; a Waiting slot is never a source, so waits cannot form a cycle.
+    // The prefilling slot whose prompt shares the most with this one, when that is worth a
+    // wait (kMinSharedPrefix beyond the slot's own cache) and more than any slot holds now
+    // (so that slot has not passed it yet). Even when most of it is already there, the request
+    // waits for the rest rather than prefill it beside the source: a step's delay at most, and
+    // the shared part is computed once. Only Prefill slots are waited for: they decode every
+    // step (oldest admission first), so the wait ends; a Waiting slot is never a source, so
+    // waits cannot form a cycle.
     Slot* source = nullptr;
     size_t target = 0;
     for (auto& other : slots_) {
       if (&other == &slot || other.state != SlotState::Prefill) continue;
       const size_t n = std::min(CommonPrefix(other.request->prompt, prompt), prompt.size() - 1);
-      if (n >= have + kMinSharedPrefix && n > other.cache.size() && n > target) {
+      if (n >= own + kMinSharedPrefix && n > ready && n > target) {
         source = &other;
         target = n;
       }
