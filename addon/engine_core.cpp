@@ -245,7 +245,7 @@ void EngineCore::CancelRequested() {
   }
 }
 
-EngineCore::Slot* EngineCore::PickSlot(const std::vector<llama_token>& prompt, size_t* reuse) {
+EngineCore::Slot* EngineCore::PickSlot(const std::vector<llama_token>& prompt) {
   // The idle slot whose own cache holds the longest real prefix (MinOwnReuse), else the
   // lowest-numbered idle slot, which keeps busy sequence ids contiguous: with one KV stream per
   // sequence (kv_unified = false) llama_decode splits a batch into one ubatch per run of
@@ -262,7 +262,6 @@ EngineCore::Slot* EngineCore::PickSlot(const std::vector<llama_token>& prompt, s
       bestPrefix = prefix;
     }
   }
-  *reuse = bestPrefix;
   return best;
 }
 
@@ -279,8 +278,7 @@ void EngineCore::AdmitPending() {
       stats_.queued = static_cast<int32_t>(queue_.size());
       stats_.slotsBusy++;
     }
-    size_t reuse = 0;
-    Slot* slot = PickSlot(request->prompt, &reuse);
+    Slot* slot = PickSlot(request->prompt);
     // Every other per-request field was reset when the slot was released (ReleaseSlot).
     slot->text = std::make_unique<TextStream>(request->params.stop);
     slot->admitted = Clock::now();

@@ -156,7 +156,8 @@ class EngineCore {
   bool WaitForWork();
   void AdmitPending();
   void CancelRequested();
-  Slot* PickSlot(const std::vector<llama_token>& prompt, size_t* reuse);
+  // The idle slot for a new request (StartOrWait/StartPrefill then decide what it reuses).
+  Slot* PickSlot(const std::vector<llama_token>& prompt);
   // Admitted slots: start prefilling (from the best cached prefix) or wait for a shared one.
   void StartOrWait(Slot& slot);
   // Waiting slots whose prefix is ready, whose source is gone or whose wait is up start prefilling.
