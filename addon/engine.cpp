@@ -66,6 +66,12 @@ EngineOptions ParseEngineOptions(Napi::Env env, Napi::Value value) {
   o.maxQueue = IntOption(env, obj, "maxQueue", o.maxQueue, 0, 1 << 20);
   o.flashAttention = IntOption(env, obj, "flashAttention", o.flashAttention, -1, 1);
   if (obj.Get("kvUnified").IsBoolean()) o.kvUnified = obj.Get("kvUnified").As<Napi::Boolean>().Value();
+  Napi::Value sharing = obj.Get("prefixSharing");
+  if (sharing.IsBoolean()) {
+    o.prefixSharing = sharing.As<Napi::Boolean>().Value();
+  } else if (!sharing.IsUndefined() && !sharing.IsNull()) {
+    ThrowCoded(env, codes::kInvalidRequest, "options.prefixSharing must be a boolean", "options.prefixSharing");
+  }
   o.kvSize = IntOption(env, obj, "kvSize", 0, 0, 1 << 24);
   if (o.kvSize > 0 && !o.kvUnified) {
     ThrowCoded(env, codes::kInvalidRequest, "options.kvSize needs options.kvUnified", "options.kvSize");
@@ -363,6 +369,9 @@ Napi::Value AddonEngine::Stats(const Napi::CallbackInfo& info) {
   o.Set("grammarSkippedSteps", Napi::Number::New(env, static_cast<double>(s.grammarSkippedSteps)));
   o.Set("grammarCacheHits", Napi::Number::New(env, static_cast<double>(s.grammarCacheHits)));
   o.Set("grammarCacheMisses", Napi::Number::New(env, static_cast<double>(s.grammarCacheMisses)));
+  o.Set("prefixCopies", Napi::Number::New(env, static_cast<double>(s.prefixCopies)));
+  o.Set("prefixTokensCopied", Napi::Number::New(env, static_cast<double>(s.prefixTokensCopied)));
+  o.Set("prefixWaits", Napi::Number::New(env, static_cast<double>(s.prefixWaits)));
   return o;
 }
 
@@ -378,6 +387,7 @@ Napi::Value AddonEngine::Options(const Napi::CallbackInfo& info) {
   o.Set("kvUnified", opt.kvUnified);
   o.Set("kvSize", opt.kvSize);
   o.Set("flashAttention", opt.flashAttention);
+  o.Set("prefixSharing", opt.prefixSharing);
   o.Set("memoryBytes", Napi::Number::New(env, static_cast<double>(Core(env).memoryBytes())));
   return o;
 }

@@ -27,6 +27,16 @@ size_t CommonPrefix(const std::vector<llama_token>& a, const std::vector<llama_t
   return i;
 }
 
+// A slot's own cache is worth choosing it only for a real shared prefix (as llama-server's
+// --slot-prompt-similarity 0.1): a lone BOS match is not.
+size_t MinOwnReuse(const std::vector<llama_token>& prompt) { return std::max<size_t>(2, prompt.size() / 10 + 1); }
+
+// A prefix is copied from another slot, or waited for, only when it saves at least this many
+// prefill tokens. With one KV stream per sequence a copy moves the whole stream (contextSize
+// cells of every layer) whatever the prefix length; measured against the prefill it saves, that
+// is worth a few tokens' compute on CPU or GPU, so 32 tokens leaves a wide margin.
+constexpr size_t kMinSharedPrefix = 32;
+
 void BatchAdd(llama_batch& batch, llama_token token, llama_pos pos, llama_seq_id seq, bool logits) {
   int32_t i = batch.n_tokens++;
   batch.token[i] = token;
@@ -87,6 +97,10 @@ EngineCore::EngineCore(std::shared_ptr<ModelHandle> model, const EngineOptions& 
   }
   batch_ = llama_batch_init(options_.batchSize, 0, 1);
   memoryBytes_ = EstimateMemory(model_->model(), ctx_, options_.batchSize);
+  // Recurrent state cannot be cut at a position: a copied prefix would carry the donor's whole
+  // history. Those models reuse only their own slot's cache.
+  sharePrefixes_ = options_.prefixSharing && !llama_model_is_recurrent(model_->model()) &&
+                   !llama_model_is_hybrid(model_->model());
   slots_.resize(static_cast<size_t>(options_.slots));
   for (size_t i = 0; i < slots_.size(); ++i) slots_[i].seqId = static_cast<int32_t>(i);
   stats_.slots = options_.slots;
@@ -163,6 +177,7 @@ void EngineCore::Run() {
     CancelRequested();
     CollectSampled(false);
     AdmitPending();
+    ResumeWaiting();
     BuildBatch();
     if (batch_.n_tokens > 0) {
       int32_t sitting = 0;
@@ -230,13 +245,12 @@ void EngineCore::CancelRequested() {
   }
 }
 
-EngineCore::Slot* EngineCore::PickSlot(const std::vector<llama_token>& prompt, size_t* reuse) {
-  // A slot's cache is worth choosing it only for a real shared prefix (as llama-server's
-  // --slot-prompt-similarity 0.1): a lone BOS match is not. Otherwise take the lowest-numbered
-  // idle slot, which keeps busy sequence ids contiguous: with one KV stream per sequence
-  // (kv_unified = false) llama_decode splits a batch into one ubatch per run of consecutive
-  // sequence ids, and every ubatch is another full pass over the weights.
-  const size_t minReuse = std::max<size_t>(2, prompt.size() / 10 + 1);
+EngineCore::Slot* EngineCore::PickSlot(const std::vector<llama_token>& prompt) {
+  // The idle slot whose own cache holds the longest real prefix (MinOwnReuse), else the
+  // lowest-numbered idle slot, which keeps busy sequence ids contiguous: with one KV stream per
+  // sequence (kv_unified = false) llama_decode splits a batch into one ubatch per run of
+  // consecutive sequence ids, and every ubatch is another full pass over the weights.
+  const size_t minReuse = MinOwnReuse(prompt);
   Slot* best = nullptr;
   size_t bestPrefix = 0;
   for (auto& slot : slots_) {
@@ -248,12 +262,10 @@ EngineCore::Slot* EngineCore::PickSlot(const std::vector<llama_token>& prompt, s
       bestPrefix = prefix;
     }
   }
-  *reuse = bestPrefix;
   return best;
 }
 
 void EngineCore::AdmitPending() {
-  llama_memory_t mem = llama_get_memory(ctx_);
   while (true) {
     bool anyIdle = std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state == SlotState::Idle; });
     if (!anyIdle) return;
@@ -266,24 +278,152 @@ void EngineCore::AdmitPending() {
       stats_.queued = static_cast<int32_t>(queue_.size());
       stats_.slotsBusy++;
     }
-    size_t reuse = 0;
-    Slot* slot = PickSlot(request->prompt, &reuse);
-    // At least the last prompt token is decoded again: its logits give the first output token.
-    if (reuse >= request->prompt.size()) reuse = request->prompt.size() - 1;
-    if (!llama_memory_seq_rm(mem, slot->seqId, static_cast<llama_pos>(reuse), -1)) {
-      llama_memory_seq_rm(mem, slot->seqId, -1, -1);
-      reuse = 0;
-    }
-    slot->cache.resize(reuse);
-    slot->promptPos = reuse;
-    slot->cachedTokens = static_cast<int32_t>(reuse);
+    Slot* slot = PickSlot(request->prompt);
     // Every other per-request field was reset when the slot was released (ReleaseSlot).
     slot->text = std::make_unique<TextStream>(request->params.stop);
     slot->admitted = Clock::now();
     slot->admitOrder = ++admitCounter_;
     slot->request = std::move(request);
-    slot->state = SlotState::Prefill;
+    StartOrWait(*slot);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared prefixes. N requests with the same long system prompt should cost one prefill of it:
+// a new request copies the longest prefix any slot's KV holds (busy or idle) into its own
+// sequence, and one whose prefix another slot is prefilling right now waits for that instead of
+// computing the same cells beside it.
+
+void EngineCore::StartOrWait(Slot& slot) {
+  const std::vector<llama_token>& prompt = slot.request->prompt;
+  if (sharePrefixes_) {
+    size_t own = CommonPrefix(slot.cache, prompt);
+    if (own < MinOwnReuse(prompt)) own = 0;
+    own = std::min(own, prompt.size() - 1);
+    size_t ready = 0;
+    FindDonor(slot, prompt, &ready);
+    // The prefilling slot whose prompt shares the most with this one, when that is worth a
+    // wait (kMinSharedPrefix beyond the slot's own cache) and more than any slot holds now
+    // (so that slot has not passed it yet). Even when most of it is already there, the request
+    // waits for the rest rather than prefill it beside the source: a step's delay at most, and
+    // the shared part is computed once. Only Prefill slots are waited for: they decode every
+    // step (oldest admission first), so the wait ends; a Waiting slot is never a source, so
+    // waits cannot form a cycle.
+    Slot* source = nullptr;
+    size_t target = 0;
+    for (auto& other : slots_) {
+      if (&other == &slot || other.state != SlotState::Prefill) continue;
+      const size_t n = std::min(CommonPrefix(other.request->prompt, prompt), prompt.size() - 1);
+      if (n >= own + kMinSharedPrefix && n > ready && n > target) {
+        source = &other;
+        target = n;
+      }
+    }
+    if (source != nullptr) {
+      // Keep only the part of its own cache the request could still use (it holds no new cells).
+      if (!llama_memory_seq_rm(llama_get_memory(ctx_), slot.seqId, static_cast<llama_pos>(own), -1)) {
+        ClearCache(slot);
+      }
+      slot.cache.resize(std::min(slot.cache.size(), own));
+      slot.state = SlotState::Waiting;
+      slot.waitSlot = source->seqId;
+      slot.waitOrder = source->admitOrder;
+      slot.waitPrefix = target;
+      // The source gets at least one prompt token a step; it usually gets a whole batch (older
+      // admissions' prompts first). Past twice the steps its remaining part needs at full
+      // batches, plus two, the request stops waiting and prefills itself.
+      const size_t remaining = target - source->cache.size();
+      const size_t batch = static_cast<size_t>(options_.batchSize);
+      slot.waitSteps = static_cast<int32_t>(2 + 2 * ((remaining + batch - 1) / batch));
+      std::lock_guard<std::mutex> lock(mutex_);
+      stats_.prefixWaits++;
+      return;
+    }
+  }
+  StartPrefill(slot);
+}
+
+void EngineCore::ResumeWaiting() {
+  for (auto& slot : slots_) {
+    if (slot.state != SlotState::Waiting) continue;
+    const Slot& source = slots_[static_cast<size_t>(slot.waitSlot)];
+    // Gone (finished, cancelled, failed, sent back to the queue): whatever it left in its
+    // cache is found by StartPrefill like any other slot's.
+    const bool running = source.state != SlotState::Idle && source.admitOrder == slot.waitOrder;
+    if (!running || source.cache.size() >= slot.waitPrefix || --slot.waitSteps < 0) StartPrefill(slot);
+  }
+}
+
+void EngineCore::StartPrefill(Slot& slot) {
+  const std::vector<llama_token>& prompt = slot.request->prompt;
+  llama_memory_t mem = llama_get_memory(ctx_);
+  size_t reuse = CommonPrefix(slot.cache, prompt);
+  if (reuse < MinOwnReuse(prompt)) reuse = 0;
+  // At least the last prompt token is decoded again: its logits give the first output token.
+  reuse = std::min(reuse, prompt.size() - 1);
+  size_t copyLength = 0;
+  Slot* donor = sharePrefixes_ ? FindDonor(slot, prompt, &copyLength) : nullptr;
+  if (donor != nullptr && copyLength >= reuse + kMinSharedPrefix) {
+    reuse = CopyPrefix(*donor, slot, copyLength) ? copyLength : 0;
+  } else if (!llama_memory_seq_rm(mem, slot.seqId, static_cast<llama_pos>(reuse), -1)) {
+    llama_memory_seq_rm(mem, slot.seqId, -1, -1);
+    reuse = 0;
+  }
+  slot.cache.resize(reuse);
+  slot.promptPos = reuse;
+  slot.cachedTokens = static_cast<int32_t>(reuse);
+  slot.waitSlot = -1;
+  slot.state = SlotState::Prefill;
+}
+
+EngineCore::Slot* EngineCore::FindDonor(const Slot& target, const std::vector<llama_token>& prompt, size_t* length) {
+  // A slot's `cache` is exactly its sequence's cells here: the phases before BuildBatch only
+  // see decoded tokens (a failed step is rolled back, or its slots cleared).
+  Slot* best = nullptr;
+  size_t bestLength = 0;
+  for (auto& slot : slots_) {
+    if (&slot == &target) continue;
+    const size_t n = std::min(CommonPrefix(slot.cache, prompt), prompt.size() - 1);
+    if (n > bestLength) {
+      best = &slot;
+      bestLength = n;
+    }
+  }
+  *length = bestLength;
+  return best;
+}
+
+bool EngineCore::CopyPrefix(Slot& donor, Slot& target, size_t n) {
+  llama_memory_t mem = llama_get_memory(ctx_);
+  const auto end = static_cast<llama_pos>(n);
+  if (options_.kvUnified) {
+    // One stream: seq_cp only adds the target's id to the donor's cells [0, n); the cells are
+    // then shared (no data moves, no new cells) and each sequence's later seq_rm drops only
+    // its own id from them.
+    llama_memory_seq_rm(mem, target.seqId, -1, -1);
+    llama_memory_seq_cp(mem, donor.seqId, target.seqId, 0, end);
+  } else {
+    // One stream per sequence: llama.cpp (llama_kv_cache::seq_cp) copies across streams only a
+    // whole stream (a partial range is a GGML_ASSERT, i.e. an abort). It resets the target
+    // stream's cells to the donor's at once and queues the K/V buffer copy, which runs at the
+    // start of the next llama_decode, before that batch is computed: the target gets the
+    // donor's cells as they are now, even when the donor decodes in that very batch. Then the
+    // donor's cells beyond the prefix are dropped from the target.
+    llama_memory_seq_cp(mem, donor.seqId, target.seqId, -1, -1);
+    llama_memory_seq_rm(mem, target.seqId, end, -1);
+  }
+  // The cells keep the donor's positions 0..n-1, which are this prompt's positions too. A
+  // memory that dropped early positions (a sliding window) does not hold the whole prefix:
+  // then the request prefills from scratch.
+  if (llama_memory_seq_pos_min(mem, target.seqId) != 0 || llama_memory_seq_pos_max(mem, target.seqId) != end - 1) {
+    ClearCache(target);
+    return false;
+  }
+  target.cache.assign(donor.cache.begin(), donor.cache.begin() + static_cast<std::ptrdiff_t>(n));
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.prefixCopies++;
+  stats_.prefixTokensCopied += n;
+  return true;
 }
 
 void EngineCore::BuildBatch() {
@@ -387,6 +527,10 @@ std::unique_ptr<Request> EngineCore::ReleaseSlot(Slot& slot, SlotCache cache) {
   slot.pending = -1;
   slot.generated = 0;
   slot.cachedTokens = 0;
+  slot.waitSlot = -1;
+  slot.waitOrder = 0;
+  slot.waitPrefix = 0;
+  slot.waitSteps = 0;
   if (cache == SlotCache::Clear) ClearCache(slot);
   if (wasBusy) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -713,7 +857,9 @@ void EngineCore::UpdateStats(int32_t generatedThisStep) {
   int64_t used = 0;
   for (const auto& slot : slots_) used += static_cast<int64_t>(slot.cache.size());
   std::lock_guard<std::mutex> lock(mutex_);
-  stats_.kvUsed = used;
+  // With kvUnified a copied prefix is one set of cells shared by its sequences, counted here
+  // once per sequence: an upper bound, kept within the cache.
+  stats_.kvUsed = std::min(used, stats_.kvCells);
   stats_.tokensGenerated += static_cast<uint64_t>(generatedThisStep);
   windowTokens_ += static_cast<uint64_t>(generatedThisStep);
   double elapsed = std::chrono::duration<double>(now - windowStart_).count();

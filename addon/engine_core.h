@@ -32,6 +32,10 @@ struct EngineOptions {
   int32_t kvSize = 0;          // unified only: total KV cells (0: slots * contextSize); less
                                // oversubscribes memory, and a full cache is then handled per request
   int32_t flashAttention = -1;  // -1 auto (as llama-server), 0 off, 1 on
+  // A new request starts from the longest prompt prefix any slot holds (copied into its own
+  // sequence), and waits for a prefix another slot is still prefilling. false: only the
+  // chosen slot's own cache is reused.
+  bool prefixSharing = true;
 };
 
 // One submitted generation.
@@ -75,6 +79,10 @@ struct EngineStats {
   uint64_t grammarSkippedSteps = 0;
   // The model's grammar cache (shared by every engine of the model, so counted per model).
   uint64_t grammarCacheHits = 0, grammarCacheMisses = 0;
+  // Prompt prefixes copied from another slot's KV into a new request's sequence, the tokens so
+  // copied (not prefilled again), and requests that waited for another slot's prefill of a
+  // shared prefix before starting their own.
+  uint64_t prefixCopies = 0, prefixTokensCopied = 0, prefixWaits = 0;
 };
 
 using EventSink = std::function<void(std::vector<EngineEvent>&&)>;
@@ -104,7 +112,9 @@ class EngineCore {
   const std::shared_ptr<ModelHandle>& model() const { return model_; }
 
  private:
-  enum class SlotState { Idle, Prefill, Generating };
+  // Idle -> [Waiting ->] Prefill -> Generating -> Idle. Waiting: admitted, holding the slot
+  // without decoding until another slot's prefill has passed the prompt prefix they share.
+  enum class SlotState { Idle, Waiting, Prefill, Generating };
   // What happens to a released slot's KV cells.
   enum class SlotCache {
     Keep,   // a prompt cache for the next request sharing the prefix (a request that finished)
@@ -129,6 +139,12 @@ class EngineCore {
     bool sampling = false;
     bool cancelAfterSampling = false;
     Clock::time_point samplingDeadline;  // the loop waits for the token until then, no longer
+    // Waiting: for slot `waitSlot` while it still runs the same request, until it holds
+    // `waitPrefix` tokens of this prompt; after `waitSteps` more steps it prefills itself.
+    int32_t waitSlot = -1;
+    uint64_t waitOrder = 0;  // the source's admitOrder: a re-admitted source is another request
+    size_t waitPrefix = 0;
+    int32_t waitSteps = 0;
   };
   struct SampledToken {
     Slot* slot = nullptr;
@@ -140,7 +156,18 @@ class EngineCore {
   bool WaitForWork();
   void AdmitPending();
   void CancelRequested();
-  Slot* PickSlot(const std::vector<llama_token>& prompt, size_t* reuse);
+  // The idle slot for a new request (StartOrWait/StartPrefill then decide what it reuses).
+  Slot* PickSlot(const std::vector<llama_token>& prompt);
+  // Admitted slots: start prefilling (from the best cached prefix) or wait for a shared one.
+  void StartOrWait(Slot& slot);
+  // Waiting slots whose prefix is ready, whose source is gone or whose wait is up start prefilling.
+  void ResumeWaiting();
+  // Sets up a slot's prefill: reuses its own cache or copies a longer prefix from another slot.
+  void StartPrefill(Slot& slot);
+  // The other slot holding the longest prefix of `prompt` (at most prompt.size() - 1 tokens).
+  Slot* FindDonor(const Slot& target, const std::vector<llama_token>& prompt, size_t* length);
+  // Replaces `target`'s sequence by `donor`'s first `n` cells. False: the target's cache is empty.
+  bool CopyPrefix(Slot& donor, Slot& target, size_t n);
   void BuildBatch();
   bool DecodeBatch();
   void RollbackBatch();
@@ -174,6 +201,7 @@ class EngineCore {
   llama_batch batch_{};
   int64_t memoryBytes_ = 0;
   std::vector<Slot> slots_;
+  bool sharePrefixes_ = false;  // options_.prefixSharing, on a memory that can copy a prefix
   uint64_t admitCounter_ = 0;
   std::vector<EngineEvent> events_;
   EventSink sink_;

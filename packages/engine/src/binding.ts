@@ -48,6 +48,8 @@ export interface NativeEngineOptions {
   kvUnified: boolean;
   kvSize: number;
   flashAttention: -1 | 0 | 1;
+  /** Whether a new request may start from a prompt prefix another slot holds or is prefilling. */
+  prefixSharing: boolean;
   /**
    * Estimated bytes the engine allocated beyond the model (f16 KV cache, logits, batch arrays;
    * not the compute buffers), reported to V8 as external memory while the engine lives.
@@ -131,12 +133,22 @@ export interface GrammarSamplingStats {
   grammarCacheMisses: number;
 }
 
+/** Counters of prompt prefixes shared between slots, beside the EngineStats. */
+export interface PrefixSharingStats {
+  /** Requests that started from a prefix copied out of another slot's KV cache. */
+  prefixCopies: number;
+  /** Prompt tokens so copied instead of prefilled (also in each request's usage.cachedTokens). */
+  prefixTokensCopied: number;
+  /** Requests that held their slot until another slot's prefill had passed the prefix they share. */
+  prefixWaits: number;
+}
+
 export interface NativeEngine {
   submit(id: number, prompt: string | Int32Array, params: NativeParams, options?: { parseSpecial?: boolean }): {
     tokensIn: number;
   };
   cancel(id: number): void;
-  stats(): import('@lmserve/protocol').EngineStats & GrammarSamplingStats;
+  stats(): import('@lmserve/protocol').EngineStats & GrammarSamplingStats & PrefixSharingStats;
   options(): NativeEngineOptions;
   dispose(): void;
 }

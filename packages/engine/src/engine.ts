@@ -1,6 +1,7 @@
 import { LmError, type EngineStats, type GenerationParams } from '@lmserve/protocol';
 import type {
   GrammarSamplingStats,
+  PrefixSharingStats,
   NativeEngine,
   NativeEngineOptions,
   NativeEvent,
@@ -40,6 +41,12 @@ export interface EngineOptions {
    */
   kvSize?: number;
   flashAttention?: 'auto' | 'on' | 'off';
+  /**
+   * A new request starts from the longest prompt prefix any slot's KV cache holds (copied into
+   * its own sequence), and waits briefly for one another slot is prefilling, so N requests with
+   * the same system prompt prefill it once. Default true; false reuses only the chosen slot's cache.
+   */
+  prefixSharing?: boolean;
 }
 
 export interface SubmitRequest {
@@ -75,6 +82,12 @@ export function nativeEngineOptions(options: EngineOptions): NativeEngineConfig 
   if (threads !== undefined) out.threads = threads;
   if (maxQueue !== undefined) out.maxQueue = maxQueue;
   if (options.kvUnified !== undefined) out.kvUnified = options.kvUnified;
+  if (options.prefixSharing !== undefined) {
+    if (typeof options.prefixSharing !== 'boolean') {
+      throw new LmError('INVALID_REQUEST', 'options.prefixSharing must be a boolean', { field: 'options.prefixSharing' });
+    }
+    out.prefixSharing = options.prefixSharing;
+  }
   const kvSize = positiveInt('kvSize', options.kvSize, 0);
   if (kvSize !== undefined) out.kvSize = kvSize;
   if (options.flashAttention !== undefined) {
@@ -198,8 +211,8 @@ export class Engine {
     };
   }
 
-  /** The engine's counters, with the grammar sampling counters (fast path, full path, skipped steps) and the model's grammar cache hits and misses. */
-  stats(): EngineStats & GrammarSamplingStats {
+  /** The engine's counters, with the grammar sampling counters (fast path, full path, skipped steps), the model's grammar cache hits and misses, and the shared-prefix counters. */
+  stats(): EngineStats & GrammarSamplingStats & PrefixSharingStats {
     this.#check();
     try {
       return this.#native.stats();
