@@ -102,6 +102,7 @@ class Replica {
         slots: spec.slots,
         contextSize: spec.contextSize,
         ...(spec.batchSize > 0 ? { batchSize: spec.batchSize } : {}),
+        ...(spec.prefixSharing !== undefined ? { prefixSharing: spec.prefixSharing } : {}),
         threads: spec.threads,
         maxQueue: spec.maxQueue,
       });

@@ -51,6 +51,8 @@ export interface HostSpec {
   contextSize: number;
   /** Tokens per decode step (BATCH_SIZE); 0: the engine's default. */
   batchSize: number;
+  /** Copy a prompt prefix another slot holds instead of prefilling it again (PREFIX_SHARING). */
+  prefixSharing?: boolean;
   threads: number;
   maxQueue: number;
   promptTemplate: PromptTemplate | null;

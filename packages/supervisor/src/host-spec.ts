@@ -12,6 +12,7 @@ export function buildHostSpec(config: WorkerConfig, drainGraceMs: number, logLev
     slots: config.concurrency,
     contextSize: config.contextSize,
     batchSize: config.batchSize,
+    prefixSharing: config.prefixSharing,
     threads: config.threads,
     maxQueue: config.maxQueue,
     promptTemplate: config.promptTemplate,

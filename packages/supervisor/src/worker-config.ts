@@ -31,6 +31,7 @@ export const WORKER_KEYS = [
   'MODEL_THREADS',
   'CTX_SIZE',
   'BATCH_SIZE',
+  'PREFIX_SHARING',
   'GPU_LAYERS',
   'DB_PATH',
   'NATS_URL',
@@ -65,6 +66,8 @@ export interface WorkerConfig {
   contextSize: number;
   /** Tokens per decode step (n_batch = n_ubatch); 0: the engine's default, max(512, WORKER_CONCURRENCY). */
   batchSize: number;
+  /** A prompt prefix held by one slot serves a new request in another (PREFIX_SHARING, default on). */
+  prefixSharing: boolean;
   gpuLayers: number | 'auto';
   dbPath: string;
   /** NATS servers, comma-separated (null: no NATS for this worker). */
@@ -213,6 +216,7 @@ export function parseWorkerConfig(
     threads: r.int('MODEL_THREADS', 0, 0, 1024),
     contextSize: r.int('CTX_SIZE', 4096, 64, 1 << 24),
     batchSize: r.int('BATCH_SIZE', 0, 0, 1 << 20),
+    prefixSharing: r.choice('PREFIX_SHARING', 'on', ['on', 'off'] as const) === 'on',
     gpuLayers,
     dbPath: resolve(paths.root, r.string('DB_PATH', join(paths.dataDir, 'logs', `${name}.sqlite`))),
     ...natsSettings(r, subject, paths.root),
