@@ -12,3 +12,10 @@ test("a host's JSON lines pass as they are; anything else is wrapped with the wo
   assert.equal(wrapped.raw, true);
   assert.ok(!Number.isNaN(Date.parse(wrapped.ts)));
 });
+
+test("a host's OpenMP threads wait passively unless the operator set OMP_WAIT_POLICY", async () => {
+  const { hostEnvironment } = await import('@lmserve/supervisor');
+  assert.equal(hostEnvironment({ PATH: '/bin' }).OMP_WAIT_POLICY, 'passive');
+  assert.equal(hostEnvironment({ PATH: '/bin' }).PATH, '/bin');
+  assert.equal(hostEnvironment({ OMP_WAIT_POLICY: 'active' }).OMP_WAIT_POLICY, 'active');
+});
