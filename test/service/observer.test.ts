@@ -44,6 +44,14 @@ describe('the observer', () => {
     assert.ok(loaded.data.loadSeconds > 0 && loaded.data.loadSeconds < 60);
     assert.equal(loaded.data.backend, 'cpu');
     assert.ok(Array.isArray(loaded.data.devices) && loaded.data.devices.length > 0);
+    // The tiny model: 2 repeating layers + the output layer; a CPU build offloads none.
+    assert.equal(loaded.data.gpuLayers, 0);
+    assert.equal(loaded.data.layers, 3);
+    const worker = (await service.admin('GET', '/admin/workers')).body.workers.find((w: { name: string }) => w.name === 'alpha');
+    assert.equal(worker.load.backend, 'cpu');
+    assert.equal(worker.load.gpu_layers, 0);
+    assert.equal(worker.load.layers, 3);
+    assert.ok(worker.load.seconds > 0);
     const init = (await events(service, 'alpha')).find((e) => e.event.code === 'services.init')?.event as Event;
     assert.equal(init.data.endpoints[0].transport, 'http');
     assert.equal(init.data.endpoints[0].port, service.ports.get('alpha'));

@@ -49,8 +49,12 @@ function summarize(model: Model): ModelSummary {
   };
 }
 
-/** Where the weights went: the first GPU-like device when layers are offloaded, else the CPU. */
-function loadReport(spec: HostSpec, seconds: number): LoadReport {
+/**
+ * Where the weights went: the first GPU-like device when layers are offloaded, else the CPU,
+ * and how many of the model's layers (its repeating layers and the output layer, as llama.cpp
+ * counts n_gpu_layers) sit on that device: GPU_LAYERS capped at that count ('auto': all).
+ */
+function loadReport(spec: HostSpec, seconds: number, model: Model): LoadReport {
   let devices: string[] = [];
   try {
     devices = systemInfo().devices.map((d) => d.name);
@@ -59,7 +63,9 @@ function loadReport(spec: HostSpec, seconds: number): LoadReport {
   }
   const gpu = devices.find((d) => !/^cpu/i.test(d));
   const backend = spec.gpuLayers !== 0 && gpu ? gpu.replace(/\d+$/, '').toLowerCase() : 'cpu';
-  return { seconds, backend, devices };
+  const layers = model.info.layerCount + 1;
+  const asked = spec.gpuLayers === 'auto' || spec.gpuLayers < 0 ? layers : spec.gpuLayers;
+  return { seconds, backend, devices, gpuLayers: backend === 'cpu' ? 0 : Math.min(asked, layers), layers };
 }
 
 class Replica {
@@ -122,7 +128,7 @@ class Replica {
       await this.#relay.close();
       return { type: 'stopped' };
     }
-    this.#post({ type: 'ready', model: summarize(this.#model), load: loadReport(this.#spec, (performance.now() - started) / 1000) });
+    this.#post({ type: 'ready', model: summarize(this.#model), load: loadReport(this.#spec, (performance.now() - started) / 1000, this.#model) });
     const timer = setInterval(() => this.#postStats(), STATS_INTERVAL_MS);
     await this.#stoppedPromise;
     clearInterval(timer);

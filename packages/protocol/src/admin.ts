@@ -27,6 +27,8 @@ export interface WorkerInfo {
   download?: DownloadInfo | null;
   /** The last fit-before-load check: what the model needs against the memory free for it. */
   memory?: MemoryFitInfo | null;
+  /** How the running host loaded the model (backend, devices, layers on the GPU); null when none is loaded. */
+  load?: { backend: string; devices: string[]; gpu_layers: number; layers: number; seconds: number } | null;
 }
 
 /** Fit before load: the estimate, the memory it was compared with, and who holds the rest. */

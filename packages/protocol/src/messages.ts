@@ -90,6 +90,10 @@ export interface LoadReport {
   /** cpu, cuda, metal, vulkan: the backend of the first device the weights were offered to. */
   backend: string;
   devices: string[];
+  /** Layers llama.cpp puts on the GPU device (its rule: min(GPU_LAYERS, layers); 0 on a CPU build). */
+  gpuLayers: number;
+  /** The model's repeating layers plus its output layer (what GPU_LAYERS counts). */
+  layers: number;
 }
 
 export interface ModelSummary {

@@ -14,6 +14,7 @@ import {
   type GenerationEvent,
   type GenerationResult,
   type HostStats,
+  type LoadReport,
   type HostToSupervisor,
   type LogLevel,
   type Logger,
@@ -76,6 +77,8 @@ export class ModelWorker implements ModelBackend {
   readonly #memory: MemoryLedger;
   readonly #env: NodeJS.ProcessEnv;
   readonly #pending = new Map<string, PendingRequest>();
+  /** How the current host loaded its model (its `ready` message). */
+  #load: LoadReport | undefined;
   readonly #counters = { done: 0, cancelled: 0, failed: 0 };
   #config: WorkerConfig | WorkerConfigError;
   #state: WorkerState = 'stopped';
@@ -227,6 +230,9 @@ export class ModelWorker implements ModelBackend {
       transports: this.transportStatus(),
       download: this.#download?.info() ?? null,
       memory: this.#fit ? fitInfo(this.#fit) : null,
+      load: this.#load && this.#host
+        ? { backend: this.#load.backend, devices: this.#load.devices, gpu_layers: this.#load.gpuLayers, layers: this.#load.layers, seconds: this.#load.seconds }
+        : null,
     };
   }
 
@@ -459,11 +465,14 @@ export class ModelWorker implements ModelBackend {
       case 'ready': {
         if (this.#state !== 'starting') break;
         const { model, load } = message;
+        this.#load = load;
         this.#log.info('ready', { hostPid: host.pid, ...model, loadSeconds: load.seconds });
         this.#observer.event('model.loaded', this.name, `model loaded in ${load.seconds.toFixed(2)} s`, {
           loadSeconds: load.seconds,
           backend: load.backend,
           devices: load.devices,
+          gpuLayers: load.gpuLayers,
+          layers: load.layers,
           hostPid: host.pid,
           ...model,
         });
