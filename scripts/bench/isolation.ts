@@ -3,7 +3,9 @@
  * comparison: 16 slots, 2 threads, 512 cells per slot, batch 512) and B (the 4M-parameter `tiny`
  * model, its own host process and engine). B's time to first token is measured for N sequential
  * short requests while A is idle, then again while A is saturated by `slots` closed-loop clients
- * sending long requests (EOS ignored).
+ * sending long requests (EOS ignored). A's own throughput in that window (every token A streamed
+ * while B's requests ran) is reported next to it: isolation is only worth having if A keeps
+ * serving at full speed meanwhile.
  *
  * Why tiny for B: its own compute is a few milliseconds per step, so B's TTFT shows what B waits
  * for; if B were queued behind A (one engine or one thread for both), its TTFT would jump by whole
