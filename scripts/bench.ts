@@ -148,7 +148,7 @@ async function main(options: BenchOptions): Promise<void> {
   };
   log(`prompt: about ${promptTokens} tokens; ${options.maxTokens} generated per request; ` +
     `levels ${options.concurrency.join(',')}; ${options.rounds} rounds; ${options.requestsPerClient} requests per client`);
-  log(`warming up ${targets.map((t) => t.label).join(', ')}`);
+  if (!options.scenariosOnly) log(`warming up ${targets.map((t) => t.label).join(', ')}`);
   const makeOurs = () => new ServiceTarget({ ...shared, root, log, route: options.route, ...(options.costCalibrate ? { supervisorEnv: { ...BARE_SUPERVISOR_ENV } } : {}) });
   const makeBare = () => new ServiceTarget({ ...shared, root, log, route: options.route, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } });
   const runs = options.grammarOnly || options.natsOnly || options.scenariosOnly
