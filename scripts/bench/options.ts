@@ -178,6 +178,9 @@ saturated, both served by one supervisor.
                            request on both (NATS request(), HTTP JSON)
   --grammar-concurrency 1,8  levels of the grammar row (default 1,8)
   --grammar-max-tokens N   max tokens per grammar request, EOS not ignored (default 64)
+  --out PATH               JSON output (default bench/results/<timestamp>.json)
+  --model-preset NAME      generated model both sides serve: a scripts/gen-model.mjs preset with the
+                           llama SPM vocab (default bench; gpu-1b for scripts/gpu-bench.sh)
 
 Scenarios, each ours vs llama-server on fresh servers (one side at a time, ABBA over --rounds),
 run after everything else; --X-only runs only the scenarios named that way (they combine):
@@ -194,9 +197,6 @@ run after everything else; --X-only runs only the scenarios named that way (they
   --multi-model-row        add the multi-model scenario (off by default, several minutes): two
                            models at once, 8 clients each; one supervisor vs two llama-servers
   --multi-model-only       only that scenario
-  --out PATH               JSON output (default bench/results/<timestamp>.json)
-  --model-preset NAME      generated model both sides serve: a scripts/gen-model.mjs preset with the
-                           llama SPM vocab (default bench; gpu-1b for scripts/gpu-bench.sh)
 `;
 
 function int(flag: string, value: string, min: number): number {
