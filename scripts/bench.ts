@@ -5,8 +5,10 @@
  * rounds: the service with AUDIT=off and METRICS=off (`ours-bare`), and a second table gives what
  * the audit trail and metrics cost (throughput, TTFT, supervisor CPU per 1,000 tokens). Then the
  * grammar row (the built-in json grammar on ours and llama-server, same servers), then the
- * two-model row (model B's TTFT while model A is idle and while A is saturated). Prints the tables and saves the figures as JSON under
- * bench/results/. See docs/benchmarks.md for what is compared and why.
+ * two-model row (model B's TTFT while model A is idle and while A is saturated), then the
+ * scenarios (shared prefix by default; mixed lengths and multi-model on request), each on fresh
+ * servers. Prints the tables and saves the figures as JSON under bench/results/. See
+ * docs/benchmarks.md for what is compared and why.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -23,9 +25,10 @@ import { machineInfo } from './bench/machine.js';
 import { parseOptions, USAGE, type BenchOptions } from './bench/options.js';
 import { batchingGain, comparisonRows, formatOverheadTable, formatTable, markdownTable, overheadRows, overheadWorst } from './bench/report.js';
 import { runRounds, summarize, warmUp, type LevelRun, type RunPlan } from './bench/runner.js';
+import { runScenarios, type ScenarioOutcome, type ScenarioTexts } from './bench/scenarios.js';
 import { BARE_SUPERVISOR_ENV, RouteTarget, ServiceTarget } from './bench/service-target.js';
 import type { BenchTarget } from './bench/target.js';
-import { BANNED_SPM_IDS, fitBaseText, requestTag, SAMPLING } from './bench/workload.js';
+import { BANNED_SPM_IDS, fitBaseText, fitText, requestTag, SAMPLING } from './bench/workload.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const log = (line: string) => process.stderr.write(`[bench] ${line}\n`);
@@ -49,9 +52,17 @@ async function withTokenizer<T>(modelPath: string, use: (count: (text: string) =
   }
 }
 
-function fitPrompt(tokens: number, count: (text: string) => number): { baseText: string; promptTokens: number } {
-  const baseText = fitBaseText(tokens, count);
-  return { baseText, promptTokens: count(`${requestTag(1000)} ${baseText}`) };
+/** The main workload's text, and the scenarios' shared system prompt and long prompt, fitted to their lengths. */
+function fitPrompts(options: BenchOptions, count: (text: string) => number): { baseText: string; promptTokens: number; scenarios: ScenarioTexts } {
+  const baseText = fitBaseText(options.promptTokens, count);
+  const prefix = fitText(options.prefixTokens, count);
+  const tagged = (text: string) => `${requestTag(1000)} ${text}`;
+  const longText = fitText(options.longPromptTokens, count, tagged);
+  return {
+    baseText,
+    promptTokens: count(tagged(baseText)),
+    scenarios: { prefix, prefixTokens: count(prefix), longText, longTokens: count(tagged(longText)) },
+  };
 }
 
 function onSignal(signal: NodeJS.Signals): void {
@@ -113,20 +124,21 @@ async function main(options: BenchOptions): Promise<void> {
   const openai = options.routeCompare && ours instanceof ServiceTarget ? new RouteTarget(ours) : null;
   const targets: BenchTarget[] = [ours, ...(server ? [server] : []), ...(bare ? [bare] : []), ...(openai ? [openai] : [])];
   running.push(...targets);
-  log(options.ours === 'engine'
+  if (!options.scenariosOnly) log(options.ours === 'engine'
     ? 'loading the model in-process and starting llama-server'
     : `starting our supervisor (one worker for the bench model)${server ? ' and llama-server' : ''}` +
         (bare ? `, then a second supervisor with ${Object.entries(BARE_SUPERVISOR_ENV).map(([k, v]) => `${k}=${v}`).join(' ')} (ours-bare)` : ''));
   // --cost-only starts a fresh pair of supervisors every round (costRounds); an A/A run showed the
   // first-started one of a long-lived pair slower by several percent with identical settings.
-  if (!options.natsOnly && !options.costOnly) await ours.start();
-  await server?.start();
+  // The scenarios start their own servers, fresh each round.
+  if (!options.natsOnly && !options.costOnly && !options.scenariosOnly) await ours.start();
+  if (!options.scenariosOnly) await server?.start();
   if (!options.costOnly) await bare?.start();
   await openai?.start();
 
-  const { baseText, promptTokens } = ours instanceof EngineTarget
-    ? fitPrompt(options.promptTokens, (text) => ours.countTokens(text))
-    : await withTokenizer(modelPath, (count) => fitPrompt(options.promptTokens, count));
+  const { baseText, promptTokens, scenarios: scenarioTexts } = ours instanceof EngineTarget
+    ? fitPrompts(options, (text) => ours.countTokens(text))
+    : await withTokenizer(modelPath, (count) => fitPrompts(options, count));
   const plan: RunPlan = {
     concurrency: options.concurrency,
     rounds: options.rounds,
@@ -136,10 +148,10 @@ async function main(options: BenchOptions): Promise<void> {
   };
   log(`prompt: about ${promptTokens} tokens; ${options.maxTokens} generated per request; ` +
     `levels ${options.concurrency.join(',')}; ${options.rounds} rounds; ${options.requestsPerClient} requests per client`);
-  log(`warming up ${targets.map((t) => t.label).join(', ')}`);
+  if (!options.scenariosOnly) log(`warming up ${targets.map((t) => t.label).join(', ')}`);
   const makeOurs = () => new ServiceTarget({ ...shared, root, log, route: options.route, ...(options.costCalibrate ? { supervisorEnv: { ...BARE_SUPERVISOR_ENV } } : {}) });
   const makeBare = () => new ServiceTarget({ ...shared, root, log, route: options.route, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } });
-  const runs = options.grammarOnly || options.natsOnly
+  const runs = options.grammarOnly || options.natsOnly || options.scenariosOnly
     ? []
     : options.costOnly
       ? await costRounds(makeOurs, makeBare, plan)
@@ -156,7 +168,14 @@ async function main(options: BenchOptions): Promise<void> {
   const idleServerCpu = server ? runs.filter((r) => r.target === ours.label).map((r) => r.othersCpuSeconds[server.label] ?? 0) : [];
   const idleOursCpu = server ? runs.filter((r) => r.target === server.label).map((r) => r.othersCpuSeconds[ours.label] ?? null) : [];
 
-  if (server && runs.length) process.stdout.write(`\n${formatTable(rows)}\n`);
+  if (server && runs.length) {
+    process.stdout.write(`\n${formatTable(rows)}\n`);
+    const one = rows.find((r) => r.concurrency === 1);
+    if (one && one.supervisorUsPerToken !== null) {
+      process.stdout.write(`supervisor CPU per streamed token at 1 stream: ${one.supervisorUsPerToken.toFixed(0)} µs (goal: <= 50 µs); ` +
+        `CPU columns: seconds per 1,000 generated tokens, /proc/<pid>/stat utime + stime around each level, pooled over rounds\n`);
+    }
+  }
   if (gain) {
     process.stdout.write(
       `\nbatching gain (c${gain.to} / c${gain.from} aggregate tok/s): ours ${gain.ours?.toFixed(2) ?? '-'}x, ` +
@@ -223,7 +242,7 @@ async function main(options: BenchOptions): Promise<void> {
   }
 
   // The comparison's processes go first: the two-model row gets the machine to itself.
-  if (ours instanceof ServiceTarget && !options.natsOnly) await ours.snapshot();
+  if (ours instanceof ServiceTarget && !options.natsOnly && !options.scenariosOnly) await ours.snapshot();
   await bare?.snapshot();
   const targetInfo: Record<string, Record<string, unknown>> = { ours: ours.describe() };
   if (server) targetInfo['llama-server'] = server.describe();
@@ -285,6 +304,17 @@ async function main(options: BenchOptions): Promise<void> {
       log(`two-model isolation failed: ${message}`);
       process.stdout.write(`\ntwo-model isolation: FAILED (${message.split('\n')[0]})\n`);
     }
+  }
+
+  let scenarios: Record<string, ScenarioOutcome> = {};
+  if ((options.sharedPrefixRow || options.mixedRow || options.multiModelRow) && serverBin !== null && !stopping) {
+    scenarios = await runScenarios(
+      options,
+      { root, serverBin, modelPath, threads: options.threads, batchSize: options.batchSize, serverArgs: options.serverArgs, log },
+      scenarioTexts,
+      plan.workload,
+      { log, register: (side) => running.push(side), stopping: () => stopping },
+    );
   }
 
   const finishedAt = new Date();
@@ -363,6 +393,7 @@ async function main(options: BenchOptions): Promise<void> {
         }
       : null,
     isolation,
+    scenarios,
     summaries,
     runs,
   };

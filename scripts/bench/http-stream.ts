@@ -58,8 +58,12 @@ export class HttpStreamClient {
     this.#options = options;
   }
 
-  /** `signal` aborts the request (the connection is closed; the outcome reports the abort). */
-  run(request: BenchRequest, signal?: AbortSignal): Promise<RequestOutcome> {
+  /**
+   * `signal` aborts the request (the connection is closed; the outcome reports the abort).
+   * `onTokens` hears each event's token count as it arrives: what a load generator needs to count
+   * the tokens streamed within a time window, which the final usage numbers cannot tell.
+   */
+  run(request: BenchRequest, signal?: AbortSignal, onTokens?: (count: number) => void): Promise<RequestOutcome> {
     const { host, port, protocol, timeoutMs = 300_000 } = this.#options;
     const payload = Buffer.from(JSON.stringify(protocol.body(request)));
     const started = performance.now();
@@ -118,6 +122,7 @@ export class HttpStreamClient {
               if (info.tokens > 0) {
                 if (outcome.ttftMs === null) outcome.ttftMs = performance.now() - started;
                 outcome.streamedEvents++;
+                onTokens?.(info.tokens);
               }
               if (info.text) outcome.output = (outcome.output ?? '') + info.text;
               if (info.error) {

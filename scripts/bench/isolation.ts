@@ -3,7 +3,9 @@
  * comparison: 16 slots, 2 threads, 512 cells per slot, batch 512) and B (the 4M-parameter `tiny`
  * model, its own host process and engine). B's time to first token is measured for N sequential
  * short requests while A is idle, then again while A is saturated by `slots` closed-loop clients
- * sending long requests (EOS ignored).
+ * sending long requests (EOS ignored). A's own throughput in that window (every token A streamed
+ * while B's requests ran) is reported next to it: isolation is only worth having if A keeps
+ * serving at full speed meanwhile.
  *
  * Why tiny for B: its own compute is a few milliseconds per step, so B's TTFT shows what B waits
  * for; if B were queued behind A (one engine or one thread for both), its TTFT would jump by whole
@@ -67,7 +69,14 @@ export interface IsolationResult {
   aConcurrency: number;
   aMaxTokens: number;
   idle: PhaseResult;
-  saturated: PhaseResult & { aRequestsCompleted: number; aTokensOut: number };
+  saturated: PhaseResult & {
+    aRequestsCompleted: number;
+    aTokensOut: number;
+    /** Tokens A streamed while B's saturated-phase requests ran, the window's length, and their quotient. */
+    aTokensDuringB: number;
+    aWindowMs: number;
+    aTokensPerSecondDuringB: number | null;
+  };
   ttftP50Ratio: number | null;
   ttftP95Ratio: number | null;
   bQueueMax: number | null;
@@ -200,11 +209,15 @@ export async function measureIsolation(c: IsolationConfig): Promise<IsolationRes
     let stop = false;
     let aRequestsCompleted = 0;
     let aTokensOut = 0;
+    // Every token A streams, as it arrives: A's requests (128 tokens at 16 slots) outlast B's whole
+    // phase, so completed requests would not say what A delivered while B ran.
+    let aTokensStreamed = 0;
+    const countA = (n: number) => (aTokensStreamed += n);
     const aFailures: string[] = [];
     const clients = Array.from({ length: c.slots }, async () => {
       while (!stop) {
         const [request] = next(aSpec, 1);
-        const outcome = await a.run(request!, abort.signal);
+        const outcome = await a.run(request!, abort.signal, countA);
         if (outcome.ok) {
           aRequestsCompleted++;
           aTokensOut += outcome.tokensOut ?? 0;
@@ -222,9 +235,20 @@ export async function measureIsolation(c: IsolationConfig): Promise<IsolationRes
     await sleep(1000);
     sampler = new AdminSampler(service);
     sampler.start();
+    const windowStart = performance.now();
+    const aTokensBefore = aTokensStreamed;
     const saturatedOutcomes = await sequential(b, next(bSpec, c.requests), GAP_MS);
+    const aWindowMs = performance.now() - windowStart;
+    const aTokensDuringB = aTokensStreamed - aTokensBefore;
     await sampler.stop();
-    const saturated = { ...phase(saturatedOutcomes, sampler), aRequestsCompleted, aTokensOut };
+    const saturated = {
+      ...phase(saturatedOutcomes, sampler),
+      aRequestsCompleted,
+      aTokensOut,
+      aTokensDuringB,
+      aWindowMs,
+      aTokensPerSecondDuringB: aWindowMs > 0 ? (aTokensDuringB * 1000) / aWindowMs : null,
+    };
     stop = true;
     abort.abort();
     await Promise.all(clients);
@@ -266,13 +290,18 @@ export async function measureIsolation(c: IsolationConfig): Promise<IsolationRes
   }
 }
 
+/** The issue's goal for B's TTFT with A saturated over B's TTFT with A idle. */
+export const ISOLATION_TTFT_RATIO_GOAL = 1.5;
+
 export function formatIsolation(r: IsolationResult): string {
   const f = (v: number | null) => (v === null ? '-' : v.toFixed(0));
   const x = (v: number | null) => (v === null ? '-' : `${v.toFixed(2)}x`);
   const lines = [
-    `two-model isolation: B TTFT idle p50/p95 ${f(r.idle.ttftP50)} / ${f(r.idle.ttftP95)} ms ` +
+    `two-model isolation: A ${r.saturated.aTokensPerSecondDuringB?.toFixed(1) ?? '-'} tok/s while saturated ` +
+      `(${r.saturated.aTokensDuringB} tokens streamed in ${(r.saturated.aWindowMs / 1000).toFixed(1)} s, ${r.aConcurrency} clients); ` +
+      `B TTFT idle p50/p95 ${f(r.idle.ttftP50)} / ${f(r.idle.ttftP95)} ms ` +
       `vs with A saturated p50/p95 ${f(r.saturated.ttftP50)} / ${f(r.saturated.ttftP95)} ms ` +
-      `(${x(r.ttftP50Ratio)} / ${x(r.ttftP95Ratio)})${r.flagged ? '  FLAGGED' : ''}`,
+      `(ratio ${x(r.ttftP50Ratio)} / ${x(r.ttftP95Ratio)}; goal <= ${ISOLATION_TTFT_RATIO_GOAL}x)${r.flagged ? '  FLAGGED' : ''}`,
     `  B: tiny model, ${r.requests} sequential requests of ${r.bMaxTokens} tokens per phase; A: ${r.aConcurrency} clients x ${r.aMaxTokens} tokens, EOS ignored`,
     `  B server-side ttft_ms (submit to first token, includes any wait for a slot) p50/p95 ` +
       `${f(r.idle.serverTtftP50)} / ${f(r.idle.serverTtftP95)} ms idle vs ${f(r.saturated.serverTtftP50)} / ${f(r.saturated.serverTtftP95)} ms with A saturated; ` +

@@ -17,6 +17,12 @@ export interface LlamaServerConfig {
   threads: number;
   kvUnified: boolean;
   extraArgs: readonly string[];
+  /**
+   * Keep llama-server's host-memory prompt cache at its default (--cache-ram 8192 MiB, idle slots
+   * saved on a new task) instead of --cache-ram 0: the shared-prefix scenario, whose prompts do
+   * repeat, compares the two sides' caching as a user would run them.
+   */
+  hostPromptCache?: boolean;
   /** How long loading and warm-up may take. */
   startTimeoutMs?: number;
 }
@@ -114,9 +120,9 @@ export class LlamaServerTarget implements BenchTarget {
       '-cb',
       c.kvUnified ? '--kv-unified' : '--no-kv-unified',
       '-fa', 'auto',
-      // Prompts never repeat in this workload; the host-memory prompt cache (saving idle slots
+      // Prompts never repeat in the main workload; the host-memory prompt cache (saving idle slots
       // on each new task) would be work our engine does not do. See docs/benchmarks.md.
-      '--cache-ram', '0',
+      ...(c.hostPromptCache ? [] : ['--cache-ram', '0']),
       '--no-webui',
       '--host', '127.0.0.1',
       '--port', String(port),

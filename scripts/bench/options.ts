@@ -67,6 +67,20 @@ export interface BenchOptions {
   grammarConcurrency: number[];
   /** max_tokens of each grammar request (the output usually ends earlier, when the JSON closes). */
   grammarMaxTokens: number;
+  /**
+   * The side-by-side scenarios (scripts/bench/shared-prefix.ts, mixed-lengths.ts, multi-model.ts),
+   * each on fresh servers after everything else. The shared-prefix one is cheap (about a minute)
+   * and on by default; the other two take several minutes each and are opt-in.
+   */
+  sharedPrefixRow: boolean;
+  mixedRow: boolean;
+  multiModelRow: boolean;
+  /** Only the scenarios given with --shared-prefix-only, --mixed-only, --multi-model-only (any of them together). */
+  scenariosOnly: boolean;
+  /** Approximate length of the shared-prefix scenario's common system prompt in tokens. */
+  prefixTokens: number;
+  /** Approximate length of the mixed-lengths scenario's long prompts in tokens. */
+  longPromptTokens: number;
   help: boolean;
 }
 
@@ -103,6 +117,12 @@ export const DEFAULTS: BenchOptions = {
   grammarRow: true,
   grammarConcurrency: [1, 8],
   grammarMaxTokens: 64,
+  sharedPrefixRow: true,
+  mixedRow: false,
+  multiModelRow: false,
+  scenariosOnly: false,
+  prefixTokens: 530,
+  longPromptTokens: 2000,
   help: false,
 };
 
@@ -161,6 +181,22 @@ saturated, both served by one supervisor.
   --out PATH               JSON output (default bench/results/<timestamp>.json)
   --model-preset NAME      generated model both sides serve: a scripts/gen-model.mjs preset with the
                            llama SPM vocab (default bench; gpu-1b for scripts/gpu-bench.sh)
+
+Scenarios, each ours vs llama-server on fresh servers (one side at a time, ABBA over --rounds),
+run after everything else; --X-only runs only the scenarios named that way (they combine):
+  --no-shared-prefix-row   skip the shared-prefix scenario (on by default, about a minute): 8
+                           clients, one ~530-token system prompt + distinct short questions, 32
+                           tokens out; cold (fresh servers) then warm (every slot has the prefix)
+  --shared-prefix-only     only that scenario
+  --prefix-tokens N        length of its common system prompt, about (default 530)
+  --mixed-row              add the mixed-lengths scenario (off by default, several minutes): 4
+                           clients with ~2,000-token prompts back to back while 4 clients send
+                           short requests; short TTFT and total throughput
+  --mixed-only             only that scenario
+  --long-prompt-tokens N   length of its long prompts, about (default 2000)
+  --multi-model-row        add the multi-model scenario (off by default, several minutes): two
+                           models at once, 8 clients each; one supervisor vs two llama-servers
+  --multi-model-only       only that scenario
 `;
 
 function int(flag: string, value: string, min: number): number {
@@ -171,6 +207,7 @@ function int(flag: string, value: string, min: number): number {
 export function parseOptions(argv: readonly string[]): BenchOptions {
   const o: BenchOptions = { ...DEFAULTS, concurrency: [...DEFAULTS.concurrency], serverArgs: [] };
   const explicit = new Set<string>();
+  const only = new Set<string>();
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const eq = arg.indexOf('=');
@@ -246,6 +283,17 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
         break;
       }
       case '--grammar-max-tokens': o.grammarMaxTokens = int(flag, value(), 1); break;
+      case '--shared-prefix-row': o.sharedPrefixRow = true; break;
+      case '--no-shared-prefix-row': o.sharedPrefixRow = false; break;
+      case '--mixed-row': o.mixedRow = true; break;
+      case '--no-mixed-row': o.mixedRow = false; break;
+      case '--multi-model-row': o.multiModelRow = true; break;
+      case '--no-multi-model-row': o.multiModelRow = false; break;
+      case '--shared-prefix-only':
+      case '--mixed-only':
+      case '--multi-model-only': only.add(flag); break;
+      case '--prefix-tokens': o.prefixTokens = int(flag, value(), 16); break;
+      case '--long-prompt-tokens': o.longPromptTokens = int(flag, value(), 16); break;
       case '-h':
       case '--help': o.help = true; break;
       default: throw new Error(`unknown option ${arg} (see --help)`);
@@ -258,6 +306,26 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     if (!explicit.has('--rounds')) o.rounds = 1;
     if (!explicit.has('--requests-per-client')) o.requestsPerClient = 1;
     if (!explicit.has('--isolation-requests')) o.isolationRequests = 5;
+  }
+  if (only.size > 0) {
+    if (o.ours === 'engine') throw new Error('--shared-prefix-only, --mixed-only and --multi-model-only need --ours http');
+    if (o.costOnly || o.grammarOnly || o.natsOnly || o.routeCompare) {
+      throw new Error('--shared-prefix-only, --mixed-only and --multi-model-only exclude --cost-only, --grammar-only, --nats-only and --route-compare');
+    }
+    o.scenariosOnly = true;
+    o.sharedPrefixRow = only.has('--shared-prefix-only');
+    o.mixedRow = only.has('--mixed-only');
+    o.multiModelRow = only.has('--multi-model-only');
+    o.bareRow = false;
+    o.grammarRow = false;
+    o.natsRow = false;
+    if (!explicit.has('--isolation-requests')) o.isolationRequests = 0;
+  }
+  // The other focused runs print their one table only; the scenarios need the service.
+  if (o.costOnly || o.grammarOnly || o.natsOnly || o.routeCompare || o.ours === 'engine') {
+    o.sharedPrefixRow = false;
+    o.mixedRow = false;
+    o.multiModelRow = false;
   }
   if (o.costOnly) {
     if (o.ours === 'engine') throw new Error('--cost-only needs --ours http (the engine has no audit trail or metrics)');

@@ -14,6 +14,18 @@ export interface ComparisonRow {
   serverTtftP50: number | null;
   serverTtftP95: number | null;
   ttftP50DeltaMs: number | null;
+  /**
+   * CPU seconds per 1,000 generated tokens, pooled over rounds (null where not measured: in-process,
+   * or a row whose runs carry no CPU figures): our supervisor process alone, our model host
+   * process(es), llama-server's process(es). Ours' supervisor + host is the whole service.
+   */
+  oursSupervisorCpuPer1k: number | null;
+  oursHostCpuPer1k: number | null;
+  serverCpuPer1k: number | null;
+  /** The supervisor's CPU per streamed token in microseconds (the same figure as oursSupervisorCpuPer1k, in the unit of the issue's goal: <= 50 us at 1 stream). */
+  supervisorUsPerToken: number | null;
+  /** What the row is, where it is not a concurrency level (a scenario's phase: "cold", "warm", ...). */
+  label?: string;
   flagged: boolean;
   notes: string[];
 }
@@ -24,6 +36,8 @@ export function comparisonRows(summaries: readonly LevelSummary[], ours: string,
     const b = s.perTarget[server];
     const oursTps = a?.tokensPerSecondMedian ?? null;
     const serverTps = b?.tokensPerSecondMedian ?? null;
+    const supervisor = a?.supervisorCpuSecondsPer1kTokens ?? null;
+    const all = a?.ownCpuSecondsPer1kTokens ?? null;
     return {
       concurrency: s.concurrency,
       oursTps,
@@ -34,6 +48,11 @@ export function comparisonRows(summaries: readonly LevelSummary[], ours: string,
       serverTtftP50: b?.ttftP50 ?? null,
       serverTtftP95: b?.ttftP95 ?? null,
       ttftP50DeltaMs: a?.ttftP50 != null && b?.ttftP50 != null ? a.ttftP50 - b.ttftP50 : null,
+      oursSupervisorCpuPer1k: supervisor,
+      oursHostCpuPer1k: supervisor !== null && all !== null ? all - supervisor : null,
+      serverCpuPer1k: b?.ownCpuSecondsPer1kTokens ?? null,
+      // s per 1,000 tokens -> us per token: x 1e6 / 1e3.
+      supervisorUsPerToken: supervisor === null ? null : supervisor * 1000,
       flagged: s.flagged,
       notes: s.notes,
     };
@@ -47,20 +66,30 @@ export function markdownTable(header: readonly string[], body: readonly string[]
   return [line(header), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line)].join('\n');
 }
 
-export function formatTable(rows: readonly ComparisonRow[]): string {
-  const header = ['concurrency', 'ours tok/s', 'llama-server tok/s', 'ratio', 'ours TTFT p50/p95 ms', 'server TTFT p50/p95 ms', 'TTFT p50 delta ms', ''];
+/**
+ * The comparison table: the main one (a row per concurrency level) and each scenario's (a row per
+ * phase, `first` = "phase", the row's `label`). The CPU columns are seconds per 1,000 generated
+ * tokens: the work each side did for the same tokens, much steadier than tok/s on a shared machine.
+ */
+export function formatTable(rows: readonly ComparisonRow[], first = 'concurrency'): string {
+  const header = [
+    first, 'ours tok/s', 'llama-server tok/s', 'ratio', 'ours TTFT p50/p95 ms', 'server TTFT p50/p95 ms', 'TTFT p50 delta ms',
+    'CPU s/1k tok: ours supervisor / ours host / llama-server', 'supervisor µs/token', '',
+  ];
   const body = rows.map((r) => [
-    String(r.concurrency),
+    r.label ?? String(r.concurrency),
     fmt(r.oursTps, 1),
     fmt(r.serverTps, 1),
     r.ratio === null ? '-' : `${r.ratio.toFixed(2)}x`,
     `${fmt(r.oursTtftP50)} / ${fmt(r.oursTtftP95)}`,
     `${fmt(r.serverTtftP50)} / ${fmt(r.serverTtftP95)}`,
     r.ttftP50DeltaMs === null ? '-' : `${r.ttftP50DeltaMs >= 0 ? '+' : ''}${r.ttftP50DeltaMs.toFixed(0)}`,
+    `${fmt(r.oursSupervisorCpuPer1k, 2)} / ${fmt(r.oursHostCpuPer1k, 2)} / ${fmt(r.serverCpuPer1k, 2)}`,
+    fmt(r.supervisorUsPerToken),
     r.flagged ? 'FLAGGED' : '',
   ]);
   const out = [markdownTable(header, body)];
-  for (const r of rows) for (const n of r.notes) out.push(`  ! c=${r.concurrency}: ${n}`);
+  for (const r of rows) for (const n of r.notes) out.push(`  ! ${r.label ?? `c=${r.concurrency}`}: ${n}`);
   return out.join('\n');
 }
 

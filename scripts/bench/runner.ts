@@ -10,6 +10,8 @@ import { roundRequests, type WorkloadSpec } from './workload.js';
 export interface LevelRun {
   target: string;
   round: number;
+  /** A scenario's phase ("cold", "warm", "short", ...); absent in the main table's levels. */
+  phase?: string;
   concurrency: number;
   requests: number;
   wallMs: number;
@@ -87,7 +89,8 @@ export async function runLevel(target: BenchTarget, requests: readonly BenchRequ
   return { wallMs: performance.now() - started, outcomes };
 }
 
-function summarizeRun(target: BenchTarget, round: number, concurrency: number, maxTokens: number, result: {
+/** The figures of one measured run of requests (CPU fields null: the caller's cpuMeter fills them). */
+export function levelRun(target: string, round: number, concurrency: number, maxTokens: number, result: {
   wallMs: number;
   outcomes: RequestOutcome[];
 }): LevelRun {
@@ -95,7 +98,7 @@ function summarizeRun(target: BenchTarget, round: number, concurrency: number, m
   const failures = outcomes.filter((o) => !o.ok).map((o) => o.error ?? 'failed');
   const tokensOut = outcomes.reduce((sum, o) => sum + (o.tokensOut ?? 0), 0);
   return {
-    target: target.label,
+    target,
     round,
     concurrency,
     requests: outcomes.length,
@@ -126,6 +129,71 @@ export async function warmUp(targets: readonly BenchTarget[], plan: RunPlan): Pr
   }
 }
 
+/** Anything whose CPU time the bench can read: a target, or a scenario's side (one or more processes). */
+export interface CpuSource {
+  cpuSeconds?(): number | null;
+  supervisorCpuSeconds?(): number | null;
+}
+
+export interface CpuDelta {
+  ownCpuSeconds: number | null;
+  supervisorCpuSeconds: number | null;
+  stealSeconds: number | null;
+}
+
+/** Reads the CPU counters now; the function it returns gives what was used since (null where unknown). */
+export function cpuMeter(source: CpuSource): () => CpuDelta {
+  const ownBefore = source.cpuSeconds?.() ?? null;
+  const supervisorBefore = source.supervisorCpuSeconds?.() ?? null;
+  const stealBefore = stealSeconds();
+  return () => {
+    const ownAfter = source.cpuSeconds?.() ?? null;
+    const supervisorAfter = source.supervisorCpuSeconds?.() ?? null;
+    const stealAfter = stealSeconds();
+    return {
+      ownCpuSeconds: ownBefore !== null && ownAfter !== null ? ownAfter - ownBefore : null,
+      supervisorCpuSeconds: supervisorBefore !== null && supervisorAfter !== null ? supervisorAfter - supervisorBefore : null,
+      stealSeconds: stealBefore !== null && stealAfter !== null ? stealAfter - stealBefore : null,
+    };
+  };
+}
+
+/**
+ * One level on one target: `requests` through `clients` closed-loop clients, with the target's own
+ * CPU (supervisor and hosts apart, for ours), the steal time, and what `others` burnt meanwhile.
+ */
+export async function measureLevel(
+  target: BenchTarget,
+  requests: readonly BenchRequest[],
+  clients: number,
+  round: number,
+  maxTokens: number,
+  others: readonly BenchTarget[] = [],
+): Promise<LevelRun> {
+  const othersBefore = others.map((t) => t.cpuSeconds?.() ?? null);
+  const cpu = cpuMeter(target);
+  const result = await runLevel(target, requests, clients);
+  const run = { ...levelRun(target.label, round, clients, maxTokens, result), ...cpu() };
+  others.forEach((t, i) => {
+    const after = t.cpuSeconds?.() ?? null;
+    const before = othersBefore[i];
+    if (after !== null && before !== null && before !== undefined) run.othersCpuSeconds[t.label] = after - before;
+  });
+  return run;
+}
+
+/** A run's progress line: label, tok/s, tokens and wall time, TTFT p50, CPU, steal, failures. */
+export function runLine(run: LevelRun): string {
+  const ttft = percentile(run.ttftMs, 50);
+  return `${run.target}: ${run.tokensPerSecond.toFixed(1)} tok/s, ` +
+    `${run.tokensOut} tokens in ${(run.wallMs / 1000).toFixed(2)} s, TTFT p50 ${ttft?.toFixed(0) ?? '-'} ms` +
+    (run.ownCpuSeconds !== null ? `, ${run.ownCpuSeconds.toFixed(1)} CPU s` : '') +
+    (run.supervisorCpuSeconds !== null ? ` (supervisor ${run.supervisorCpuSeconds.toFixed(2)})` : '') +
+    (run.stealSeconds ? `, ${run.stealSeconds.toFixed(1)} s stolen` : '') +
+    (run.failures.length ? `, ${run.failures.length} FAILED (${run.failures[0]})` : '') +
+    (run.countMismatches ? `, ${run.countMismatches} token-count mismatches` : '');
+}
+
 export async function runRounds(targets: readonly BenchTarget[], plan: RunPlan): Promise<LevelRun[]> {
   const runs: LevelRun[] = [];
   let sequence = 0;
@@ -138,34 +206,9 @@ export async function runRounds(targets: readonly BenchTarget[], plan: RunPlan):
       const order = round % 2 === 0 ? targets : [...targets].reverse();
       for (const target of order) {
         const others = targets.filter((t) => t !== target);
-        const cpuBefore = others.map((t) => t.cpuSeconds?.() ?? null);
-        const ownBefore = target.cpuSeconds?.() ?? null;
-        const supervisorBefore = target.supervisorCpuSeconds?.() ?? null;
-        const stealBefore = stealSeconds();
-        const result = await runLevel(target, requests, concurrency);
-        const run = summarizeRun(target, round, concurrency, plan.workload.maxTokens, result);
-        const ownAfter = target.cpuSeconds?.() ?? null;
-        const supervisorAfter = target.supervisorCpuSeconds?.() ?? null;
-        const stealAfter = stealSeconds();
-        if (ownBefore !== null && ownAfter !== null) run.ownCpuSeconds = ownAfter - ownBefore;
-        if (supervisorBefore !== null && supervisorAfter !== null) run.supervisorCpuSeconds = supervisorAfter - supervisorBefore;
-        if (stealBefore !== null && stealAfter !== null) run.stealSeconds = stealAfter - stealBefore;
-        others.forEach((t, i) => {
-          const after = t.cpuSeconds?.() ?? null;
-          const before = cpuBefore[i];
-          if (after !== null && before !== null && before !== undefined) run.othersCpuSeconds[t.label] = after - before;
-        });
+        const run = await measureLevel(target, requests, concurrency, round, plan.workload.maxTokens, others);
         runs.push(run);
-        const ttft = percentile(run.ttftMs, 50);
-        plan.log(
-          `round ${round + 1}/${plan.rounds} c=${concurrency} ${target.label}: ${run.tokensPerSecond.toFixed(1)} tok/s, ` +
-            `${run.tokensOut} tokens in ${(run.wallMs / 1000).toFixed(2)} s, TTFT p50 ${ttft?.toFixed(0) ?? '-'} ms` +
-            (run.ownCpuSeconds !== null ? `, ${run.ownCpuSeconds.toFixed(1)} CPU s` : '') +
-            (run.supervisorCpuSeconds !== null ? ` (supervisor ${run.supervisorCpuSeconds.toFixed(2)})` : '') +
-            (run.stealSeconds ? `, ${run.stealSeconds.toFixed(1)} s stolen` : '') +
-            (run.failures.length ? `, ${run.failures.length} FAILED (${run.failures[0]})` : '') +
-            (run.countMismatches ? `, ${run.countMismatches} token-count mismatches` : ''),
-        );
+        plan.log(`round ${round + 1}/${plan.rounds} c=${concurrency} ${runLine(run)}`);
       }
     }
   }

@@ -151,35 +151,55 @@ export function benchWorkerEnv(
 }
 
 /**
- * A second API on the same supervisor as `base` (started by it): OpenAI's /v1/completions when
- * `base` speaks the original API. `--route-compare` runs both in the same rounds.
+ * One worker's HTTP port on a supervisor started elsewhere (a ServiceTarget's, or a ServiceProcess
+ * with several workers): the OpenAI route next to ours in --route-compare, each model of the
+ * multi-model scenario. stop() closes the client only; whoever started the service stops it.
  */
-export class RouteTarget implements BenchTarget {
-  readonly label = 'ours-openai';
-  readonly transport = 'HTTP POST /v1/completions in OpenAI\'s shape ("prompt", "stream": true, include_usage; SSE chunks, [DONE]), same supervisor as ours';
-  readonly #base: ServiceTarget;
+export class WorkerPortTarget implements BenchTarget {
+  readonly label: string;
+  readonly transport: string;
+  readonly #service: ServiceProcess;
+  readonly #worker: string;
+  readonly #protocol: StreamProtocol;
   #client: HttpStreamClient | undefined;
 
-  constructor(base: ServiceTarget) {
-    this.#base = base;
+  constructor(options: { service: ServiceProcess; worker: string; protocol: StreamProtocol; label: string; transport: string }) {
+    this.#service = options.service;
+    this.#worker = options.worker;
+    this.#protocol = options.protocol;
+    this.label = options.label;
+    this.transport = options.transport;
   }
 
   async start(): Promise<void> {
-    this.#client = new HttpStreamClient({ host: '127.0.0.1', port: this.#base.service.port('bench'), protocol: openAiCompletionProtocol });
+    this.#client = new HttpStreamClient({ host: '127.0.0.1', port: this.#service.port(this.#worker), protocol: this.#protocol });
   }
 
   run(request: BenchRequest): Promise<RequestOutcome> {
-    if (!this.#client) throw new Error('RouteTarget.run() before start()');
+    if (!this.#client) throw new Error(`${this.label}: run() before start()`);
     return this.#client.run(request);
   }
 
   describe(): Record<string, unknown> {
-    return { transport: this.transport };
+    return { transport: this.transport, worker: this.#worker };
   }
 
   async stop(): Promise<void> {
     this.#client?.close();
     this.#client = undefined;
+  }
+}
+
+/** OpenAI's /v1/completions on `base`'s supervisor, which speaks the original API: `--route-compare`. */
+export class RouteTarget extends WorkerPortTarget {
+  constructor(base: ServiceTarget) {
+    super({
+      service: base.service,
+      worker: 'bench',
+      protocol: openAiCompletionProtocol,
+      label: 'ours-openai',
+      transport: 'HTTP POST /v1/completions in OpenAI\'s shape ("prompt", "stream": true, include_usage; SSE chunks, [DONE]), same supervisor as ours',
+    });
   }
 }
 

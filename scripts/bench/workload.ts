@@ -44,18 +44,36 @@ export function requestTag(sequence: number): string {
 }
 
 /**
- * The longest prefix of the base text (whole words) whose tagged prompt stays within `tokens`,
- * measured with the model's own tokenizer (the same llama.cpp tokenizer both sides use).
+ * The longest run of whole words of the base text (repeated as often as needed) whose `wrap`ped
+ * form stays within `tokens`, measured with the model's own tokenizer (the same llama.cpp
+ * tokenizer both sides use). Bisection: a 2,000-token prompt takes a dozen tokenizer calls.
  */
-export function fitBaseText(tokens: number, countTokens: (text: string) => number): string {
+export function fitText(tokens: number, countTokens: (text: string) => number, wrap: (text: string) => string = (t) => t): string {
   const words = BASE_TEXT.split(' ');
-  let best = words[0]!;
-  for (let n = 1; n <= words.length; n++) {
-    const text = words.slice(0, n).join(' ');
-    if (countTokens(`${requestTag(1000)} ${text}`) > tokens) break;
-    best = text;
+  const take = (n: number) => Array.from({ length: n }, (_, i) => words[i % words.length]!).join(' ');
+  let lo = 1; // always kept, even when one word is already too long
+  let hi = Math.max(2, tokens * 2); // a word is at least one token (BOS and the wrap add more)
+  while (lo + 1 < hi) {
+    const mid = (lo + hi) >> 1;
+    if (countTokens(wrap(take(mid))) > tokens) hi = mid;
+    else lo = mid;
   }
-  return best;
+  return take(lo);
+}
+
+/** The main workload's text: its tagged prompt (`requestTag(n) text`) stays within `tokens`. */
+export function fitBaseText(tokens: number, countTokens: (text: string) => number): string {
+  return fitText(tokens, countTokens, (text) => `${requestTag(1000)} ${text}`);
+}
+
+/**
+ * A short question for the shared-prefix scenario (about 15 tokens with the llama SPM vocab): two
+ * tag words and the running number make every question of a run distinct, so the prompts share the
+ * system prompt and the "Question" word, and nothing after.
+ */
+export function question(sequence: number): string {
+  const w = (k: number) => TAG_WORDS[k % TAG_WORDS.length]!.toLowerCase();
+  return `Question ${sequence}: what did the ${w(sequence)} keeper see near the ${w(sequence * 7 + 3)} tower?\nAnswer:`;
 }
 
 export interface WorkloadSpec {
@@ -64,19 +82,33 @@ export interface WorkloadSpec {
   sampling: SamplingParams;
 }
 
+/** The request fields every workload shares: sampling, seed by place in the round, EOS ignored, banned ids. */
+function request(spec: WorkloadSpec, index: number, prompt: string): BenchRequest {
+  return {
+    index,
+    prompt,
+    maxTokens: spec.maxTokens,
+    seed: 1000 + index,
+    sampling: spec.sampling,
+    ignoreEos: true,
+    bannedTokenIds: BANNED_SPM_IDS,
+  };
+}
+
 /**
  * The requests of one round at one concurrency level. `firstSequence` makes every prompt of the
  * whole run distinct; the seed depends only on the request's place in the round, so the two sides
  * sample with the same seeds.
  */
 export function roundRequests(spec: WorkloadSpec, count: number, firstSequence: number): BenchRequest[] {
-  return Array.from({ length: count }, (_, index) => ({
-    index,
-    prompt: `${requestTag(firstSequence + index)} ${spec.baseText}`,
-    maxTokens: spec.maxTokens,
-    seed: 1000 + index,
-    sampling: spec.sampling,
-    ignoreEos: true,
-    bannedTokenIds: BANNED_SPM_IDS,
-  }));
+  return Array.from({ length: count }, (_, index) => request(spec, index, `${requestTag(firstSequence + index)} ${spec.baseText}`));
+}
+
+/**
+ * The shared-prefix scenario's requests: `spec.baseText` is the common system prompt, the same
+ * tokens at the start of every prompt (the opposite of roundRequests' distinct tags), then a
+ * blank line and a distinct short question.
+ */
+export function sharedPrefixRequests(spec: WorkloadSpec, count: number, firstSequence: number): BenchRequest[] {
+  return Array.from({ length: count }, (_, index) => request(spec, index, `${spec.baseText}\n\n${question(firstSequence + index)}`));
 }

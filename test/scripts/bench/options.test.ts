@@ -1,0 +1,34 @@
+/** The bench's scenario flags (scripts/bench/options.ts): what runs by default, alone, and what excludes what. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseOptions } from '../../../scripts/bench/options.js';
+
+test('the default run has the shared-prefix scenario and not the two heavy ones', () => {
+  const o = parseOptions([]);
+  assert.deepEqual([o.sharedPrefixRow, o.mixedRow, o.multiModelRow, o.scenariosOnly], [true, false, false, false]);
+});
+
+test('--mixed-row and --multi-model-row add the opt-in scenarios; --no-shared-prefix-row drops the default one', () => {
+  const o = parseOptions(['--mixed-row', '--multi-model-row', '--no-shared-prefix-row']);
+  assert.deepEqual([o.sharedPrefixRow, o.mixedRow, o.multiModelRow, o.scenariosOnly], [false, true, true, false]);
+});
+
+test('the --X-only flags run the named scenarios and nothing else, and combine', () => {
+  const o = parseOptions(['--mixed-only', '--multi-model-only']);
+  assert.deepEqual([o.sharedPrefixRow, o.mixedRow, o.multiModelRow, o.scenariosOnly], [false, true, true, true]);
+  assert.deepEqual([o.bareRow, o.grammarRow, o.natsRow, o.isolationRequests], [false, false, false, 0]);
+});
+
+test('a scenario-only run excludes the other focused runs and the in-process engine', () => {
+  for (const other of ['--cost-only', '--grammar-only', '--nats-only', '--route-compare']) {
+    assert.throws(() => parseOptions(['--shared-prefix-only', other]), /--shared-prefix-only/);
+  }
+  assert.throws(() => parseOptions(['--multi-model-only', '--ours', 'engine']), /--ours http/);
+});
+
+test('the other focused runs and --ours engine run no scenario', () => {
+  for (const argv of [['--cost-only'], ['--grammar-only'], ['--nats-only'], ['--route-compare'], ['--ours', 'engine', '--mixed-row']]) {
+    const o = parseOptions(argv);
+    assert.deepEqual([o.sharedPrefixRow, o.mixedRow, o.multiModelRow], [false, false, false], argv.join(' '));
+  }
+});

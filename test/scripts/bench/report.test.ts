@@ -1,0 +1,42 @@
+/** The bench's comparison rows (scripts/bench/report.ts, scenario.ts): CPU per token and one row per scenario phase. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { comparisonRows, formatTable } from '../../../scripts/bench/report.js';
+import { levelRun, summarize, type LevelRun } from '../../../scripts/bench/runner.js';
+import { scenarioRows } from '../../../scripts/bench/scenario.js';
+import type { RequestOutcome } from '../../../scripts/bench/target.js';
+
+const outcome = (tokensOut: number, ttftMs: number): RequestOutcome => ({
+  ok: true, ttftMs, totalMs: ttftMs * 2, tokensOut, tokensIn: 64, cachedTokens: null, streamedEvents: tokensOut, finishReason: 'length',
+});
+
+/** 1,000 tokens in 10 s; CPU as given (null: not measured). */
+function run(target: string, phase: string | undefined, own: number | null, supervisor: number | null): LevelRun {
+  const r = levelRun(target, 0, 4, 250, { wallMs: 10_000, outcomes: [outcome(250, 100), outcome(250, 200), outcome(250, 300), outcome(250, 400)] });
+  return { ...r, ...(phase ? { phase } : {}), ownCpuSeconds: own, supervisorCpuSeconds: supervisor };
+}
+
+test('CPU per 1,000 tokens: supervisor, host = ours minus supervisor, llama-server; supervisor µs per token', () => {
+  const runs = [run('ours', undefined, 12, 0.05), run('llama-server', undefined, 11, null)];
+  const [row] = comparisonRows(summarize(runs, ['ours', 'llama-server'], [4]), 'ours', 'llama-server');
+  assert.ok(row);
+  assert.equal(row.oursSupervisorCpuPer1k, 0.05);
+  assert.ok(Math.abs(row.oursHostCpuPer1k! - 11.95) < 1e-9);
+  assert.equal(row.serverCpuPer1k, 11);
+  assert.ok(Math.abs(row.supervisorUsPerToken! - 50) < 1e-9);
+  assert.equal(row.ratio, 1);
+});
+
+test('a side without CPU figures leaves those cells empty, not zero', () => {
+  const runs = [run('ours', undefined, null, null), run('llama-server', undefined, null, null)];
+  const [row] = comparisonRows(summarize(runs, ['ours', 'llama-server'], [4]), 'ours', 'llama-server');
+  assert.deepEqual([row?.oursSupervisorCpuPer1k, row?.oursHostCpuPer1k, row?.serverCpuPer1k, row?.supervisorUsPerToken], [null, null, null, null]);
+});
+
+test('a scenario gets one row per phase, labelled with it, in the order given', () => {
+  const runs = [run('ours', 'warm', 5, 0.1), run('llama-server', 'warm', 5, null), run('ours', 'cold', 9, 0.1), run('llama-server', 'cold', 9, null)];
+  const rows = scenarioRows(runs, ['cold', 'warm']);
+  assert.deepEqual(rows.map((r) => r.label), ['cold', 'warm']);
+  assert.equal(rows[0]?.serverCpuPer1k, 9);
+  assert.match(formatTable(rows, 'phase').split('\n')[2] ?? '', /^\| cold /);
+});
