@@ -152,7 +152,8 @@ saturated, both served by one supervisor.
   --quick                  smoke test: concurrency 1,4, 32 tokens, 1 round, 1 request per client,
                            5 requests per phase of the two-model row (keeps the ours-bare target)
   --server-bin PATH        use this llama-server instead of building it from build/
-  --server-arg ARG         extra llama-server argument (repeatable, e.g. --server-arg=--cache-ram=8192)
+  --server-arg ARG         extra llama-server argument (repeatable, one argument each:
+                           --server-arg --cache-ram --server-arg 8192; llama-server rejects --cache-ram=8192)
   --isolation-requests N   B requests per phase of the two-model row; 0 skips the row (default 10)
   --isolation-max-tokens N tokens per B request in the two-model row (default 16)
   --no-bare-row            skip the ours-bare target (service with AUDIT=off, METRICS=off) and its
