@@ -4,6 +4,7 @@
  * the target stops and, as a last resort, when this process exits.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { hostEnvironment } from '@lmserve/supervisor';
 import { HttpStreamClient, type StreamEventInfo, type StreamProtocol } from './http-stream.js';
 import { OutputTail, freePort, processCpuSeconds, sleep } from '../lib/service-harness.js';
 import type { BenchRequest, BenchTarget, RequestOutcome } from './target.js';
@@ -96,6 +97,7 @@ export class LlamaServerTarget implements BenchTarget {
   #exit: { code: number | null; signal: string | null } | undefined;
   #client: HttpStreamClient | undefined;
   #args: string[] = [];
+  #env: NodeJS.ProcessEnv = {};
   #killOnExit = () => this.#child?.kill('SIGKILL');
 
   constructor(config: LlamaServerConfig) {
@@ -128,7 +130,11 @@ export class LlamaServerTarget implements BenchTarget {
       '--port', String(port),
       ...c.extraArgs,
     ];
-    const child = spawn(c.binary, this.#args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // The environment our model hosts get (hostEnvironment: OMP_WAIT_POLICY=passive unless set),
+    // so both sides' OpenMP threads wait the same way between decodes: spinning against passive
+    // threads on 2 cores is a large difference of its own, not one of the servers.
+    this.#env = hostEnvironment(process.env);
+    const child = spawn(c.binary, this.#args, { stdio: ['ignore', 'pipe', 'pipe'], env: this.#env });
     this.#child = child;
     process.on('exit', this.#killOnExit);
     this.#tail.watch(child, (exit) => (this.#exit = exit));
@@ -163,6 +169,7 @@ export class LlamaServerTarget implements BenchTarget {
       binary: this.#config.binary,
       version: llamaServerVersion(this.#config.binary),
       args: this.#args,
+      ompWaitPolicy: this.#env.OMP_WAIT_POLICY ?? null,
     };
   }
 
