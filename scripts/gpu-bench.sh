@@ -234,7 +234,7 @@ run() {
   # All layers on the GPU on both sides: ours GPU_LAYERS=auto (= all, 999, in the addon), llama-server -ngl 999.
   local args=(--model-preset "$PRESET" --concurrency "$CONCURRENCY" --slots "$SLOTS" --ctx-per-slot "$CTX_PER_SLOT"
     --max-tokens "$MAX_TOKENS" --rounds "$ROUNDS" --requests-per-client "$REQUESTS" --threads "$THREADS"
-    --server-bin "$SERVER_BIN" --no-bare-row --no-grammar-row --no-nats-row --isolation-requests 0
+    --server-bin "$SERVER_BIN" --no-bare-row --no-grammar-row --no-nats-row --no-shared-prefix-row --isolation-requests 0
     --out "$OUTDIR/results.json")
   [ "$VARIANT" = cuda ] && args+=(--server-arg=-ngl --server-arg=999)
   # shellcheck disable=SC2206
