@@ -437,20 +437,37 @@ void EngineCore::BuildBatch() {
     slot.cache.push_back(slot.pending);
     slot.addedThisStep = 1;
   }
-  // Prompt chunks fill the rest of the batch, oldest admission first, so a long prompt is
-  // spread over several steps while the generating sequences keep getting a token per step.
+  // Prompt chunks fill the rest of the batch, so a long prompt is spread over several steps
+  // while the generating sequences keep getting a token per step. Who gets the prompt budget:
+  // the oldest admission a quarter of it (it always advances), then the shortest remaining
+  // prompts first. A short request that arrives while long prompts prefill is through in a
+  // step or two instead of waiting behind all of them (oldest-first gave short requests a p50
+  // time to first token of 10.5 s beside 2,000-token prompts; llama-server 1.5 s).
   std::vector<Slot*> prefill;
   for (auto& slot : slots_) {
     if (slot.state == SlotState::Prefill) prefill.push_back(&slot);
   }
-  std::sort(prefill.begin(), prefill.end(), [](Slot* a, Slot* b) { return a->admitOrder < b->admitOrder; });
   int32_t budget = options_.batchSize - batch_.n_tokens;
   std::vector<std::pair<Slot*, int32_t>> chunks;
-  for (Slot* slot : prefill) {
-    if (budget <= 0) break;
-    int32_t n = std::min<int32_t>(budget, static_cast<int32_t>(slot->request->prompt.size() - slot->promptPos));
-    chunks.emplace_back(slot, n);
-    budget -= n;
+  if (!prefill.empty() && budget > 0) {
+    auto remaining = [](const Slot* slot) {
+      return static_cast<int32_t>(slot->request->prompt.size() - slot->promptPos);
+    };
+    Slot* oldest = *std::min_element(prefill.begin(), prefill.end(),
+                                     [](Slot* a, Slot* b) { return a->admitOrder < b->admitOrder; });
+    const int32_t reserved = std::min(remaining(oldest), std::max(1, budget / 4));
+    budget -= reserved;
+    std::stable_sort(prefill.begin(), prefill.end(), [&](Slot* a, Slot* b) {
+      const int32_t ra = remaining(a) - (a == oldest ? reserved : 0);
+      const int32_t rb = remaining(b) - (b == oldest ? reserved : 0);
+      return ra != rb ? ra < rb : a->admitOrder < b->admitOrder;
+    });
+    for (Slot* slot : prefill) {
+      const int32_t own = slot == oldest ? reserved : 0;
+      const int32_t more = std::min(budget, remaining(slot) - own);
+      budget -= more;
+      if (own + more > 0) chunks.emplace_back(slot, own + more);
+    }
   }
   // Batch order by sequence id, so the ubatch split can group consecutive sequences.
   std::sort(chunks.begin(), chunks.end(), [](const auto& a, const auto& b) { return a.first->seqId < b.first->seqId; });

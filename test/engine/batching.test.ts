@@ -3,6 +3,10 @@ import { test, describe, before, after } from 'node:test';
 import { loadModel, type Engine, type Generation, type Model } from '@lmserve/engine';
 import { modelPath, countTicks } from '../helpers.js';
 
+async function waitUntil(condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 2000 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 1));
+}
+
 async function drain(generation: Generation): Promise<{ text: string; chunks: number }> {
   let chunks = 0;
   for await (const _ of generation) chunks++;
@@ -116,6 +120,23 @@ describe('continuous batching engine', () => {
       await it.return?.();
       // One runner token per step while the long prompt took ~22 steps of 64 tokens.
       assert.ok(runnerChunks >= 10, `runner got ${runnerChunks} tokens during the long prefill`);
+    } finally {
+      small.dispose();
+    }
+  });
+
+  test('a short prompt that arrives while a long one prefills is through first', async () => {
+    // The oldest prompt keeps a quarter of each step's prompt budget; the shortest gets the rest.
+    const small = await model.createEngine({ slots: 2, contextSize: 4096, batchSize: 16 });
+    try {
+      const order: string[] = [];
+      const long = small.submit({ prompt: 'lorem ipsum dolor sit amet '.repeat(400), params: { maxTokens: 1 } });
+      const longDone = long.result.then(() => order.push('long'));
+      await waitUntil(() => small.stats().slotsBusy === 1);
+      const short = small.submit({ prompt: 'A short question?', params: { maxTokens: 1 } });
+      const shortDone = short.result.then(() => order.push('short'));
+      await Promise.all([longDone, shortDone]);
+      assert.deepEqual(order, ['short', 'long'], 'the short prompt did not wait for the ~2,400 tokens of the long one');
     } finally {
       small.dispose();
     }

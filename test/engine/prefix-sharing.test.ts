@@ -145,15 +145,18 @@ for (const kvUnified of [false, true]) {
     });
 
     test('a request stops waiting for a source that gets no prefill budget', async () => {
-      // Prompt chunks go to the oldest admission first: while O's ~1900-token prompt takes
-      // ~240 steps of 8 tokens, S gets none, and W (waiting for S's ~280 shared tokens) gives
+      // Prompt budget: a quarter to the oldest admission (O), the rest to the shortest remaining
+      // prompt. Q (~600 tokens, unrelated) is shorter than S (the shared part and ~700 more), so
+      // for ~100 steps of 8 tokens S gets none, and W (waiting for S's ~280 shared tokens) gives
       // up after 2 + 2 × 36 steps and prefills its prompt itself.
-      const e = await engine({ slots: 3, batchSize: 8, contextSize: 2048 });
+      const e = await engine({ slots: 4, batchSize: 8, contextSize: 2048 });
       const o = e.submit({ prompt: 'An unrelated and very long document about nets. '.repeat(170), params: { maxTokens: 1 } });
       await until(() => e.stats().slotsBusy === 1, 'O to hold a slot');
-      const s = e.submit({ prompt: SYSTEM + question(1), params: GREEDY });
+      const q = e.submit({ prompt: 'Another unrelated text about boats and harbours. '.repeat(60), params: { maxTokens: 1 } });
+      await until(() => e.stats().slotsBusy === 2, 'Q to hold a slot');
+      const s = e.submit({ prompt: SYSTEM + 'A long tail that only S has, about lighthouses. '.repeat(70) + question(1), params: GREEDY });
       const w = e.submit({ prompt: SYSTEM + question(2), params: GREEDY });
-      const [, , rw] = await Promise.all([run(o), run(s), run(w)]);
+      const [, , , rw] = await Promise.all([run(o), run(q), run(s), run(w)]);
       const stats = e.stats();
       assert.equal(stats.prefixWaits, 1, 'W waited for S');
       assert.equal(rw.result.usage.cachedTokens, 0, 'W prefilled its whole prompt');
