@@ -1,5 +1,6 @@
 #include "engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -198,15 +199,56 @@ Napi::Object ToJs(Napi::Env env, const EngineEvent& ev) {
       t.Set("decodeMs", ev.decodeMs);
       t.Set("totalMs", ev.totalMs);
       o.Set("timings", t);
+      if (!ev.text.empty()) o.Set("text", Napi::String::New(env, ev.text));
+      if (!ev.tail.empty()) o.Set("tail", Napi::String::New(env, ev.tail));
       break;
     }
     case EngineEvent::Type::Error:
       o.Set("type", "error");
       o.Set("code", ev.code);
       o.Set("message", ev.message);
+      if (!ev.tail.empty()) o.Set("tail", Napi::String::New(env, ev.tail));
       break;
   }
   return o;
+}
+
+// submit()'s {delivery: 'events' | 'final' | 'direct', direct: {fd, prefix, afterText,
+// afterTokens?, skipEmpty?, coalesceMs?}}: how the request's output leaves the engine.
+void ParseDelivery(Napi::Env env, const Napi::Object& options, Request& request) {
+  Napi::Value delivery = options.Get("delivery");
+  if (delivery.IsUndefined()) return;
+  std::string mode = delivery.IsString() ? delivery.As<Napi::String>().Utf8Value() : std::string();
+  if (mode == "events") return;
+  if (mode == "final") {
+    request.delivery = Delivery::Final;
+    return;
+  }
+  if (mode != "direct") ThrowCoded(env, codes::kInvalidRequest, "delivery must be 'events', 'final' or 'direct'", "delivery");
+  Napi::Value spec = options.Get("direct");
+  if (!spec.IsObject()) ThrowCoded(env, codes::kInvalidRequest, "delivery 'direct' needs a direct object", "direct");
+  Napi::Object o = spec.As<Napi::Object>();
+  auto text = [&](const char* key, bool required) -> std::string {
+    Napi::Value v = o.Get(key);
+    if (v.IsString()) return v.As<Napi::String>().Utf8Value();
+    if (required || !v.IsUndefined()) ThrowCoded(env, codes::kInvalidRequest, std::string("direct.") + key + " must be a string", std::string("direct.") + key);
+    return std::string();
+  };
+  auto out = std::make_unique<DirectOutput>();
+  Napi::Value fd = o.Get("fd");
+  if (!fd.IsNumber() || fd.As<Napi::Number>().Int32Value() < 0) ThrowCoded(env, codes::kInvalidRequest, "direct.fd must be a file descriptor", "direct.fd");
+  out->fd = fd.As<Napi::Number>().Int32Value();
+  out->prefix = text("prefix", true);
+  out->afterText = text("afterText", true);
+  Napi::Value afterTokens = o.Get("afterTokens");
+  out->withTokens = afterTokens.IsString();
+  out->afterTokens = text("afterTokens", false);
+  Napi::Value skip = o.Get("skipEmpty");
+  if (skip.IsBoolean()) out->skipEmpty = skip.As<Napi::Boolean>().Value();
+  Napi::Value coalesce = o.Get("coalesceMs");
+  if (coalesce.IsNumber()) out->coalesceMs = std::max(0, coalesce.As<Napi::Number>().Int32Value());
+  request.delivery = Delivery::Direct;
+  request.direct = std::move(out);
 }
 
 }  // namespace
@@ -312,8 +354,10 @@ Napi::Value AddonEngine::Submit(const Napi::CallbackInfo& info) {
   request->id = info[0].As<Napi::Number>().Uint32Value();
   bool parseSpecial = true;
   if (info.Length() > 3 && info[3].IsObject()) {
-    Napi::Value ps = info[3].As<Napi::Object>().Get("parseSpecial");
+    Napi::Object options = info[3].As<Napi::Object>();
+    Napi::Value ps = options.Get("parseSpecial");
     if (ps.IsBoolean()) parseSpecial = ps.As<Napi::Boolean>().Value();
+    ParseDelivery(env, options, *request);
   }
   if (info[1].IsString()) {
     request->prompt = TokenizeText(vocab, info[1].As<Napi::String>().Utf8Value(), true, parseSpecial);

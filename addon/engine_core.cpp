@@ -2,11 +2,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 
 #if defined(__linux__)
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/socket.h>
 #include <unistd.h>
 #endif
 
@@ -36,6 +40,139 @@ size_t MinOwnReuse(const std::vector<llama_token>& prompt) { return std::max<siz
 // cells of every layer) whatever the prefix length; measured against the prefill it saves, that
 // is worth a few tokens' compute on CPU or GPU, so 32 tokens leaves a wide margin.
 constexpr size_t kMinSharedPrefix = 32;
+
+// `text` as a JSON string, as JSON.stringify writes it after V8 decoded the UTF-8: each maximal
+// ill-formed subsequence becomes U+FFFD (the WHATWG decoder's rule), `"` `\\` and control
+// characters are escaped (\b \f \n \r \t, else \u00xx), everything else is kept.
+void AppendJsonString(std::string& out, const std::string& text) {
+  static const char* kHex = "0123456789abcdef";
+  static const char kReplacement[] = "\xEF\xBF\xBD";
+  out.push_back('"');
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  size_t i = 0;
+  while (i < n) {
+    unsigned char c = p[i];
+    if (c < 0x80) {
+      switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\b': out += "\\b"; break;
+        case '\f': out += "\\f"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+          if (c < 0x20) {
+            out += "\\u00";
+            out.push_back(kHex[c >> 4]);
+            out.push_back(kHex[c & 15]);
+          } else {
+            out.push_back(static_cast<char>(c));
+          }
+      }
+      ++i;
+      continue;
+    }
+    // Length and the range of the second byte of a well-formed sequence starting with c.
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    }
+    if (len == 0) {
+      out.append(kReplacement, 3);
+      ++i;
+      continue;
+    }
+    size_t k = 1;
+    while (k < len && i + k < n) {
+      unsigned char b = p[i + k];
+      unsigned char l = k == 1 ? lo : 0x80, h = k == 1 ? hi : 0xBF;
+      if (b < l || b > h) break;
+      ++k;
+    }
+    if (k == len) {
+      out.append(reinterpret_cast<const char*>(p + i), len);
+    } else {
+      out.append(kReplacement, 3);  // the maximal subpart p[i, i+k) is one replacement
+    }
+    i += k;
+  }
+  out.push_back('"');
+}
+
+// Formats what a direct stream collected into one HTTP chunk, appended to its unsent bytes.
+void FormatDirect(DirectOutput& d) {
+  if (d.text.empty() && (d.skipEmpty || d.ids.empty())) {
+    d.ids.clear();
+    return;
+  }
+  std::string payload = d.prefix;
+  AppendJsonString(payload, d.text);
+  payload += d.afterText;
+  if (d.withTokens) {
+    for (size_t i = 0; i < d.ids.size(); ++i) {
+      if (i > 0) payload.push_back(',');
+      payload += std::to_string(d.ids[i]);
+    }
+    payload += d.afterTokens;
+  }
+  d.text.clear();
+  d.ids.clear();
+  char size[20];
+  int len = std::snprintf(size, sizeof size, "%zx\r\n", payload.size());
+  d.unsent.append(size, static_cast<size_t>(len));
+  d.unsent += payload;
+  d.unsent += "\r\n";
+}
+
+// Writes as much of the unsent bytes as the socket takes now, never blocking. A failed socket
+// (the client is gone: the service sees that too and cancels) drops the stream's output.
+void WriteDirect(DirectOutput& d) {
+#if defined(__unix__) || defined(__APPLE__)
+  size_t done = 0;
+  while (!d.broken && done < d.unsent.size()) {
+    const char* data = d.unsent.data() + done;
+    size_t size = d.unsent.size() - done;
+    ssize_t n;
+#if defined(MSG_NOSIGNAL)
+    n = d.plainWrite ? ::write(d.fd, data, size) : ::send(d.fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+#else
+    n = ::write(d.fd, data, size);
+#endif
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && errno == ENOTSOCK && !d.plainWrite) {
+      d.plainWrite = true;  // a pipe or file (tests): plain writes
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      break;
+    } else {
+      d.broken = true;
+    }
+  }
+  if (d.broken) {
+    d.unsent.clear();
+  } else {
+    d.unsent.erase(0, done);
+  }
+#else
+  d.broken = true;
+  d.unsent.clear();
+#endif
+  d.wrote = true;
+  d.lastWrite = Clock::now();
+}
 
 void BatchAdd(llama_batch& batch, llama_token token, llama_pos pos, llama_seq_id seq, bool logits) {
   int32_t i = batch.n_tokens++;
@@ -188,6 +325,7 @@ void EngineCore::Run() {
       }
       if (DecodeBatch()) SampleAndEmit();
     }
+    FlushDirect(false);
     FlushEvents();
     UpdateStats(emittedThisStep_);
   }
@@ -783,6 +921,15 @@ void EngineCore::EmitToken(Slot& slot, llama_token token, const float* logits) {
   if (slot.generated == 0) slot.firstToken = Clock::now();
   slot.generated++;
   emittedThisStep_++;
+  Request& request = *slot.request;
+  if (request.delivery != Delivery::Events) {
+    std::string text = slot.text->Push(TokenPiece(vocab, token, false));
+    request.output += text;
+    if (request.direct) {
+      request.direct->text += text;
+      request.direct->ids.push_back(token);
+    }
+  } else {
   EngineEvent ev;
   ev.type = EngineEvent::Type::Tokens;
   ev.id = slot.request->id;
@@ -795,6 +942,7 @@ void EngineCore::EmitToken(Slot& slot, llama_token token, const float* logits) {
     ev.logprobs.push_back(std::move(lp));
   }
   events_.push_back(std::move(ev));
+  }
   if (slot.text->stopped()) {
     Finish(slot, "stop");
   } else if (params.maxTokens >= 0 && slot.generated >= params.maxTokens) {
@@ -811,7 +959,10 @@ void EngineCore::Finish(Slot& slot, const std::string& reason) {
   Request& request = *slot.request;
   if (reason != "cancelled") {
     std::string rest = slot.text->Flush();
-    if (!rest.empty()) {
+    if (!rest.empty() && request.delivery != Delivery::Events) {
+      request.output += rest;
+      if (request.direct) request.direct->text += rest;
+    } else if (!rest.empty()) {
       EngineEvent tail;
       tail.type = EngineEvent::Type::Tokens;
       tail.id = request.id;
@@ -833,6 +984,11 @@ void EngineCore::Finish(Slot& slot, const std::string& reason) {
   done.prefillMs = prefilled ? Ms(slot.admitted, slot.promptDone) : Ms(slot.admitted, now);
   done.decodeMs = slot.generated > 0 ? Ms(slot.firstToken, now) : 0;
   done.totalMs = Ms(request.submitted, now);
+  if (request.delivery != Delivery::Events) done.text = std::move(request.output);
+  if (request.direct) {
+    FlushDirect(request, true);
+    done.tail = std::move(request.direct->unsent);
+  }
   events_.push_back(std::move(done));
 
   ReleaseSlot(slot, SlotCache::Keep);
@@ -846,7 +1002,33 @@ void EngineCore::FailRequest(Request& request, const std::string& code, const st
   ev.id = request.id;
   ev.code = code;
   ev.message = message;
+  if (request.direct) {
+    FlushDirect(request, true);
+    ev.tail = std::move(request.direct->unsent);
+  }
   events_.push_back(std::move(ev));
+}
+
+void EngineCore::FlushDirect(bool force) {
+  for (auto& slot : slots_) {
+    if (slot.state != SlotState::Idle && slot.request && slot.request->direct) FlushDirect(*slot.request, force);
+  }
+}
+
+void EngineCore::FlushDirect(Request& request, bool force) {
+  DirectOutput& d = *request.direct;
+  if (d.broken) {
+    d.text.clear();
+    d.ids.clear();
+    return;
+  }
+  bool collected = !d.text.empty() || !d.ids.empty();
+  if (!collected && d.unsent.empty()) return;
+  // The first text at once, then at most every coalesceMs (a fast stream: a write per few
+  // milliseconds, not per token); the end always.
+  if (!force && d.wrote && d.unsent.empty() && Ms(d.lastWrite, Clock::now()) < d.coalesceMs) return;
+  FormatDirect(d);
+  if (!d.unsent.empty()) WriteDirect(d);
 }
 
 void EngineCore::DrainOnStop() {

@@ -38,9 +38,38 @@ struct EngineOptions {
   bool prefixSharing = true;
 };
 
+// How a request's output leaves the engine.
+enum class Delivery {
+  Events,  // a Tokens event per step for JS, then Done
+  Final,   // nothing per step: the text is collected here and Done carries it
+  Direct,  // written per step to the client's connection (DirectOutput), and Done carries the text
+};
+
+// A streamed request whose steps the engine writes itself, as HTTP/1.1 chunks on the client's
+// socket (a descriptor the service handed to this process), so no JS thread wakes per token.
+// Each chunk's payload is `prefix + <text as a JSON string> + afterText`, with the token ids
+// (comma-separated) and `afterTokens` after it when `withTokens`. The service builds the three
+// strings with its own formatter, so the bytes are the ones it would write itself.
+struct DirectOutput {
+  int fd = -1;
+  std::string prefix, afterText, afterTokens;
+  bool withTokens = false;
+  bool skipEmpty = true;  // a step whose text is all held back writes nothing
+  int32_t coalesceMs = 4;  // least time between two writes after the first
+  // State, on the loop thread only.
+  std::string text;               // not yet formatted
+  std::vector<llama_token> ids;   // their tokens
+  std::string unsent;             // formatted bytes the socket did not take yet
+  bool wrote = false, broken = false, plainWrite = false;
+  Clock::time_point lastWrite;
+};
+
 // One submitted generation.
 struct Request {
   uint32_t id = 0;
+  Delivery delivery = Delivery::Events;
+  std::string output;                    // Final and Direct: every piece of text so far
+  std::unique_ptr<DirectOutput> direct;  // Direct only
   std::vector<llama_token> prompt;
   GenerationParams params;
   std::unique_ptr<SequenceSampler> sampler;
@@ -64,6 +93,10 @@ struct EngineEvent {
   double queueMs = 0, ttftMs = 0, prefillMs = 0, decodeMs = 0, totalMs = 0;
   // Error
   std::string code, message;
+  // Done of a Final or Direct request: the whole text in `text`. Done or Error of a Direct
+  // request: `tail`, the formatted bytes its socket had not taken (the service writes them
+  // before anything else; empty once the socket failed).
+  std::string tail;
 };
 
 struct EngineStats {
@@ -192,6 +225,9 @@ class EngineCore {
   void ClearCache(Slot& slot);
   void DrainOnStop();
   void FlushEvents();
+  // Direct requests: formats what each stream collected and writes it (coalesced).
+  void FlushDirect(bool force);
+  void FlushDirect(Request& request, bool force);
   void UpdateStats(int32_t generatedThisStep);
   int32_t CellsPerSequence() const;
 

@@ -112,7 +112,7 @@ export class FakeService {
       queue: 0,
       in_flight: 0,
       restarts: 0,
-      requests: { done: 0, cancelled: 0, failed: 0 },
+      requests: { done: 0, cancelled: 0, failed: 0, direct: 0 },
     };
     return [
       { ...base, name: 'demo', state: 'ready', reason: null, pid: 1234, address: `127.0.0.1:${this.workerPort}`, port: this.workerPort, uptime_s: 5 },

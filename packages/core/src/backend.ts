@@ -1,5 +1,6 @@
 /** What every transport needs from whatever serves a model: the model contract. */
-import type { DownloadInfo, GenerateRequest, GenerationResult, TokenLogprob, WorkerState } from '@lmserve/protocol';
+import type { Socket } from 'node:net';
+import type { DirectTemplate, DownloadInfo, GenerateRequest, GenerationResult, TokenLogprob, WorkerState } from '@lmserve/protocol';
 
 export interface Readiness {
   ready: boolean;
@@ -17,6 +18,19 @@ export interface Readiness {
  */
 export type TokenSink = (text: string, ids: number[], logprobs?: TokenLogprob[]) => void;
 
+/**
+ * A streamed HTTP response that the process running the model may write itself, so tokens
+ * skip this process: the client's connection and the template of one token chunk. `begin()`
+ * sends what must come before the tokens (the headers, a first chunk) and resolves once it has
+ * left this process; false: the response cannot be handed over (then the TokenSink gets the
+ * tokens as usual). A backend that cannot use it ignores it.
+ */
+export interface DirectStream {
+  socket: Socket;
+  template: DirectTemplate;
+  begin(): Promise<boolean>;
+}
+
 export interface ModelBackend {
   /** Worker name (envs/worker.<name>.env). */
   readonly name: string;
@@ -31,8 +45,9 @@ export interface ModelBackend {
    * Runs one generation; `onTokens` gets each batch of new text as it is generated (null: the
    * caller wants only the result, so no per-step events need to be produced or relayed). Rejects
    * with an LmError; an aborted signal cancels the generation (it resolves as "cancelled").
+   * With `direct` (and `onTokens`), the backend may write the tokens to the client itself.
    */
-  complete(request: GenerateRequest, onTokens: TokenSink | null, signal: AbortSignal): Promise<GenerationResult>;
+  complete(request: GenerateRequest, onTokens: TokenSink | null, signal: AbortSignal, direct?: DirectStream): Promise<GenerationResult>;
 }
 
 /** A grammar of the library, as a request uses it. */

@@ -6,6 +6,7 @@ export type {
   ModelBackend,
   Readiness,
   StoredGrammar,
+  DirectStream,
   TokenSink,
 } from './backend.js';
 export { isInlineGrammar } from './backend.js';

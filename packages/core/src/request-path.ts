@@ -14,7 +14,7 @@ import {
   type GenerationResult,
   type Logger,
 } from '@lmserve/protocol';
-import { isInlineGrammar, type GrammarResolver, type ModelBackend, type TokenSink } from './backend.js';
+import { isInlineGrammar, type DirectStream, type GrammarResolver, type ModelBackend, type TokenSink } from './backend.js';
 import { inputLength } from './generate-body.js';
 import { MAX_INTER_TOKEN_SAMPLES, type RequestEnd, type RequestStatus, type ServiceObserver } from './observer.js';
 import { newRequestId } from './request-id.js';
@@ -120,9 +120,11 @@ export class ActiveRequest {
    * Runs the request on the model. `onTokens` sees each batch of text; if it throws (a client
    * gone mid-write), the generation is cancelled. Null: the transport answers with the result
    * alone, so no per-step events are produced (time to first token and the gaps between tokens
-   * then come from the engine's timings). Rejects only with an LmError.
+   * then come from the engine's timings). Rejects only with an LmError. `direct`: the backend
+   * may write the tokens to the client's connection itself (DirectStream); `onTokens` then sees
+   * none, and the timings come from the engine as for a request that does not stream.
    */
-  async run(request: RunRequest, onTokens: TokenSink | null, signal: AbortSignal): Promise<GenerationResult> {
+  async run(request: RunRequest, onTokens: TokenSink | null, signal: AbortSignal, direct?: DirectStream): Promise<GenerationResult> {
     if (this.#ended || this.#running) throw new LmError('INTERNAL', `request ${this.id} was already run`);
     this.#running = true;
     this.#request = request;
@@ -152,9 +154,9 @@ export class ActiveRequest {
       this.#log.debug('request started', { transport: this.transport, worker: this.#backend.name });
       const params = this.#resolveGrammar(request.params);
       result = checkResult(
-        await this.#backend.complete({ id: this.id, input: request.input, params, raw: request.raw }, onTokens === null ? null : sink, abort.signal),
+        await this.#backend.complete({ id: this.id, input: request.input, params, raw: request.raw }, onTokens === null ? null : sink, abort.signal, onTokens === null ? undefined : direct),
       );
-      if (onTokens === null) this.#timingsFromResult(result);
+      this.#timingsFromResult(result);
     } catch (err) {
       const error = toLmError(err);
       this.#end({ error });
@@ -167,7 +169,7 @@ export class ActiveRequest {
   }
 
   /**
-   * A request that did not stream saw no tokens arrive: its time to first token is when the
+   * A request that did not stream (or streamed directly) saw no tokens arrive: its time to first token is when the
    * first token would have reached this process (our elapsed time less what the engine spent
    * after its first token), and its gaps are the engine's mean decode gap, one per token.
    */

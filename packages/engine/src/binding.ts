@@ -36,8 +36,34 @@ export type NativeEvent =
       stopString?: string;
       usage: { tokensIn: number; tokensOut: number; cachedTokens: number };
       timings: { queueMs: number; ttftMs: number; prefillMs: number; decodeMs: number; totalMs: number };
+      /** Delivery 'final' or 'direct': the whole text (absent when empty). */
+      text?: string;
+      /** Delivery 'direct': formatted chunks the socket had not taken (absent when none). */
+      tail?: string;
     }
-  | { type: 'error'; id: number; code: string; message: string };
+  | { type: 'error'; id: number; code: string; message: string; tail?: string };
+
+/**
+ * How a request's output leaves the engine: `events` (a `tokens` event per step, the default),
+ * `final` (no event per step; `done` carries the text) or `direct` (the decode thread writes each
+ * step as an HTTP/1.1 chunk to a client's socket, and `done` carries the text; see DirectOutput).
+ */
+export type Delivery = 'events' | 'final' | 'direct';
+
+/**
+ * A direct stream: each chunk's payload is `prefix + JSON.stringify(text) + afterText`, then,
+ * when `afterTokens` is given, the token ids joined by commas and `afterTokens`. Steps whose text
+ * is held back (a possible stop string, partial UTF-8) write nothing when `skipEmpty` (default
+ * true). After the first chunk, writes are at least `coalesceMs` apart (default 4).
+ */
+export interface DirectOutput {
+  fd: number;
+  prefix: string;
+  afterText: string;
+  afterTokens?: string;
+  skipEmpty?: boolean;
+  coalesceMs?: number;
+}
 
 export interface NativeEngineOptions {
   slots: number;
@@ -144,7 +170,7 @@ export interface PrefixSharingStats {
 }
 
 export interface NativeEngine {
-  submit(id: number, prompt: string | Int32Array, params: NativeParams, options?: { parseSpecial?: boolean }): {
+  submit(id: number, prompt: string | Int32Array, params: NativeParams, options?: { parseSpecial?: boolean; delivery?: Delivery; direct?: DirectOutput }): {
     tokensIn: number;
   };
   cancel(id: number): void;

@@ -1,5 +1,7 @@
 import { LmError, type EngineStats, type GenerationParams } from '@lmserve/protocol';
 import type {
+  Delivery,
+  DirectOutput,
   GrammarSamplingStats,
   PrefixSharingStats,
   NativeEngine,
@@ -56,6 +58,10 @@ export interface SubmitRequest {
   signal?: AbortSignal;
   /** Whether special-token text in a string prompt is parsed as special tokens. Default true. */
   parseSpecial?: boolean;
+  /** submitTo only: how the output leaves the engine (binding.ts Delivery). Default 'events'. */
+  delivery?: Delivery;
+  /** With delivery 'direct': where and how the decode thread writes each step. */
+  direct?: DirectOutput;
 }
 
 function positiveInt(name: string, value: unknown, min = 1): number | undefined {
@@ -201,7 +207,10 @@ export class Engine {
       ? request.prompt
       : Int32Array.from(request.prompt);
     try {
-      this.#native.submit(id, prompt, nativeParams(request.params), { parseSpecial: request.parseSpecial ?? true });
+      this.#native.submit(id, prompt, nativeParams(request.params), {
+        parseSpecial: request.parseSpecial ?? true,
+        ...(request.delivery !== undefined && request.delivery !== 'events' ? { delivery: request.delivery, direct: request.direct } : {}),
+      });
     } catch (err) {
       throw nativeError(err, 'INVALID_REQUEST');
     }

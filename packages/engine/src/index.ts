@@ -6,7 +6,7 @@ export { Generation, generationResult } from './generation.js';
 export type { DoneEvent } from './generation.js';
 export { nativeEventError } from './errors.js';
 export { addonPath } from './binding.js';
-export type { GrammarReport, GrammarSamplingStats, NativeEngineOptions, NativeErrorCode, NativeEvent, NativeParamSpec, PrefixSharingStats } from './binding.js';
+export type { Delivery, DirectOutput, GrammarReport, GrammarSamplingStats, NativeEngineOptions, NativeErrorCode, NativeEvent, NativeParamSpec, PrefixSharingStats } from './binding.js';
 import { nativeError } from './errors.js';
 import { binding, type NativeErrorCode, type NativeParamSpec } from './binding.js';
 

@@ -2,6 +2,7 @@
  * Entry point of a model host child process (forked by the supervisor with an IPC channel).
  * The first message is `init`; the host then serves until `shutdown` or until it is orphaned.
  */
+import { Socket } from 'node:net';
 import { createLogger, type HostSpec, type HostToSupervisor, type SupervisorToHost } from '@lmserve/protocol';
 import { ModelHost } from './model-host.js';
 import { watchParent } from './parent-watch.js';
@@ -47,7 +48,7 @@ process.on('SIGTERM', () => {
   else process.exit(0);
 });
 
-process.on('message', (message: SupervisorToHost) => {
+process.on('message', (message: SupervisorToHost, handle?: unknown) => {
   switch (message.type) {
     case 'init':
       if (host) return;
@@ -56,9 +57,13 @@ process.on('message', (message: SupervisorToHost) => {
       host = new ModelHost({ spec: message.spec, send, log, onExit: (code) => process.exit(code) });
       host.start();
       break;
-    case 'generate':
-      host?.generate(message.request);
+    case 'generate': {
+      // A direct stream's connection arrives with the message (our own descriptor of it).
+      const socket = handle instanceof Socket ? handle : undefined;
+      if (host) host.generate(message.request, socket);
+      else socket?.destroy();
       break;
+    }
     case 'cancel':
       host?.cancel(message.id);
       break;

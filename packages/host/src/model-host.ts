@@ -5,6 +5,7 @@
  * to the supervisor over its own relay pipe (HostSpec.relayFds) and only reports which requests
  * ended, for the routing counts.
  */
+import type { Socket } from 'node:net';
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
@@ -53,6 +54,8 @@ export class ModelHost {
   readonly #owner = new Map<string, ReplicaHandle>();
   /** Requests whose grammar is being checked; a cancel while checking ends them here. */
   readonly #checking = new Set<string>();
+  /** Direct streams' connections (this process's descriptors), until their request ends. */
+  readonly #sockets = new Map<string, Socket>();
   readonly #grammars: GrammarChecker;
   #pool: Piscina<ReplicaTask, ReplicaExit> | undefined;
   // A 100 ms sampling timer: every wake-up of this process preempts a decode thread on a machine
@@ -100,7 +103,8 @@ export class ModelHost {
    * A request with a JSON schema gets it converted to GBNF, and a request with a grammar is
    * routed once its grammar passed, both in the checker process.
    */
-  generate(request: GenerateRequest): void {
+  generate(request: GenerateRequest, socket?: Socket): void {
+    if (request.direct) request = this.#adoptDirect(request, socket);
     const { id, params } = request;
     if (params.jsonSchema !== undefined) {
       this.#convertSchema(request);
@@ -123,6 +127,33 @@ export class ModelHost {
         this.#fail(id, 'INTERNAL', unavailable ? err.message : `the grammar could not be checked: ${String(err)}`);
       },
     );
+  }
+
+  /**
+   * A direct stream's connection: this process only lends its descriptor to the engine, which
+   * writes the chunks; it never reads from it (the supervisor does) and closes only its own
+   * descriptor when the request ends (never a shutdown(), which would end the connection).
+   * Without a usable descriptor the request streams through the relay instead.
+   */
+  #adoptDirect(request: GenerateRequest, socket: Socket | undefined): GenerateRequest {
+    const handle = (socket as unknown as { _handle?: { fd?: number; readStop?: () => number } } | undefined)?._handle;
+    const fd = handle?.fd;
+    handle?.readStop?.();
+    if (!socket || typeof fd !== 'number' || fd < 0) {
+      socket?.destroy();
+      const { direct: _, ...rest } = request;
+      return rest;
+    }
+    socket.on('error', () => undefined);
+    this.#sockets.set(request.id, socket);
+    return { ...request, direct: { ...request.direct!, fd } };
+  }
+
+  #releaseSocket(id: string): void {
+    const socket = this.#sockets.get(id);
+    if (!socket) return;
+    this.#sockets.delete(id);
+    socket.destroy();
   }
 
   cancel(id: string): void {
@@ -167,6 +198,7 @@ export class ModelHost {
   }
 
   #fail(id: string, code: ErrorCode, message: string, field?: string): void {
+    this.#releaseSocket(id);
     this.#log.debug('request refused', { reqId: id, code, reason: message });
     this.#outbox.push(field === undefined ? { type: 'error', id, code, message } : { type: 'error', id, code, message, field });
   }
@@ -184,6 +216,7 @@ export class ModelHost {
     for (const id of [...this.#checking]) this.cancel(id);
     for (const replica of this.#replicas) replica.port.postMessage({ type: 'shutdown', graceMs });
     await Promise.allSettled(this.#replicas.map((r) => r.task));
+    for (const id of [...this.#sockets.keys()]) this.#releaseSocket(id);
     this.#outbox.flush();
     await this.#pool?.destroy();
     this.#onExit(0);
@@ -201,6 +234,7 @@ export class ModelHost {
     switch (message.type) {
       case 'ended':
         for (const id of message.ids) {
+          this.#releaseSocket(id);
           if (this.#owner.get(id) !== replica) continue;
           this.#owner.delete(id);
           replica.inFlight--;

@@ -9,6 +9,7 @@ import {
   loadModel,
   nativeEventError,
   systemInfo,
+  type Delivery,
   type Engine,
   type GenerationListener,
   type Model,
@@ -178,7 +179,13 @@ class Replica {
       return;
     }
     const stream = request.stream !== false;
-    // A request that does not stream keeps its text here and sends it once, with the result.
+    const logprobs = (request.params.logprobs ?? -1) >= 0;
+    // Who carries the text: the engine itself (the decode thread collects it, and a direct
+    // stream also writes it to the client's connection), or `tokens` events relayed step by
+    // step (a stream that is not direct, and any request that asked for log-probabilities).
+    const direct = stream && !logprobs && request.direct?.fd !== undefined ? request.direct : undefined;
+    const delivery: Delivery = direct ? 'direct' : !stream && !logprobs ? 'final' : 'events';
+    // A request that does not stream but asked for log-probabilities keeps its text here.
     const texts: string[] = [];
     let first = true;
     const end = () => {
@@ -197,19 +204,21 @@ class Replica {
         if (event.type === 'done') {
           const { finishReason, stopString, usage, timings } = generationResult(event, '');
           this.#log.debug('generation ended', { reqId: id, finishReason, tokensIn: usage.tokensIn, tokensOut: usage.tokensOut });
+          const text = delivery === 'events' ? (stream ? undefined : texts.join('')) : (event.text ?? '');
           this.#relay.final({
             type: 'done',
             id,
-            ...(stream ? {} : { text: texts.join('') }),
+            ...(text !== undefined ? { text } : {}),
             finishReason,
             ...(stopString !== undefined ? { stopString } : {}),
             usage,
             timings,
+            ...(event.tail ? { tail: event.tail } : {}),
           });
         } else {
           const error = nativeEventError(event.code, event.message);
           this.#log.debug('generation failed', { reqId: id, code: error.code, reason: error.message });
-          this.#relay.final({ type: 'error', id, code: error.code, message: error.message });
+          this.#relay.final({ type: 'error', id, code: error.code, message: error.message, ...(event.tail ? { tail: event.tail } : {}) });
         }
       },
       fail: (err) => {
@@ -220,7 +229,9 @@ class Replica {
     };
     try {
       const prompt = buildPrompt(this.#model as Model, this.#spec.promptTemplate, request);
-      this.#live.set(id, engine.submitTo(listener, { prompt, params: request.params }));
+      const { fd, prefix, afterText, afterTokens, skipEmpty } = direct ?? {};
+      const output = direct && fd !== undefined ? { delivery, direct: { fd, prefix: prefix!, afterText: afterText!, ...(afterTokens !== undefined ? { afterTokens } : {}), skipEmpty: skipEmpty ?? true } } : { delivery };
+      this.#live.set(id, engine.submitTo(listener, { prompt, params: request.params, ...output }));
     } catch (err) {
       this.#live.delete(id);
       const error = toLmError(err);

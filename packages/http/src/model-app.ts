@@ -19,6 +19,7 @@ import {
 } from '@lmserve/core';
 import { LmError, toLmError, type Logger, type TokenLogprob } from '@lmserve/protocol';
 import { bearerMatches } from './bearer.js';
+import { directStream, directTemplate } from './direct.js';
 import { portScope } from './compat-scope.js';
 import { bodyError, errorMiddleware, sendError } from './errors.js';
 import { ollamaRoutes } from './ollama/routes.js';
@@ -135,8 +136,13 @@ export function createModelApp(options: ModelAppOptions): Express {
     const onTokens = sse
       ? (text: string, ids: number[], logprobs?: TokenLogprob[]) => sse.send('token', logprobs ? { id, text, tokens: ids, logprobs } : { id, text, tokens: ids })
       : null;
+    // Without log-probabilities the model host may write the token events itself.
+    const direct =
+      sse && (parsed.params.logprobs ?? -1) < 0
+        ? directStream(res, directTemplate((text, tokens) => SseStream.format('token', { id, text, tokens }), { withTokens: true, skipEmpty: false }), () => sse.open())
+        : undefined;
     try {
-      const result = await request.run({ input: parsed.input, params: parsed.params, raw: parsed.raw }, onTokens, abort.signal);
+      const result = await request.run({ input: parsed.input, params: parsed.params, raw: parsed.raw }, onTokens, abort.signal, direct);
       const body = completionBody(id, backend.model, result);
       if (sse) {
         sse.send('done', body);

@@ -13,7 +13,20 @@ export class SseStream {
     return this.#started;
   }
 
+  /** The bytes of one event. */
+  static format(event: string, data: unknown): string {
+    return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+  }
+
   send(event: string, data: unknown): void {
+    const res = this.#res;
+    if (res.writableEnded || res.destroyed) return;
+    this.open();
+    res.write(SseStream.format(event, data));
+  }
+
+  /** Sends the headers (once); events follow. */
+  open(): void {
     const res = this.#res;
     if (res.writableEnded || res.destroyed) return;
     if (!this.#started) {
@@ -25,7 +38,6 @@ export class SseStream {
       res.setHeader('X-Accel-Buffering', 'no');
       res.flushHeaders();
     }
-    res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
   }
 
   end(): void {

@@ -17,7 +17,11 @@ export interface WorkerInfo {
   /** Seconds since the current host became ready; null when not ready. */
   uptime_s: number | null;
   restarts: number;
-  requests: { done: number; cancelled: number; failed: number };
+  /**
+   * Requests that ended, by outcome; `direct`: streams (of any outcome) whose tokens the model
+   * host wrote to the client's connection itself instead of relaying them through the supervisor.
+   */
+  requests: { done: number; cancelled: number; failed: number; direct: number };
   /**
    * Each transport's state for this worker, by transport name (`nats`: connected, server, subject,
    * queue; `jobs`: connected, pending); a transport that reports nothing (HTTP) is absent.

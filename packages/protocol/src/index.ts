@@ -15,6 +15,7 @@ export type {
   ChatMessage,
   ChatRole,
   GenerateInput,
+  DirectTemplate,
   GenerateRequest,
   LoadReport,
   GenerationEvent,

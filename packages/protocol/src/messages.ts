@@ -82,6 +82,26 @@ export interface GenerateRequest {
    * request): no `tokens` events cross the hops; the text crosses once, in `done`.
    */
   stream?: boolean;
+  /**
+   * A streamed HTTP response the model host writes itself: the supervisor sends the client's
+   * connection with the `generate` message, and the engine's decode thread writes each step to
+   * it as an HTTP/1.1 chunk built from this template (DirectTemplate). No `tokens` events cross
+   * the hops; `done` carries the text and any bytes the connection had not taken (`tail`).
+   * `fd` is filled in by the host (its descriptor of the connection).
+   */
+  direct?: DirectTemplate & { fd?: number };
+}
+
+/**
+ * One chunk's payload is `prefix + JSON.stringify(text) + afterText`, then, when `afterTokens`
+ * is given, the step's token ids joined by commas and `afterTokens`. `skipEmpty`: a step whose
+ * text is all held back (a possible stop string, partial UTF-8) writes nothing.
+ */
+export interface DirectTemplate {
+  prefix: string;
+  afterText: string;
+  afterTokens?: string;
+  skipEmpty: boolean;
 }
 
 /** How a model host's load went (the `model.loaded` event's data). */
@@ -132,14 +152,19 @@ export type GenerationEvent =
   | {
       type: 'done';
       id: string;
-      /** Only for a request that did not stream; a streamed one's text is its `tokens` events joined. */
+      /**
+       * For a request that did not stream, or streamed directly (GenerateRequest.direct); a
+       * relayed stream's text is its `tokens` events joined.
+       */
       text?: string;
       finishReason: FinishReason;
       stopString?: string;
       usage: Usage;
       timings: Timings;
+      /** A direct stream's chunks the client's connection had not taken: written before anything else. */
+      tail?: string;
     }
-  | { type: 'error'; id: string; code: ErrorCode; message: string; field?: string };
+  | { type: 'error'; id: string; code: ErrorCode; message: string; field?: string; tail?: string };
 
 /** supervisor -> host */
 export type SupervisorToHost =

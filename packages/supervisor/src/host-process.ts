@@ -7,6 +7,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import type { Socket } from 'node:net';
 import { hostMainPath } from '@lmserve/host';
 import { FrameDecoder, type HostToSupervisor, type SupervisorToHost } from '@lmserve/protocol';
 import { StderrTail } from './stderr-tail.js';
@@ -149,10 +150,20 @@ export class HostProcess {
     return this.#exit === undefined;
   }
 
-  send(message: SupervisorToHost): boolean {
+  /**
+   * Sends a message; with `socket`, the connection goes along (the host gets its own descriptor
+   * of it; this process keeps its own). `onError`: the message with its socket could not be sent.
+   */
+  send(message: SupervisorToHost, socket?: Socket, onError?: (err: Error) => void): boolean {
     if (!this.alive || !this.#child.connected) return false;
     try {
-      return this.#child.send(message);
+      if (!socket) return this.#child.send(message);
+      // Messages with a handle wait in turn for the host's acknowledgement of the previous one,
+      // and send() returns false while they wait: only the callback tells a failure.
+      this.#child.send(message, socket, { keepOpen: true }, (err) => {
+        if (err) onError?.(err);
+      });
+      return true;
     } catch {
       return false;
     }

@@ -6,7 +6,7 @@
  * observer.
  */
 import { existsSync } from 'node:fs';
-import type { ModelBackend, Readiness, ServiceObserver, TokenSink, TransportEndpoint, TransportStatus } from '@lmserve/core';
+import type { DirectStream, ModelBackend, Readiness, ServiceObserver, TokenSink, TransportEndpoint, TransportStatus } from '@lmserve/core';
 import {
   LmError,
   toLmError,
@@ -61,6 +61,8 @@ interface PendingRequest {
   onTokens: TokenSink | null;
   /** A streamed request's text so far (its result's text: `done` does not repeat it). */
   texts: string[];
+  /** A stream the host writes to the client itself: where its `tail` goes. */
+  direct: DirectStream | undefined;
   resolve: (result: GenerationResult) => void;
   reject: (error: LmError) => void;
   cleanup: () => void;
@@ -76,10 +78,11 @@ export class ModelWorker implements ModelBackend {
   readonly #downloads: ModelDownloads;
   readonly #memory: MemoryLedger;
   readonly #env: NodeJS.ProcessEnv;
+  readonly #directStreams: boolean;
   readonly #pending = new Map<string, PendingRequest>();
   /** How the current host loaded its model (its `ready` message). */
   #load: LoadReport | undefined;
-  readonly #counters = { done: 0, cancelled: 0, failed: 0 };
+  readonly #counters = { done: 0, cancelled: 0, failed: 0, direct: 0 };
   #config: WorkerConfig | WorkerConfigError;
   #state: WorkerState = 'stopped';
   #reason: string | null = null;
@@ -115,6 +118,8 @@ export class ModelWorker implements ModelBackend {
     this.#downloads = options.downloads ?? new ModelDownloads();
     this.#memory = options.memory ?? new MemoryLedger();
     this.#env = options.env ?? process.env;
+    // LMSERVE_DIRECT_STREAM=off: streamed HTTP tokens always go through this process.
+    this.#directStreams = this.#env.LMSERVE_DIRECT_STREAM !== 'off';
     this.#memory.register(this.name, () => this.#memoryClaim());
     this.#config = options.config;
     this.#applyConfigState();
@@ -283,7 +288,7 @@ export class ModelWorker implements ModelBackend {
     this.#host?.kill('SIGKILL');
   }
 
-  async complete(request: GenerateRequest, onTokens: TokenSink | null, signal: AbortSignal): Promise<GenerationResult> {
+  async complete(request: GenerateRequest, onTokens: TokenSink | null, signal: AbortSignal, direct?: DirectStream): Promise<GenerationResult> {
     const host = this.#host;
     if (this.#state !== 'ready' || !host) {
       const code = this.#state === 'restarting' ? 'MODEL_CRASHED' : 'MODEL_NOT_READY';
@@ -292,14 +297,20 @@ export class ModelWorker implements ModelBackend {
     }
     if (signal.aborted) throw new LmError('CANCELLED', 'the request was cancelled');
     if (this.#pending.has(request.id)) throw new LmError('INTERNAL', `request id ${request.id} is already in flight`);
+    // A stream the host may write itself: its headers go out first (the host writes after them).
+    const handOver = onTokens !== null && direct !== undefined && this.#directStreams && (await direct.begin().catch(() => false));
+    if (signal.aborted) throw new LmError('CANCELLED', 'the request was cancelled');
+    if (this.#host !== host || !host.alive) throw new LmError('MODEL_CRASHED', `the model host of ${this.model} is gone`);
     return new Promise<GenerationResult>((resolve, reject) => {
       const { id } = request;
       const onAbort = () => host.send({ type: 'cancel', id });
       signal.addEventListener('abort', onAbort, { once: true });
-      this.#pending.set(id, { onTokens, texts: [], resolve, reject, cleanup: () => signal.removeEventListener('abort', onAbort) });
-      if (!host.send({ type: 'generate', request: { ...request, stream: onTokens !== null } })) {
-        this.#settle(id, { error: new LmError('MODEL_CRASHED', `the model host of ${this.model} is gone`) });
-      }
+      if (handOver) this.#counters.direct++;
+      const pending: PendingRequest = { onTokens, texts: [], direct: handOver ? direct : undefined, resolve, reject, cleanup: () => signal.removeEventListener('abort', onAbort) };
+      this.#pending.set(id, pending);
+      const gone = () => this.#settle(id, { error: new LmError('MODEL_CRASHED', `the model host of ${this.model} is gone`) });
+      const message = { type: 'generate' as const, request: { ...request, stream: onTokens !== null, ...(handOver ? { direct: direct.template } : {}) } };
+      if (!(handOver ? host.send(message, direct.socket, gone) : host.send(message))) gone();
     });
   }
 
@@ -501,16 +512,24 @@ export class ModelWorker implements ModelBackend {
           this.#log.warn('token delivery failed', { reqId: event.id, error: toLmError(err).message });
         }
       } else if (event.type === 'done') {
+        this.#writeTail(event.id, event.tail);
         const { finishReason, usage, timings, stopString } = event;
         const text = event.text ?? this.#pending.get(event.id)?.texts.join('') ?? '';
         const result: GenerationResult = { text, finishReason, usage, timings };
         if (stopString !== undefined) result.stopString = stopString;
         this.#settle(event.id, { result });
       } else {
+        this.#writeTail(event.id, event.tail);
         const options = typeof event.field === 'string' ? { field: event.field } : {};
         this.#settle(event.id, { error: new LmError(event.code, String(event.message), options) });
       }
     }
+  }
+
+  /** A direct stream's chunks its connection had not taken when it ended: they go first. */
+  #writeTail(id: string, tail: string | undefined): void {
+    const socket = tail ? this.#pending.get(id)?.direct?.socket : undefined;
+    if (socket && !socket.destroyed) socket.write(tail as string);
   }
 
   #settle(id: string, outcome: { result?: GenerationResult; error?: LmError }): void {

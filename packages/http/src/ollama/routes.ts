@@ -8,6 +8,7 @@ import express, { type NextFunction, type Request, type Response, type Router } 
 import type { ActiveRequest, RequestPath } from '@lmserve/core';
 import { LmError, toLmError, type GenerationResult, type Logger } from '@lmserve/protocol';
 import { unauthorized, type CompatScope } from '../compat-scope.js';
+import { directStream, directTemplate } from '../direct.js';
 import { bodyError } from '../errors.js';
 import { parseChatRequest, parseGenerateRequest, type OllamaCall } from './request.js';
 
@@ -79,14 +80,16 @@ function isLoad(kind: Kind, body: unknown): boolean {
 
 async function serve(kind: Kind, call: OllamaCall, res: Response, request: ActiveRequest, path: RequestPath): Promise<void> {
   const model = ollamaName(path);
+  const open = () => {
+    if (res.writableEnded || res.destroyed || res.headersSent) return;
+    res.status(200);
+    res.setHeader('Content-Type', 'application/x-ndjson');
+    res.setHeader('Cache-Control', 'no-cache');
+    res.flushHeaders();
+  };
   const line = (data: unknown) => {
     if (res.writableEnded || res.destroyed) return;
-    if (!res.headersSent) {
-      res.status(200);
-      res.setHeader('Content-Type', 'application/x-ndjson');
-      res.setHeader('Cache-Control', 'no-cache');
-      res.flushHeaders();
-    }
+    open();
     res.write(`${JSON.stringify(data)}\n`);
   };
   if (call.input === null) throw request.fail(new LmError('INVALID_REQUEST', 'nothing to generate', { field: kind === 'chat' ? 'messages' : 'prompt' }));
@@ -99,9 +102,13 @@ async function serve(kind: Kind, call: OllamaCall, res: Response, request: Activ
         if (text !== '') line({ model, created_at: new Date().toISOString(), ...piece(kind, text), done: false });
       }
     : null;
+  // The model host may write the lines itself; their created_at is then the time it started.
+  const direct = call.stream
+    ? directStream(res, directTemplate((text) => `${JSON.stringify({ model, created_at: new Date().toISOString(), ...piece(kind, text), done: false })}\n`, { withTokens: false, skipEmpty: true }), open)
+    : undefined;
   let result: GenerationResult;
   try {
-    result = await request.run({ input: call.input, params: call.params, raw: call.raw }, onTokens, abort.signal);
+    result = await request.run({ input: call.input, params: call.params, raw: call.raw }, onTokens, abort.signal, direct);
   } catch (err) {
     sendOllamaError(res, err, path.backend.readiness().retryAfterS);
     return;

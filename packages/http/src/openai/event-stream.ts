@@ -13,9 +13,19 @@ export class OpenAiEventStream {
     return this.#started;
   }
 
+  /** The bytes of one chunk. */
+  static format(data: unknown): string {
+    return `data: ${JSON.stringify(data)}\n\n`;
+  }
+
   /** Sends one chunk; headers go out with the first. */
   send(data: unknown): void {
-    this.#write(`data: ${JSON.stringify(data)}\n\n`);
+    this.#write(OpenAiEventStream.format(data));
+  }
+
+  /** Sends the headers (once); chunks follow. */
+  open(): void {
+    this.#write('');
   }
 
   /** `data: [DONE]` and the end of the response. */
@@ -36,6 +46,6 @@ export class OpenAiEventStream {
       res.setHeader('X-Accel-Buffering', 'no');
       res.flushHeaders();
     }
-    res.write(text);
+    if (text !== '') res.write(text);
   }
 }

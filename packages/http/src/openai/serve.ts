@@ -8,6 +8,7 @@
 import type { Response } from 'express';
 import type { ActiveRequest, RequestPath } from '@lmserve/core';
 import { toLmError, type GenerationResult, type TokenLogprob } from '@lmserve/protocol';
+import { directStream, directTemplate } from '../direct.js';
 import { openAiErrorBody, sendOpenAiError } from './errors.js';
 import { OpenAiEventStream } from './event-stream.js';
 import type { OpenAiCall } from './request.js';
@@ -79,14 +80,18 @@ export async function serveOpenAi(kind: OpenAiKind, call: OpenAiCall, res: Respo
   const sent = call.inputs.map(() => 0);
   const chunkLogprobs = (index: number, entries: readonly TokenLogprob[] | undefined) =>
     !wantLogprobs || !entries ? null : kind === 'chat' ? chatLogprobs(entries) : textLogprobs(entries, sent[index]);
-  const chunk = (index: number, text: string | null, finish: 'stop' | 'length' | null, role = false, entries?: readonly TokenLogprob[]) => {
+  const chunkData = (index: number, text: string | null, finish: 'stop' | 'length' | null, role = false, entries?: readonly TokenLogprob[]) => {
     const lp = chunkLogprobs(index, entries);
     const choice =
       kind === 'chat'
         ? { index, delta: text === null ? {} : role ? { role: 'assistant', content: text } : { content: text }, logprobs: lp, finish_reason: finish }
         : { index, text: text ?? '', logprobs: lp, finish_reason: finish };
+    return { id, object: chunkObject, created, model, system_fingerprint: null, choices: [choice], ...usageField };
+  };
+  const chunk = (index: number, text: string | null, finish: 'stop' | 'length' | null, role = false, entries?: readonly TokenLogprob[]) => {
+    const data = chunkData(index, text, finish, role, entries);
     if (text) sent[index] = (sent[index] ?? 0) + text.length;
-    stream?.send({ id, object: chunkObject, created, model, system_fingerprint: null, choices: [choice], ...usageField });
+    stream?.send(data);
   };
   const opened = new Set<number>();
   const sink = (index: number) =>
@@ -104,11 +109,22 @@ export async function serveOpenAi(kind: OpenAiKind, call: OpenAiCall, res: Respo
           }
         : null;
 
+  // One choice without log-probabilities: the model host may write its chunks itself (the
+  // chat role chunk goes first, from here).
+  const direct =
+    stream && requests.length === 1 && !wantLogprobs
+      ? directStream(res, directTemplate((text) => OpenAiEventStream.format(chunkData(0, text, null)), { withTokens: false, skipEmpty: true }), () => {
+          if (kind !== 'chat') return stream.open();
+          opened.add(0);
+          chunk(0, '', null, true);
+        })
+      : undefined;
+
   let results: GenerationResult[];
   try {
     results = await Promise.all(
       requests.map((request, i) =>
-        request.run({ input: call.inputs[i] as OpenAiCall['inputs'][number], params: call.params, raw: call.raw }, sink(i), abort.signal).catch((err: unknown) => {
+        request.run({ input: call.inputs[i] as OpenAiCall['inputs'][number], params: call.params, raw: call.raw }, sink(i), abort.signal, i === 0 ? direct : undefined).catch((err: unknown) => {
           abort.abort();
           throw err;
         }),

@@ -1,0 +1,209 @@
+/**
+ * Direct streams: a streamed HTTP response's token chunks are written by the model host to the
+ * client's connection, not relayed through the supervisor. Every route that streams (ours,
+ * OpenAI completions and chat, Ollama generate and chat, on a model port and the gateway) must
+ * give the bytes it gives when relayed, keep-alive connections must survive it, and
+ * LMSERVE_DIRECT_STREAM=off must turn it off.
+ */
+import assert from 'node:assert/strict';
+import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { after, before, describe, test } from 'node:test';
+import OpenAI from 'openai';
+import { ServiceFixture, tinyBpeModel, waitFor } from './service-fixture.js';
+
+interface Reply {
+  status: number;
+  headers: IncomingMessage['headers'];
+  body: string;
+  reusedSocket: boolean;
+}
+
+function post(port: number, path: string, body: unknown, agent?: Agent): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = httpRequest(
+      { host: '127.0.0.1', port, path, method: 'POST', agent: agent ?? false, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text, reusedSocket: req.reusedSocket }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+/** Our SSE: the token events' texts and ids, and the done event. */
+function ours(body: string): { text: string; ids: number[]; done: { output: string; usage: { tokens_out: number } } } {
+  let text = '';
+  const ids: number[] = [];
+  let done: { output: string; usage: { tokens_out: number } } | undefined;
+  for (const block of body.split('\n\n').filter((b) => b.trim() !== '')) {
+    const [eventLine, dataLine] = block.split('\n');
+    const data = JSON.parse((dataLine ?? '').replace(/^data: /, ''));
+    if (eventLine === 'event: token') {
+      text += data.text;
+      ids.push(...data.tokens);
+    } else if (eventLine === 'event: done') {
+      done = data;
+    } else {
+      assert.fail(`unexpected event: ${block}`);
+    }
+  }
+  assert.ok(done, 'a done event');
+  return { text, ids, done };
+}
+
+/** OpenAI's SSE: the chunks (without `[DONE]`), checking it ends with `[DONE]`. */
+function openAiChunks(body: string): any[] {
+  const blocks = body.split('\n\n').filter((b) => b.trim() !== '');
+  assert.equal(blocks.at(-1), 'data: [DONE]');
+  return blocks.slice(0, -1).map((b) => JSON.parse(b.replace(/^data: /, '')));
+}
+
+describe('direct streams', () => {
+  const service = new ServiceFixture();
+  let port = 0;
+
+  async function directCount(): Promise<number> {
+    const workers = (await service.admin('GET', '/admin/workers')).body as { workers: { name: string; requests: { direct: number } }[] };
+    return workers.workers.find((w) => w.name === 'alpha')?.requests.direct ?? -1;
+  }
+
+  before(async () => {
+    await service.configure({ alpha: { model: tinyBpeModel } });
+    await service.start(['--all']);
+    await service.waitReady('alpha');
+    port = service.ports.get('alpha')!;
+  });
+
+  after(() => service.cleanup());
+
+  const greedy = { max_tokens: 24, temperature: 0, ignore_eos: true };
+
+  test('our API: the streamed text and tokens are the non-streamed output, written by the host', async () => {
+    const before = await directCount();
+    const params = { ...greedy, raw: true };
+    const plain = await post(port, '/v1/completions', { input: 'The harbour', params });
+    const expected = JSON.parse(plain.body).output as string;
+    const streamed = await post(port, '/v1/completions', { input: 'The harbour', params: { ...params, stream: true } });
+    assert.equal(streamed.status, 200);
+    assert.equal(streamed.headers['transfer-encoding'], 'chunked');
+    const got = ours(streamed.body);
+    assert.equal(got.text, expected);
+    assert.equal(got.done.output, expected);
+    assert.equal(got.ids.length, 24);
+    assert.equal(got.done.usage.tokens_out, 24);
+    assert.equal(await directCount(), before + 1, 'the stream was handed to the host');
+  });
+
+  test('OpenAI completions and chat (SDK), Ollama generate and chat: the same text as without streaming', async () => {
+    const before = await directCount();
+    const client = new OpenAI({ baseURL: service.url('alpha', '/v1'), apiKey: 'unused', maxRetries: 0 });
+    const prompt = 'Once upon a time';
+    const plainText = (await client.completions.create({ model: 'alpha', prompt, max_tokens: 20, temperature: 0 })).choices[0]?.text;
+    let streamedText = '';
+    for await (const chunk of await client.completions.create({ model: 'alpha', prompt, max_tokens: 20, temperature: 0, stream: true })) {
+      streamedText += chunk.choices[0]?.text ?? '';
+    }
+    assert.equal(streamedText, plainText);
+
+    const messages = [{ role: 'user' as const, content: 'Hello there' }];
+    const plainChat = (await client.chat.completions.create({ model: 'alpha', messages, max_tokens: 20, temperature: 0 })).choices[0]?.message.content;
+    let chatText = '';
+    let roles = 0;
+    let finish: string | null | undefined;
+    for await (const chunk of await client.chat.completions.create({ model: 'alpha', messages, max_tokens: 20, temperature: 0, stream: true })) {
+      if (chunk.choices[0]?.delta.role === 'assistant') roles++;
+      chatText += chunk.choices[0]?.delta.content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    assert.equal(chatText, plainChat);
+    assert.equal(roles, 1, 'one role chunk');
+    assert.equal(finish, 'length');
+
+    // Raw bytes: every chunk is one well-formed `data:` line of the same completion id.
+    const raw = await post(port, '/v1/completions', { model: 'alpha', prompt, max_tokens: 20, temperature: 0, stream: true });
+    const chunks = openAiChunks(raw.body);
+    assert.equal(new Set(chunks.map((c) => c.id)).size, 1);
+    assert.equal(chunks.map((c) => c.choices[0]?.text ?? '').join(''), plainText);
+    assert.equal(chunks.at(-1)?.choices[0]?.finish_reason, 'length');
+
+    for (const kind of ['generate', 'chat'] as const) {
+      const body = kind === 'generate' ? { model: 'alpha', prompt, options: { num_predict: 20, temperature: 0 } } : { model: 'alpha', messages, options: { num_predict: 20, temperature: 0 } };
+      const plain = JSON.parse((await post(port, `/api/${kind}`, { ...body, stream: false })).body);
+      const lines = (await post(port, `/api/${kind}`, body)).body.trim().split('\n').map((l) => JSON.parse(l));
+      assert.equal(lines.at(-1).done, true);
+      assert.ok(lines.slice(0, -1).every((l) => l.done === false && l.model === plain.model));
+      const text = lines.map((l) => (kind === 'generate' ? l.response : l.message.content)).join('');
+      assert.equal(text, kind === 'generate' ? plain.response : plain.message.content);
+      assert.equal(lines.at(-1).eval_count, 20);
+    }
+    assert.equal(await directCount(), before + 5);
+  });
+
+  test('a keep-alive connection carries streamed and plain requests one after another', async () => {
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    try {
+      const params = { ...greedy, raw: true };
+      const first = await post(port, '/v1/completions', { input: 'One', params: { ...params, stream: true } }, agent);
+      const second = await post(port, '/v1/completions', { input: 'Two', params: { ...params, stream: true } }, agent);
+      const third = await post(port, '/v1/completions', { input: 'Two', params }, agent);
+      assert.equal(first.reusedSocket, false);
+      assert.equal(second.reusedSocket, true);
+      assert.equal(third.reusedSocket, true);
+      assert.equal(ours(first.body).ids.length, 24);
+      assert.equal(ours(second.body).text, JSON.parse(third.body).output);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  test('log-probabilities are relayed (the host writes no chunk format for them)', async () => {
+    const before = await directCount();
+    const res = await post(port, '/v1/completions', { input: 'Hi', params: { ...greedy, raw: true, stream: true, logprobs: 2 } });
+    const blocks = res.body.split('\n\n').filter((b) => b.startsWith('event: token'));
+    assert.ok(blocks.length > 0 && blocks.every((b) => b.includes('"logprobs"')));
+    assert.equal(await directCount(), before);
+  });
+
+  test('a client that leaves mid-stream cancels its generation', async () => {
+    const controller = new AbortController();
+    const res = await fetch(service.url('alpha', '/v1/completions'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ input: 'Long', params: { max_tokens: 400, ignore_eos: true, stream: true, raw: true } }),
+      signal: controller.signal,
+    });
+    const reader = res.body!.getReader();
+    await reader.read();
+    controller.abort();
+    await waitFor('the generation to be cancelled', async () => {
+      const workers = (await service.admin('GET', '/admin/workers')).body as { workers: { name: string; in_flight: number; requests: { cancelled: number } }[] };
+      const alpha = workers.workers.find((w) => w.name === 'alpha');
+      return alpha?.in_flight === 0 && (alpha?.requests.cancelled ?? 0) > 0 ? true : undefined;
+    }, 10_000);
+  });
+});
+
+describe('direct streams off (LMSERVE_DIRECT_STREAM=off)', () => {
+  const service = new ServiceFixture();
+  after(() => service.cleanup());
+
+  test('tokens are relayed, with the same bytes', async () => {
+    await service.configure({ alpha: { model: tinyBpeModel } });
+    await service.start(['--all'], { env: { LMSERVE_DIRECT_STREAM: 'off' } });
+    await service.waitReady('alpha');
+    const port = service.ports.get('alpha')!;
+    const params = { max_tokens: 16, temperature: 0, ignore_eos: true, raw: true };
+    const streamed = ours((await post(port, '/v1/completions', { input: 'Same', params: { ...params, stream: true } })).body);
+    const plain = JSON.parse((await post(port, '/v1/completions', { input: 'Same', params })).body);
+    assert.equal(streamed.text, plain.output);
+    const workers = (await service.admin('GET', '/admin/workers')).body as { workers: { requests: { direct: number; done: number } }[] };
+    assert.equal(workers.workers[0]?.requests.direct, 0);
+    assert.equal(workers.workers[0]?.requests.done, 2);
+  });
+});
