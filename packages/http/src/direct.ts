@@ -42,7 +42,8 @@ const BEGIN_LIMIT_MS = 1000;
  */
 export function directStream(res: Response, template: DirectTemplate | null, start: () => void): DirectStream | undefined {
   const socket = res.socket;
-  if (!template || !socket || process.platform === 'win32') return undefined;
+  // Plain TCP only: the host writes bytes as they are, which a TLS connection must not get.
+  if (!template || !socket || process.platform === 'win32' || (socket as { encrypted?: boolean }).encrypted) return undefined;
   return {
     socket,
     template,
