@@ -130,9 +130,9 @@ export class LlamaServerTarget implements BenchTarget {
       '--port', String(port),
       ...c.extraArgs,
     ];
-    // The environment our model hosts get (hostEnvironment: OMP_WAIT_POLICY=passive unless set),
-    // so both sides' OpenMP threads wait the same way between decodes: spinning against passive
-    // threads on 2 cores is a large difference of its own, not one of the servers.
+    // The environment a model host of ours gets when it has its cores to itself (hostEnvironment:
+    // libgomp's default wait, unless OMP_WAIT_POLICY or GOMP_SPINCOUNT is set), so both sides'
+    // OpenMP threads wait alike.
     this.#env = hostEnvironment(process.env);
     const child = spawn(c.binary, this.#args, { stdio: ['ignore', 'pipe', 'pipe'], env: this.#env });
     this.#child = child;
@@ -170,6 +170,7 @@ export class LlamaServerTarget implements BenchTarget {
       version: llamaServerVersion(this.#config.binary),
       args: this.#args,
       ompWaitPolicy: this.#env.OMP_WAIT_POLICY ?? null,
+      gompSpinCount: this.#env.GOMP_SPINCOUNT ?? null,
     };
   }
 

@@ -13,9 +13,12 @@ test("a host's JSON lines pass as they are; anything else is wrapped with the wo
   assert.ok(!Number.isNaN(Date.parse(wrapped.ts)));
 });
 
-test("a host's OpenMP threads wait passively unless the operator set OMP_WAIT_POLICY", async () => {
-  const { hostEnvironment } = await import('@lmserve/supervisor');
-  assert.equal(hostEnvironment({ PATH: '/bin' }).OMP_WAIT_POLICY, 'passive');
-  assert.equal(hostEnvironment({ PATH: '/bin' }).PATH, '/bin');
-  assert.equal(hostEnvironment({ OMP_WAIT_POLICY: 'active' }).OMP_WAIT_POLICY, 'active');
+test("a host's OpenMP threads keep libgomp's default wait alone, spin briefly on shared cores, and the operator's setting wins", async () => {
+  const { hostEnvironment, SHARED_CPU_SPIN_COUNT } = await import('@lmserve/supervisor');
+  assert.deepEqual(hostEnvironment({ PATH: '/bin' }), { PATH: '/bin' });
+  assert.deepEqual(hostEnvironment({ PATH: '/bin' }, false), { PATH: '/bin' });
+  assert.deepEqual(hostEnvironment({ PATH: '/bin' }, true), { PATH: '/bin', GOMP_SPINCOUNT: SHARED_CPU_SPIN_COUNT });
+  assert.equal(SHARED_CPU_SPIN_COUNT, '300');
+  assert.deepEqual(hostEnvironment({ OMP_WAIT_POLICY: 'passive' }, true), { OMP_WAIT_POLICY: 'passive' });
+  assert.deepEqual(hostEnvironment({ GOMP_SPINCOUNT: '5000' }, true), { GOMP_SPINCOUNT: '5000' });
 });

@@ -29,18 +29,28 @@ export interface HostProcessOptions {
   execPath?: string;
   /** Relay pipes to open (one per replica); their events arrive as `events` messages. */
   relays?: number;
+  /** The service's models ask for more CPU threads than there are cores (hostEnvironment). */
+  sharedCpus?: boolean;
 }
 
+/** GOMP_SPINCOUNT for model hosts whose CPU threads share the cores with other busy ones. */
+export const SHARED_CPU_SPIN_COUNT = '300';
+
 /**
- * The host's environment. OpenMP threads (llama.cpp's CPU backend) wait passively between
- * decodes unless the operator chose otherwise: by default they spin, and spinning threads of two
- * model hosts (or a host and anything else busy) take the cores from each other: measured on 2
- * cores with a second llama.cpp process busy, one stream ran at 4-5 tok/s spinning and 45-88
- * tok/s passive. A spinning idle thread also takes
- * CPU from the supervisor's relay on a small machine.
+ * The host's environment. How llama.cpp's OpenMP threads wait at each barrier of a decode: by
+ * default libgomp spins a while before it sleeps, which is fastest while the process has its
+ * cores to itself and ruinous when two busy processes share them (each spins on a core the other
+ * needs). Measured on 2 cores, the bench model, 2 threads per process, one stream each
+ * (.scratch/contend.ts): libgomp's default 173 tok/s alone, 9 tok/s each with a second busy
+ * process; OMP_WAIT_POLICY=passive 121 alone, 100 each together; GOMP_SPINCOUNT=300 170 alone,
+ * 87 each together (100: 129 alone; 2000: 48 together). So `sharedCpus` (the service's models
+ * ask for more threads than the machine has cores) gets GOMP_SPINCOUNT=300; a model alone on its
+ * cores keeps libgomp's default, as llama-server runs. OMP_WAIT_POLICY or GOMP_SPINCOUNT set by
+ * the operator always win.
  */
-export function hostEnvironment(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return env.OMP_WAIT_POLICY === undefined ? { ...env, OMP_WAIT_POLICY: 'passive' } : { ...env };
+export function hostEnvironment(env: NodeJS.ProcessEnv, sharedCpus = false): NodeJS.ProcessEnv {
+  if (env.OMP_WAIT_POLICY !== undefined || env.GOMP_SPINCOUNT !== undefined || !sharedCpus) return { ...env };
+  return { ...env, GOMP_SPINCOUNT: SHARED_CPU_SPIN_COUNT };
 }
 
 /** The host's fd of its first relay pipe: stdio 0-2, then the IPC channel (3). */
@@ -90,7 +100,7 @@ export class HostProcess {
       // The supervisor may run under a loader (tsx in tests); the host is plain JS.
       execArgv: [],
       ...(options.execPath !== undefined ? { execPath: options.execPath } : {}),
-      env: { ...hostEnvironment(process.env), LMSERVE_WORKER: options.name },
+      env: { ...hostEnvironment(process.env, options.sharedCpus ?? false), LMSERVE_WORKER: options.name },
     });
     const lines = (stream: NodeJS.ReadableStream | null) => {
       if (!stream) return;

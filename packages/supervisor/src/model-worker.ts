@@ -50,6 +50,8 @@ export interface ModelWorkerOptions {
   createHost?: (options: HostProcessOptions) => HostProcess;
   /** The supervisor's downloads (workers sharing a MODEL_PATH share one); default: the worker's own. */
   downloads?: ModelDownloads;
+  /** Whether the service's models together ask for more CPU threads than the machine has cores. */
+  sharedCpus?: () => boolean;
   /** The supervisor's memory ledger: each worker's fit check counts the others' models. */
   memory?: MemoryLedger;
   /** Where LMSERVE_FIT_CHECK and LMSERVE_MEMORY_AVAILABLE are read (default: process.env). */
@@ -77,6 +79,7 @@ export class ModelWorker implements ModelBackend {
   readonly #createHost: (options: HostProcessOptions) => HostProcess;
   readonly #downloads: ModelDownloads;
   readonly #memory: MemoryLedger;
+  readonly #sharedCpus: () => boolean;
   readonly #env: NodeJS.ProcessEnv;
   readonly #directStreams: boolean;
   readonly #pending = new Map<string, PendingRequest>();
@@ -117,6 +120,7 @@ export class ModelWorker implements ModelBackend {
     this.#createHost = options.createHost ?? ((o) => new HostProcess(o));
     this.#downloads = options.downloads ?? new ModelDownloads();
     this.#memory = options.memory ?? new MemoryLedger();
+    this.#sharedCpus = options.sharedCpus ?? (() => false);
     this.#env = options.env ?? process.env;
     // LMSERVE_DIRECT_STREAM=off: streamed HTTP tokens always go through this process.
     this.#directStreams = this.#env.LMSERVE_DIRECT_STREAM !== 'off';
@@ -406,6 +410,7 @@ export class ModelWorker implements ModelBackend {
         onMessage: (message) => this.#onHostMessage(host, message),
         onExit: (exit) => this.#onHostExit(host, exit),
         relays: config.replicas,
+        sharedCpus: this.#sharedCpus(),
       });
     } catch (err) {
       this.#spawnFailed(toLmError(err).message);

@@ -6,6 +6,7 @@
  */
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { availableParallelism } from 'node:os';
 import {
   RecentLog,
   RequestPath,
@@ -255,6 +256,7 @@ export class Supervisor implements AdminBackend {
         logLevel,
         downloads: this.#downloads,
         memory: this.#memory,
+        sharedCpus: () => this.#sharedCpus(),
       });
       const requests = new RequestPath({
         backend: worker,
@@ -323,6 +325,21 @@ export class Supervisor implements AdminBackend {
   }
 
   /** A worker's file, its LMSERVE_<WORKER>_<KEY> variables, and the supervisor's defaults (NATS_URL). */
+  /**
+   * Whether the configured models together ask for more CPU threads than the machine has cores
+   * (MODEL_THREADS each, every core when 0, times REPLICAS): their hosts then wait at OpenMP
+   * barriers in a way that shares cores (hostEnvironment).
+   */
+  #sharedCpus(): boolean {
+    const cores = availableParallelism();
+    let threads = 0;
+    for (const { worker } of this.#workers.values()) {
+      const config = worker.config;
+      if (config) threads += (config.threads > 0 ? config.threads : cores) * config.replicas;
+    }
+    return threads > cores;
+  }
+
   #loadWorkerConfig(name: string, file: string): WorkerConfig | WorkerConfigError {
     return loadWorkerConfig(name, file, this.paths, { natsUrl: this.config.natsUrl, nats: this.config.nats, logBodies: this.config.logBodies ? 'on' : 'off' });
   }
