@@ -145,6 +145,20 @@ describe('direct streams', () => {
     assert.equal(await directCount(), before + 5);
   });
 
+  test('a burst of streams: every one completes whole, handed over or relayed (never queued behind a handover)', async () => {
+    const before = await directCount();
+    const params = { ...greedy, max_tokens: 12, raw: true, stream: true };
+    const replies = await Promise.all(Array.from({ length: 8 }, (_, i) => post(port, '/v1/completions', { input: `Burst ${i}`, params })));
+    for (const reply of replies) {
+      assert.equal(reply.status, 200, reply.body);
+      const got = ours(reply.body);
+      assert.equal(got.ids.length, 12);
+      assert.equal(got.text, got.done.output);
+    }
+    const handed = (await directCount()) - before;
+    assert.ok(handed >= 1 && handed <= 8, `${handed} of 8 handed over`);
+  });
+
   test('a keep-alive connection carries streamed and plain requests one after another', async () => {
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     try {

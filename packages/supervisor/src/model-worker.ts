@@ -302,7 +302,8 @@ export class ModelWorker implements ModelBackend {
     if (signal.aborted) throw new LmError('CANCELLED', 'the request was cancelled');
     if (this.#pending.has(request.id)) throw new LmError('INTERNAL', `request id ${request.id} is already in flight`);
     // A stream the host may write itself: its headers go out first (the host writes after them).
-    const handOver = onTokens !== null && direct !== undefined && this.#directStreams && (await direct.begin().catch(() => false));
+    // Not while another connection is on its way to the host: the request would wait for it.
+    const handOver = onTokens !== null && direct !== undefined && this.#directStreams && host.handleChannelFree && (await direct.begin().catch(() => false));
     if (signal.aborted) throw new LmError('CANCELLED', 'the request was cancelled');
     if (this.#host !== host || !host.alive) throw new LmError('MODEL_CRASHED', `the model host of ${this.model} is gone`);
     return new Promise<GenerationResult>((resolve, reject) => {
@@ -314,7 +315,7 @@ export class ModelWorker implements ModelBackend {
       this.#pending.set(id, pending);
       const gone = () => this.#settle(id, { error: new LmError('MODEL_CRASHED', `the model host of ${this.model} is gone`) });
       const message = { type: 'generate' as const, request: { ...request, stream: onTokens !== null, ...(handOver ? { direct: direct.template } : {}) } };
-      if (!(handOver ? host.send(message, direct.socket, gone) : host.send(message))) gone();
+      if (!host.send(message, handOver ? direct.socket : undefined, gone)) gone();
     });
   }
 
