@@ -922,26 +922,22 @@ void EngineCore::EmitToken(Slot& slot, llama_token token, const float* logits) {
   slot.generated++;
   emittedThisStep_++;
   Request& request = *slot.request;
+  std::string text = slot.text->Push(TokenPiece(vocab, token, false));
   if (request.delivery != Delivery::Events) {
-    std::string text = slot.text->Push(TokenPiece(vocab, token, false));
-    request.output += text;
-    if (request.direct) {
-      request.direct->text += text;
-      request.direct->ids.push_back(token);
-    }
+    KeepOutput(request, text, token);
   } else {
-  EngineEvent ev;
-  ev.type = EngineEvent::Type::Tokens;
-  ev.id = slot.request->id;
-  ev.text = slot.text->Push(TokenPiece(vocab, token, false));
-  ev.tokens.push_back(token);
-  if (params.logprobs >= 0 && logits != nullptr) {
-    TokenLogprob lp = ComputeLogprob(logits, llama_vocab_n_tokens(vocab), token, params.logprobs);
-    ev.pieces.push_back(TokenPiece(vocab, token, true));
-    for (const auto& alt : lp.top) ev.pieces.push_back(TokenPiece(vocab, alt.first, true));
-    ev.logprobs.push_back(std::move(lp));
-  }
-  events_.push_back(std::move(ev));
+    EngineEvent ev;
+    ev.type = EngineEvent::Type::Tokens;
+    ev.id = request.id;
+    ev.text = std::move(text);
+    ev.tokens.push_back(token);
+    if (params.logprobs >= 0 && logits != nullptr) {
+      TokenLogprob lp = ComputeLogprob(logits, llama_vocab_n_tokens(vocab), token, params.logprobs);
+      ev.pieces.push_back(TokenPiece(vocab, token, true));
+      for (const auto& alt : lp.top) ev.pieces.push_back(TokenPiece(vocab, alt.first, true));
+      ev.logprobs.push_back(std::move(lp));
+    }
+    events_.push_back(std::move(ev));
   }
   if (slot.text->stopped()) {
     Finish(slot, "stop");
@@ -960,8 +956,7 @@ void EngineCore::Finish(Slot& slot, const std::string& reason) {
   if (reason != "cancelled") {
     std::string rest = slot.text->Flush();
     if (!rest.empty() && request.delivery != Delivery::Events) {
-      request.output += rest;
-      if (request.direct) request.direct->text += rest;
+      KeepOutput(request, rest, -1);
     } else if (!rest.empty()) {
       EngineEvent tail;
       tail.type = EngineEvent::Type::Tokens;
@@ -985,10 +980,7 @@ void EngineCore::Finish(Slot& slot, const std::string& reason) {
   done.decodeMs = slot.generated > 0 ? Ms(slot.firstToken, now) : 0;
   done.totalMs = Ms(request.submitted, now);
   if (request.delivery != Delivery::Events) done.text = std::move(request.output);
-  if (request.direct) {
-    FlushDirect(request, true);
-    done.tail = std::move(request.direct->unsent);
-  }
+  done.tail = TakeDirectTail(request);
   events_.push_back(std::move(done));
 
   ReleaseSlot(slot, SlotCache::Keep);
@@ -1002,11 +994,21 @@ void EngineCore::FailRequest(Request& request, const std::string& code, const st
   ev.id = request.id;
   ev.code = code;
   ev.message = message;
-  if (request.direct) {
-    FlushDirect(request, true);
-    ev.tail = std::move(request.direct->unsent);
-  }
+  ev.tail = TakeDirectTail(request);
   events_.push_back(std::move(ev));
+}
+
+void EngineCore::KeepOutput(Request& request, const std::string& text, llama_token token) {
+  request.output += text;
+  if (!request.direct) return;
+  request.direct->text += text;
+  if (token >= 0) request.direct->ids.push_back(token);
+}
+
+std::string EngineCore::TakeDirectTail(Request& request) {
+  if (!request.direct) return std::string();
+  FlushDirect(request, true);
+  return std::move(request.direct->unsent);
 }
 
 void EngineCore::FlushDirect(bool force) {

@@ -225,6 +225,10 @@ class EngineCore {
   void ClearCache(Slot& slot);
   void DrainOnStop();
   void FlushEvents();
+  // Final and Direct requests: keeps a step's text (and its token, unless -1) in the request.
+  void KeepOutput(Request& request, const std::string& text, llama_token token);
+  // A Direct request's end: writes what is left and returns what its socket did not take.
+  std::string TakeDirectTail(Request& request);
   // Direct requests: formats what each stream collected and writes it (coalesced).
   void FlushDirect(bool force);
   void FlushDirect(Request& request, bool force);

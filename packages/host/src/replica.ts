@@ -229,8 +229,7 @@ class Replica {
     };
     try {
       const prompt = buildPrompt(this.#model as Model, this.#spec.promptTemplate, request);
-      const { fd, prefix, afterText, afterTokens, skipEmpty } = direct ?? {};
-      const output = direct && fd !== undefined ? { delivery, direct: { fd, prefix: prefix!, afterText: afterText!, ...(afterTokens !== undefined ? { afterTokens } : {}), skipEmpty: skipEmpty ?? true } } : { delivery };
+      const output = direct ? { delivery, direct: { ...direct, fd: direct.fd as number } } : { delivery };
       this.#live.set(id, engine.submitTo(listener, { prompt, params: request.params, ...output }));
     } catch (err) {
       this.#live.delete(id);

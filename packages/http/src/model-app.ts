@@ -133,13 +133,12 @@ export function createModelApp(options: ModelAppOptions): Express {
     const sse = parsed.stream ? new SseStream(res) : undefined;
     const id = request.id;
     // params.logprobs: each token event carries its tokens' log-probabilities.
-    const onTokens = sse
-      ? (text: string, ids: number[], logprobs?: TokenLogprob[]) => sse.send('token', logprobs ? { id, text, tokens: ids, logprobs } : { id, text, tokens: ids })
-      : null;
+    const tokenEvent = (text: string, tokens: number[], logprobs?: TokenLogprob[]) => (logprobs ? { id, text, tokens, logprobs } : { id, text, tokens });
+    const onTokens = sse ? (text: string, ids: number[], logprobs?: TokenLogprob[]) => sse.send('token', tokenEvent(text, ids, logprobs)) : null;
     // Without log-probabilities the model host may write the token events itself.
     const direct =
       sse && (parsed.params.logprobs ?? -1) < 0
-        ? directStream(res, directTemplate((text, tokens) => SseStream.format('token', { id, text, tokens }), { withTokens: true, skipEmpty: false }), () => sse.open())
+        ? directStream(res, directTemplate((text, tokens) => SseStream.format('token', tokenEvent(text, tokens)), { withTokens: true, skipEmpty: false }), () => sse.open())
         : undefined;
     try {
       const result = await request.run({ input: parsed.input, params: parsed.params, raw: parsed.raw }, onTokens, abort.signal, direct);

@@ -97,14 +97,15 @@ async function serve(kind: Kind, call: OllamaCall, res: Response, request: Activ
   res.on('close', () => {
     if (!res.writableFinished) abort.abort();
   });
+  const tokenLine = (text: string) => ({ model, created_at: new Date().toISOString(), ...piece(kind, text), done: false });
   const onTokens = call.stream
     ? (text: string) => {
-        if (text !== '') line({ model, created_at: new Date().toISOString(), ...piece(kind, text), done: false });
+        if (text !== '') line(tokenLine(text));
       }
     : null;
   // The model host may write the lines itself; their created_at is then the time it started.
   const direct = call.stream
-    ? directStream(res, directTemplate((text) => `${JSON.stringify({ model, created_at: new Date().toISOString(), ...piece(kind, text), done: false })}\n`, { withTokens: false, skipEmpty: true }), open)
+    ? directStream(res, directTemplate((text) => `${JSON.stringify(tokenLine(text))}\n`, { withTokens: false, skipEmpty: true }), open)
     : undefined;
   let result: GenerationResult;
   try {
