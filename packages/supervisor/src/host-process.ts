@@ -41,7 +41,7 @@ export const SHARED_CPU_SPIN_COUNT = '300';
  * default libgomp spins a while before it sleeps, which is fastest while the process has its
  * cores to itself and ruinous when two busy processes share them (each spins on a core the other
  * needs). Measured on 2 cores, the bench model, 2 threads per process, one stream each
- * (.scratch/contend.ts): libgomp's default 173 tok/s alone, 9 tok/s each with a second busy
+ * (ours and llama-server each streaming at once, a throwaway script): libgomp's default 173 tok/s alone, 9 tok/s each with a second busy
  * process; OMP_WAIT_POLICY=passive 121 alone, 100 each together; GOMP_SPINCOUNT=300 170 alone,
  * 87 each together (100: 129 alone; 2000: 48 together). So `sharedCpus` (the service's models
  * ask for more threads than the machine has cores) gets GOMP_SPINCOUNT=300; a model alone on its
