@@ -14,8 +14,13 @@ describe('JetStream jobs across a model host crash', () => {
   const service = new ServiceFixture();
   let nats: NatsServer;
   let client: JobsClient;
-  /** Long enough to be killed in the middle (the tiny model, ignoring EOS). */
-  const long = { max_tokens: 1500, ignore_eos: true, temperature: 0 };
+  /**
+   * Long enough to be killed in the middle (the tiny model, ignoring EOS): the kill waits for the
+   * worker's stats (every 500 ms) and 200 ms more, and the tiny model, with no JS per step since
+   * the engine collects a non-streamed text itself, writes 1,500 tokens in about a second.
+   */
+  const LONG_TOKENS = 3500;
+  const long = { max_tokens: LONG_TOKENS, ignore_eos: true, temperature: 0 };
   const short = { max_tokens: 4, ignore_eos: true };
 
   before(async () => {
@@ -56,7 +61,7 @@ describe('JetStream jobs across a model host crash', () => {
     const killed = await killHostMidJob('alpha');
     const result = await client.result('alpha', 'survivor', 90_000);
     assert.equal(result.status, 'completed');
-    assert.equal(result.usage.tokens_out, 1500);
+    assert.equal(result.usage.tokens_out, LONG_TOKENS);
     assert.equal((await client.result('alpha', 'bystander')).status, 'completed');
     const redelivered = await waitEvent(service, 'alpha', 'jobs.redelivered', (d) => d.job_id === 'survivor');
     assert.ok(redelivered.data.deliveries >= 2);
