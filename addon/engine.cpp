@@ -410,6 +410,7 @@ Napi::Value AddonEngine::Stats(const Napi::CallbackInfo& info) {
   o.Set("decodeSteps", Napi::Number::New(env, static_cast<double>(s.decodeSteps)));
   o.Set("grammarFastSamples", Napi::Number::New(env, static_cast<double>(s.grammarFastSamples)));
   o.Set("grammarFullSamples", Napi::Number::New(env, static_cast<double>(s.grammarFullSamples)));
+  o.Set("grammarKnownStates", Napi::Number::New(env, static_cast<double>(s.grammarKnownStates)));
   o.Set("grammarSkippedSteps", Napi::Number::New(env, static_cast<double>(s.grammarSkippedSteps)));
   o.Set("grammarCacheHits", Napi::Number::New(env, static_cast<double>(s.grammarCacheHits)));
   o.Set("grammarCacheMisses", Napi::Number::New(env, static_cast<double>(s.grammarCacheMisses)));

@@ -769,6 +769,11 @@ void EngineCore::SampleAndEmit() {
           std::lock_guard<std::mutex> lock(mutex_);
           stats_.grammarFastSamples++;
         }
+      } else if (sampler.SampleKnown(logits, &token)) {
+        // A state the grammar has been in before: its allowed tokens are known, no grammar pass.
+        std::lock_guard<std::mutex> lock(mutex_);
+        stats_.grammarFullSamples++;
+        stats_.grammarKnownStates++;
       } else {
         {
           std::lock_guard<std::mutex> lock(mutex_);

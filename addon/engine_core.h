@@ -105,8 +105,9 @@ struct EngineStats {
   double tokensPerSecond = 0;  // generated tokens/s over the last second or so
   uint64_t tokensGenerated = 0, promptTokensProcessed = 0, requestsDone = 0, decodeSteps = 0;
   // Tokens sampled under a grammar: accepted on the fast path (the grammar checked only the
-  // chain's choice) or sampled again with the grammar over the whole vocabulary.
-  uint64_t grammarFastSamples = 0, grammarFullSamples = 0;
+  // chain's choice) or sampled again with the grammar over the whole vocabulary; of the latter,
+  // those in a grammar state whose allowed tokens were already known (no grammar pass).
+  uint64_t grammarFastSamples = 0, grammarFullSamples = 0, grammarKnownStates = 0;
   // Decode steps a constrained sequence sat out because its full grammar sampling (on the
   // sampling thread) was not done in time; the other sequences did not wait for it.
   uint64_t grammarSkippedSteps = 0;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <type_traits>
@@ -499,13 +500,13 @@ uint64_t GrammarMaxWidth() {
 }
 
 GrammarReport AnalyzeGrammar(const llama_vocab* vocab, const std::string& grammar, const std::string& root,
-                             bool keepSampler) {
+                             bool keepGrammar) {
   GrammarReport report;
   report.maxWidth = GrammarMaxWidth();
   auto fail = [&](GrammarReport::Verdict verdict, std::string reason) {
     report.verdict = verdict;
     report.reason = std::move(reason);
-    report.sampler.reset();
+    report.grammar.reset();
     return std::move(report);
   };
 
@@ -556,11 +557,12 @@ GrammarReport AnalyzeGrammar(const llama_vocab* vocab, const std::string& gramma
   }
   report.rules = parser.rules.size();
 
-  // 2. llama.cpp's own verdict (left recursion, anything added since): the sampler it builds.
+  // 2. llama.cpp's own verdict (left recursion, anything added since): the grammar it builds
+  //    (what llama_sampler_init_grammar would hold).
   {
     LogCapture capture;
-    SamplerPtr sampler(llama_sampler_init_grammar(vocab, grammar.c_str(), root.c_str()));
-    if (!sampler) {
+    GrammarPtr built(llama_grammar_init_impl(vocab, grammar.c_str(), root.c_str(), false, nullptr, 0, nullptr, 0));
+    if (!built) {
       std::string log = capture.text();
       const std::string marker = "left recursion detected for nonterminal at index ";
       size_t m = log.find(marker);
@@ -575,7 +577,7 @@ GrammarReport AnalyzeGrammar(const llama_vocab* vocab, const std::string& gramma
       std::string tail = capture.Tail(3);
       return fail(GrammarReport::Verdict::Unsupported, tail.empty() ? "llama.cpp refuses the grammar" : tail);
     }
-    if (keepSampler) report.sampler = std::move(sampler);
+    if (keepGrammar) report.grammar = std::move(built);
   }
 
   // 3. Width.
@@ -610,54 +612,41 @@ size_t GrammarCacheCapacity() {
   return capacity;
 }
 
-namespace {
-SamplerPtr CloneGrammar(llama_sampler* prototype) {
-  SamplerPtr clone(llama_sampler_clone(prototype));
-  if (!clone) throw CodedError(codes::kInternal, "llama_sampler_clone failed for a cached grammar");
-  return clone;
-}
-}  // namespace
-
-SamplerPtr GrammarCache::Acquire(const llama_vocab* vocab, const std::string& grammar, const std::string& root) {
+std::shared_ptr<GrammarProgram> GrammarCache::Acquire(const llama_vocab* vocab, const std::string& grammar,
+                                                     const std::string& root) {
   std::string key;
   key.reserve(grammar.size() + 1 + root.size());
   key.append(grammar).push_back('\0');
   key.append(root);
-  std::shared_ptr<llama_sampler> prototype;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = index_.find(std::string_view(key));
     if (it != index_.end()) {
       lru_.splice(lru_.begin(), lru_, it->second);
-      prototype = it->second->prototype;
+      hits_++;
+      return it->second->program;
     }
-  }
-  if (prototype) {
-    hits_++;
-    // Outside the lock: the prototype is only read, and the shared_ptr keeps it alive should
-    // another thread evict it meanwhile.
-    return CloneGrammar(prototype.get());
   }
 
   // Miss: the full analysis, outside the lock (two threads missing the same grammar at once
-  // both parse it; the second insert finds the first's entry and keeps it).
+  // both parse it; the second insert finds the first's entry and uses it).
   misses_++;
   GrammarReport report = AnalyzeGrammar(vocab, grammar, root, true);
-  if (report.verdict != GrammarReport::Verdict::Valid || !report.sampler) {
+  if (report.verdict != GrammarReport::Verdict::Valid || !report.grammar) {
     throw CodedError(codes::kInvalidGrammar, "params.grammar is not valid: " + report.reason, "params.grammar");
   }
-  prototype = std::shared_ptr<llama_sampler>(report.sampler.release(), SamplerDeleter());
-  SamplerPtr own = CloneGrammar(prototype.get());
-  if (capacity_ == 0) return own;
+  auto program = std::make_shared<GrammarProgram>(vocab, std::move(report.grammar));
+  if (capacity_ == 0) return program;
   std::lock_guard<std::mutex> lock(mutex_);
-  if (index_.find(std::string_view(key)) != index_.end()) return own;
-  lru_.push_front(Entry{std::move(key), std::move(prototype)});
+  auto it = index_.find(std::string_view(key));
+  if (it != index_.end()) return it->second->program;
+  lru_.push_front(Entry{std::move(key), program});
   index_.emplace(std::string_view(lru_.front().key), lru_.begin());
   while (lru_.size() > capacity_) {
     index_.erase(std::string_view(lru_.back().key));
     lru_.pop_back();
   }
-  return own;
+  return program;
 }
 
 void GrammarCache::Clear() {
@@ -672,10 +661,136 @@ size_t GrammarCache::size() const {
 }
 
 // ---------------------------------------------------------------------------------------------
+// GrammarProgram
+
+void GrammarDeleter::operator()(llama_grammar* g) const { llama_grammar_free_impl(g); }
+
+RuleTable BuildRuleTable(const llama_grammar& grammar) {
+  RuleTable table;
+  table.reserve(grammar.rules.size());
+  for (size_t r = 0; r < grammar.rules.size(); ++r) {
+    const auto& rule = grammar.rules[r];
+    if (rule.empty()) continue;
+    table.push_back(RuleSpan{rule.data(), rule.data() + rule.size(), static_cast<uint32_t>(r)});
+  }
+  std::sort(table.begin(), table.end(), [](const RuleSpan& a, const RuleSpan& b) { return std::less<>()(a.begin, b.begin); });
+  return table;
+}
+
+namespace {
+// (rule, element) of a stack position, or false when it lies in none of the table's rules.
+bool Locate(const RuleTable& table, const llama_grammar_element* p, uint32_t* rule, uint32_t* element) {
+  auto it = std::upper_bound(table.begin(), table.end(), p,
+                             [](const llama_grammar_element* q, const RuleSpan& s) { return std::less<>()(q, s.begin); });
+  if (it == table.begin()) return false;
+  --it;
+  if (!std::less<>()(p, it->end)) return false;
+  *rule = it->rule;
+  *element = static_cast<uint32_t>(p - it->begin);
+  return true;
+}
+}  // namespace
+
+GrammarProgram::GrammarProgram(const llama_vocab* vocab, GrammarPtr prototype)
+    : vocab_(vocab), nVocab_(vocab != nullptr ? llama_vocab_n_tokens(vocab) : 0), prototype_(std::move(prototype)) {
+  table_ = BuildRuleTable(*prototype_);
+}
+
+GrammarPtr GrammarProgram::Instantiate() const {
+  const llama_grammar& p = *prototype_;
+  GrammarPtr g(new llama_grammar{p.vocab, p.rules, p.stacks, p.partial_utf8, p.lazy, p.awaiting_trigger,
+                                 p.trigger_buffer, p.trigger_buffer_positions, p.trigger_tokens,
+                                 p.trigger_patterns});
+  for (auto& stack : g->stacks) {
+    for (auto& position : stack) {
+      uint32_t rule = 0, element = 0;
+      if (!Locate(table_, position, &rule, &element)) {
+        throw CodedError(codes::kInternal, "a grammar stack points outside its rules");
+      }
+      position = &g->rules[rule][element];
+    }
+  }
+  return g;
+}
+
+std::string GrammarProgram::StateKey(const llama_grammar& grammar, const RuleTable& table) {
+  size_t positions = 0;
+  for (const auto& stack : grammar.stacks) positions += stack.size() + 1;
+  if (positions > kGrammarStateMaxElements) return std::string();
+  std::string key;
+  key.reserve(8 + positions * 8);
+  auto put = [&key](uint32_t v) { key.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  put(grammar.partial_utf8.value);
+  put(static_cast<uint32_t>(grammar.partial_utf8.n_remain));
+  for (const auto& stack : grammar.stacks) {
+    put(static_cast<uint32_t>(stack.size()));
+    for (const llama_grammar_element* position : stack) {
+      uint32_t rule = 0, element = 0;
+      if (!Locate(table, position, &rule, &element)) return std::string();
+      put(rule);
+      put(element);
+    }
+  }
+  return key;
+}
+
+std::shared_ptr<const GrammarStateSet> GrammarProgram::Find(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = states_.find(key);
+  return it == states_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<const GrammarStateSet> GrammarProgram::Compute(const llama_grammar& grammar) const {
+  std::vector<llama_token_data> all(static_cast<size_t>(nVocab_));
+  for (llama_token id = 0; id < nVocab_; ++id) all[static_cast<size_t>(id)] = llama_token_data{id, 0.0f, 0.0f};
+  llama_token_data_array cur{all.data(), all.size(), -1, false};
+  llama_grammar_apply_impl(grammar, &cur);
+  size_t allowed = 0;
+  for (const auto& d : all) allowed += d.logit != -std::numeric_limits<float>::infinity() ? 1 : 0;
+  auto set = std::make_shared<GrammarStateSet>();
+  set->rejected = allowed * 2 > all.size();
+  set->tokens.reserve(set->rejected ? all.size() - allowed : allowed);
+  for (const auto& d : all) {
+    const bool isAllowed = d.logit != -std::numeric_limits<float>::infinity();
+    if (isAllowed != set->rejected) set->tokens.push_back(d.id);
+  }
+  return set;
+}
+
+void GrammarProgram::Store(const std::string& key, std::shared_ptr<const GrammarStateSet> set) {
+  if (key.empty() || set->tokens.size() > kGrammarStateTokenBudget) return;
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (states_.count(key) != 0) return;
+  if (storedTokens_ + set->tokens.size() > kGrammarStateTokenBudget) {
+    states_.clear();
+    storedTokens_ = 0;
+  }
+  storedTokens_ += set->tokens.size();
+  states_.emplace(key, std::move(set));
+}
+
+bool GrammarStatesEnabled() {
+  static const bool enabled = []() {
+    const char* v = std::getenv("LMSERVE_GRAMMAR_STATES");
+    return v == nullptr || (std::strcmp(v, "off") != 0 && std::strcmp(v, "0") != 0);
+  }();
+  return enabled;
+}
+
+size_t GrammarProgram::states() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return states_.size();
+}
+
+// ---------------------------------------------------------------------------------------------
 // SequenceSampler
 
-SequenceSampler::SequenceSampler(SamplerPtr chain, SamplerPtr grammar, int32_t nVocab)
-    : chain_(std::move(chain)), grammar_(std::move(grammar)), nVocab_(nVocab) {
+SequenceSampler::SequenceSampler(SamplerPtr chain, std::shared_ptr<GrammarProgram> program, int32_t nVocab)
+    : chain_(std::move(chain)), program_(std::move(program)), nVocab_(nVocab) {
+  if (program_) {
+    grammar_ = program_->Instantiate();
+    table_ = BuildRuleTable(*grammar_);
+  }
   cur_.resize(static_cast<size_t>(nVocab_));
 }
 
@@ -685,7 +800,18 @@ llama_token_data_array SequenceSampler::Fill(const float* logits) {
   return llama_token_data_array{cur_.data(), cur_.size(), -1, false};
 }
 
+llama_token SequenceSampler::Choose(llama_token_data_array* cur) {
+  if (cur->size > 0) llama_sampler_apply(chain_.get(), cur);
+  if (cur->size == 0 || cur->selected < 0 || cur->selected >= static_cast<int64_t>(cur->size) ||
+      cur->data[cur->selected].logit == -std::numeric_limits<float>::infinity()) {
+    throw CodedError(codes::kInvalidGrammar,
+                     "params.grammar allows no token here that params.logitBias does not ban", "params.grammar");
+  }
+  return cur->data[cur->selected].id;
+}
+
 bool SequenceSampler::SampleFast(const float* logits, llama_token* token) {
+  keyFresh_ = false;
   llama_token_data_array cur = Fill(logits);
   llama_sampler_apply(chain_.get(), &cur);
   if (cur.selected < 0 || cur.selected >= static_cast<int64_t>(cur.size)) {
@@ -699,28 +825,59 @@ bool SequenceSampler::SampleFast(const float* logits, llama_token* token) {
   // Does the grammar accept the chain's choice? (common_sampler_sample, grammar_first = false)
   llama_token_data single{id, 1.0f, 0.0f};
   llama_token_data_array one{&single, 1, -1, false};
-  llama_sampler_apply(grammar_.get(), &one);
+  llama_grammar_apply_impl(*grammar_, &one);
   if (one.data[0].logit == -std::numeric_limits<float>::infinity()) return false;
   *token = id;
   return true;
 }
 
-llama_token SequenceSampler::SampleFull(const float* logits) {
-  llama_token_data_array cur = Fill(logits);
-  if (grammar_) llama_sampler_apply(grammar_.get(), &cur);
-  llama_sampler_apply(chain_.get(), &cur);
-  if (cur.selected < 0 || cur.selected >= static_cast<int64_t>(cur.size) ||
-      cur.data[cur.selected].logit == -std::numeric_limits<float>::infinity()) {
-    throw CodedError(codes::kInvalidGrammar,
-                     "params.grammar allows no token here that params.logitBias does not ban", "params.grammar");
+// The chain over the candidates the grammar allows: what llama.cpp's resample gives (the grammar
+// sets the others to -inf, which the chain never selects), without the grammar pass.
+llama_token SequenceSampler::SampleFrom(const GrammarStateSet& set, const float* logits) {
+  if (set.rejected) {
+    llama_token_data_array cur = Fill(logits);
+    for (llama_token id : set.tokens) cur_[static_cast<size_t>(id)].logit = -std::numeric_limits<float>::infinity();
+    return Choose(&cur);
   }
-  return cur.data[cur.selected].id;
+  cur_.clear();
+  for (llama_token id : set.tokens) cur_.push_back(llama_token_data{id, logits[id], 0.0f});
+  llama_token_data_array cur{cur_.data(), cur_.size(), -1, false};
+  return Choose(&cur);
+}
+
+bool SequenceSampler::SampleKnown(const float* logits, llama_token* token) {
+  if (!grammar_ || !GrammarStatesEnabled()) return false;
+  key_ = GrammarProgram::StateKey(*grammar_, table_);
+  keyFresh_ = true;
+  if (key_.empty()) return false;
+  std::shared_ptr<const GrammarStateSet> set = program_->Find(key_);
+  if (!set) return false;
+  *token = SampleFrom(*set, logits);
+  return true;
+}
+
+llama_token SequenceSampler::SampleFull(const float* logits) {
+  if (!grammar_ || !GrammarStatesEnabled()) {
+    // llama.cpp's own resample: the grammar over every candidate, then the chain.
+    llama_token_data_array cur = Fill(logits);
+    if (grammar_) llama_grammar_apply_impl(*grammar_, &cur);
+    return Choose(&cur);
+  }
+  if (!keyFresh_) key_ = GrammarProgram::StateKey(*grammar_, table_);
+  keyFresh_ = false;
+  std::shared_ptr<const GrammarStateSet> set = key_.empty() ? nullptr : program_->Find(key_);
+  if (!set) {
+    set = program_->Compute(*grammar_);
+    program_->Store(key_, set);
+  }
+  return SampleFrom(*set, logits);
 }
 
 void SequenceSampler::Accept(llama_token token) {
+  keyFresh_ = false;
   if (grammar_) {
     try {
-      llama_sampler_accept(grammar_.get(), token);
+      llama_grammar_accept_impl(*grammar_, token);
     } catch (const std::exception& e) {
       throw CodedError(codes::kInvalidGrammar, std::string("params.grammar cannot continue: ") + e.what(),
                        "params.grammar");
@@ -738,15 +895,15 @@ std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const Ge
                                               GrammarCache* grammars) {
   const llama_vocab* vocab = llama_model_get_vocab(model);
   const int32_t nVocab = llama_vocab_n_tokens(vocab);
-  SamplerPtr grammar;
+  std::shared_ptr<GrammarProgram> program;
   if (!p.grammar.empty() && grammars != nullptr) {
-    grammar = grammars->Acquire(vocab, p.grammar, p.grammarRoot);
+    program = grammars->Acquire(vocab, p.grammar, p.grammarRoot);
   } else if (!p.grammar.empty()) {
     GrammarReport report = AnalyzeGrammar(vocab, p.grammar, p.grammarRoot, true);
     if (report.verdict != GrammarReport::Verdict::Valid) {
       throw CodedError(codes::kInvalidGrammar, "params.grammar is not valid: " + report.reason, "params.grammar");
     }
-    grammar = std::move(report.sampler);
+    program = std::make_shared<GrammarProgram>(vocab, std::move(report.grammar));
   }
 
   llama_sampler_chain_params cp = llama_sampler_chain_default_params();
@@ -778,7 +935,7 @@ std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const Ge
     llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(p.temperature));
     llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(p.seed));
   }
-  return std::make_unique<SequenceSampler>(std::move(chain), std::move(grammar), nVocab);
+  return std::make_unique<SequenceSampler>(std::move(chain), std::move(program), nVocab);
 }
 
 }  // namespace lmserve

@@ -16,12 +16,22 @@
 
 #include "llama.h"
 
+struct llama_grammar;
+struct llama_grammar_element;
+
 namespace lmserve {
 
 struct SamplerDeleter {
   void operator()(llama_sampler* s) const { llama_sampler_free(s); }
 };
 using SamplerPtr = std::unique_ptr<llama_sampler, SamplerDeleter>;
+
+// llama.cpp's grammar state (src/llama-grammar.h): the parsed rules, the stacks of the positions
+// the output may be at, and a pending partial UTF-8 character.
+struct GrammarDeleter {
+  void operator()(llama_grammar* g) const;
+};
+using GrammarPtr = std::unique_ptr<llama_grammar, GrammarDeleter>;
 
 // The defaults here are the defaults of the API: paramSpecs() reports them from this struct.
 struct GenerationParams {
@@ -111,7 +121,7 @@ struct GrammarReport {
   uint64_t width = 0;    // see above; of the widest rule
   std::string widestRule;
   uint64_t maxWidth = 0;  // the limit in force (0: none)
-  SamplerPtr sampler;     // with keepSampler: llama.cpp's grammar sampler, when valid
+  GrammarPtr grammar;     // with keepGrammar: llama.cpp's grammar at its start, when valid
 };
 
 // Parses a GBNF grammar with llama.cpp's own parser, reporting why it does not parse (the
@@ -119,23 +129,85 @@ struct GrammarReport {
 // a missing root rule by name, left recursion by rule name, and a width above the limit.
 // Thread-safe; nothing is printed.
 GrammarReport AnalyzeGrammar(const llama_vocab* vocab, const std::string& grammar, const std::string& root,
-                             bool keepSampler = false);
+                             bool keepGrammar = false);
 
 // Parses a GBNF grammar; returns an empty string when it is valid, else the reason.
 std::string CheckGrammar(const llama_vocab* vocab, const std::string& grammar, const std::string& root);
 
 // ---------------------------------------------------------------------------------------------
+// A parsed grammar, shared by every request that uses it: its prototype (never advanced) and
+// the tokens it allows in each state that a request has met so far.
+//
+// What llama.cpp's grammar allows next depends only on its state: the stacks (positions in the
+// rules) and the partial UTF-8 character. Sequences under one grammar meet the same states over
+// and over (the start, "after a value", "inside a string"), so the pass over the whole
+// vocabulary that finds the allowed tokens is done once per state and kept: a resample in a
+// known state costs the chain over the allowed tokens, not the grammar over every token. The
+// set is kept as the allowed or the rejected tokens, whichever is shorter, at most
+// kGrammarStateTokenBudget tokens per grammar (past that the states are dropped and found
+// again). A state whose stacks hold over kGrammarStateMaxElements positions is not kept.
+// LMSERVE_GRAMMAR_STATES=off turns it off (every resample is llama.cpp's full pass).
+constexpr size_t kGrammarStateTokenBudget = 1 << 19;
+constexpr size_t kGrammarStateMaxElements = 4096;
+
+// Where each rule of one grammar object's rules lies in memory, to name a stack position by
+// (rule, element) indices.
+struct RuleSpan {
+  const llama_grammar_element* begin;
+  const llama_grammar_element* end;
+  uint32_t rule;
+};
+using RuleTable = std::vector<RuleSpan>;  // ordered by address
+RuleTable BuildRuleTable(const llama_grammar& grammar);
+
+bool GrammarStatesEnabled();
+
+struct GrammarStateSet {
+  bool rejected = false;          // `tokens` are the rejected ones (every other token is allowed)
+  std::vector<llama_token> tokens;  // ascending
+};
+
+class GrammarProgram {
+ public:
+  GrammarProgram(const llama_vocab* vocab, GrammarPtr prototype);
+  GrammarProgram(const GrammarProgram&) = delete;
+  GrammarProgram& operator=(const GrammarProgram&) = delete;
+
+  // A grammar of the request's own at the start: the rules copied, the stacks redirected to the
+  // copy (as llama_grammar_clone_impl, in O(positions × log rules) instead of its quadratic scan).
+  GrammarPtr Instantiate() const;
+  // The state of `grammar` (an instance of this program) as a key: rule and element indices, so
+  // that instances share it. Empty when the state is too large to keep.
+  static std::string StateKey(const llama_grammar& grammar, const RuleTable& table);
+  std::shared_ptr<const GrammarStateSet> Find(const std::string& key) const;
+  // The allowed tokens of `grammar`'s state: llama.cpp's grammar over the whole vocabulary.
+  std::shared_ptr<const GrammarStateSet> Compute(const llama_grammar& grammar) const;
+  void Store(const std::string& key, std::shared_ptr<const GrammarStateSet> set);
+
+  size_t states() const;
+
+ private:
+  const llama_vocab* vocab_;
+  int32_t nVocab_;
+  GrammarPtr prototype_;
+  RuleTable table_;  // the prototype's
+  mutable std::mutex mutex_;
+  std::unordered_map<std::string, std::shared_ptr<const GrammarStateSet>> states_;
+  size_t storedTokens_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
 // Parsed grammars, cached per model (ModelHandle) by content.
 //
 // A miss runs AnalyzeGrammar (the parse, llama.cpp's own check and the width cap) and, for a
-// valid grammar only, keeps its sampler as a prototype that never samples; every request (the
-// first one too) gets llama_sampler_clone(prototype): llama.cpp's grammar clone deep-copies the
-// parsed rules and the initial stacks (redirected to the copied rules), so the clone shares no
-// state with the prototype or with other clones. A hot grammar costs a clone per request
-// instead of a parse. Keyed by (grammar, root) compared in full (the hash only picks the
+// valid grammar only, keeps it as a GrammarProgram; every request (the first one too) gets its
+// own instance of the program, sharing no state with the prototype or with other requests. A
+// hot grammar costs an instance per request instead of a parse, and its known states cost no
+// pass over the vocabulary. Keyed by (grammar, root) compared in full (the hash only picks the
 // bucket); least recently used entries go beyond the capacity (kDefaultGrammarCacheCapacity, or
 // LMSERVE_GRAMMAR_CACHE_SIZE; 0 disables the cache). Thread-safe: every engine and thread of
-// the process that holds the model shares it; the prototypes are freed with the model.
+// the process that holds the model shares it; the programs are freed with the model (or with
+// the last request that uses an evicted one).
 constexpr size_t kDefaultGrammarCacheCapacity = 64;
 size_t GrammarCacheCapacity();
 
@@ -145,9 +217,10 @@ class GrammarCache {
   GrammarCache(const GrammarCache&) = delete;
   GrammarCache& operator=(const GrammarCache&) = delete;
 
-  // The request's own grammar sampler. Throws CodedError(INVALID_GRAMMAR) naming params.grammar
-  // with the reason (AnalyzeGrammar); an invalid grammar is not cached (each try is a miss).
-  SamplerPtr Acquire(const llama_vocab* vocab, const std::string& grammar, const std::string& root);
+  // The parsed grammar. Throws CodedError(INVALID_GRAMMAR) naming params.grammar with the
+  // reason (AnalyzeGrammar); an invalid grammar is not cached (each try is a miss).
+  std::shared_ptr<GrammarProgram> Acquire(const llama_vocab* vocab, const std::string& grammar,
+                                          const std::string& root);
   void Clear();
 
   uint64_t hits() const { return hits_.load(); }
@@ -158,7 +231,7 @@ class GrammarCache {
  private:
   struct Entry {
     std::string key;  // grammar, '\0', root
-    std::shared_ptr<llama_sampler> prototype;
+    std::shared_ptr<GrammarProgram> program;
   };
   using List = std::list<Entry>;
 
@@ -175,23 +248,28 @@ class GrammarCache {
 //
 // As llama.cpp's common sampler (common_sampler_sample with grammar_first = false): the chain
 // samples from all candidates first, and the grammar checks only the token it chose; only when
-// the grammar rejects it are the candidates reset from the logits, the grammar applied to all of
-// them, then the chain, and a token sampled again. A grammar that the model mostly follows costs
-// one single-candidate check per token instead of a pass over the whole vocabulary.
+// the grammar rejects it is the chain applied again to the candidates the grammar allows, and a
+// token sampled again. A grammar that the model mostly follows costs one single-candidate check
+// per token instead of a pass over the whole vocabulary; a resample in a state the grammar's
+// program knows (GrammarProgram) costs no grammar pass either (SampleKnown).
 //
 // Not thread-safe: one thread at a time (the engine hands a sequence's full sampling to its
 // sampling thread and does not touch the sampler until the result is back).
 class SequenceSampler {
  public:
-  SequenceSampler(SamplerPtr chain, SamplerPtr grammar, int32_t nVocab);
+  SequenceSampler(SamplerPtr chain, std::shared_ptr<GrammarProgram> program, int32_t nVocab);
 
   bool constrained() const { return grammar_ != nullptr; }
   // The chain's choice from `logits` (n_vocab floats) when the grammar accepts it (or there is
-  // no grammar): true and *token. False when the grammar rejects it: call SampleFull with the
-  // same logits. Accepts nothing.
+  // no grammar): true and *token. False when the grammar rejects it: call SampleKnown, then (if
+  // that is false too) SampleFull with the same logits. Accepts nothing.
   bool SampleFast(const float* logits, llama_token* token);
-  // Grammar over every candidate, then the chain. Throws CodedError(INVALID_GRAMMAR) when the
-  // grammar (with the logit bias) leaves no token. Accepts nothing.
+  // The resample when the program already knows the grammar's state: true and *token; false
+  // when it does not. Throws as SampleFull. Accepts nothing.
+  bool SampleKnown(const float* logits, llama_token* token);
+  // The grammar over every candidate (its allowed set kept for the state), then the chain.
+  // Throws CodedError(INVALID_GRAMMAR) when the grammar (with the logit bias) leaves no token.
+  // Accepts nothing.
   llama_token SampleFull(const float* logits);
   // Advances the grammar and the chain (the penalties' history) past `token`. Throws
   // CodedError(INVALID_GRAMMAR) when the grammar cannot take it.
@@ -202,9 +280,15 @@ class SequenceSampler {
 
  private:
   llama_token_data_array Fill(const float* logits);
+  llama_token SampleFrom(const GrammarStateSet& set, const float* logits);
+  llama_token Choose(llama_token_data_array* cur);
 
   SamplerPtr chain_;
-  SamplerPtr grammar_;
+  std::shared_ptr<GrammarProgram> program_;
+  GrammarPtr grammar_;
+  RuleTable table_;  // grammar_'s
+  std::string key_;  // the grammar state's key, computed by SampleKnown for SampleFull
+  bool keyFresh_ = false;
   int32_t nVocab_;
   std::vector<llama_token_data> cur_;
   std::vector<float> kept_;

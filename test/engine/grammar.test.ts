@@ -234,6 +234,53 @@ describe('sampling under a grammar', () => {
     }
   });
 
+  test('a resample in a known grammar state samples exactly what llama.cpp\'s full pass samples', () => {
+    // The same requests in two processes: with the known states (default) and with every
+    // resample done as llama.cpp does it (LMSERVE_GRAMMAR_STATES=off). Same seeds, same texts.
+    const json = jsonSchemaToGrammar({
+      type: 'object',
+      properties: { id: { type: 'integer' }, tags: { type: 'array', items: { type: 'string', maxLength: 6 }, maxItems: 3 } },
+      required: ['id', 'tags'],
+      additionalProperties: false,
+    });
+    const script = `
+      import { loadModel } from '@lmserve/engine';
+      const [path, json] = process.argv.slice(1);
+      const model = await loadModel(path);
+      const engine = await model.createEngine({ slots: 2, contextSize: 512 });
+      const grammars = [json, 'root ::= [0-9]{12} ("," [0-9]{1,4})*', 'root ::= ("yes" | "no" | "maybe") (" " [a-z]{2,6}){0,6}'];
+      const settings = [{ temperature: 1 }, { temperature: 0 }, { temperature: 0.9, topK: 0, topP: 0.9 }, { temperature: 1.2, topK: 5, repeatPenalty: 1.3, logitBias: { 15: -2, 29900: 3 } }];
+      const texts = [];
+      for (const grammar of grammars) for (const s of settings) for (let seed = 0; seed < 6; seed++) {
+        texts.push((await engine.submit({ prompt: 'Out ' + seed + ':', params: { grammar, seed, maxTokens: 60, ...s } }).result).text);
+      }
+      const st = engine.stats();
+      process.stdout.write(JSON.stringify({ texts, full: st.grammarFullSamples, known: st.grammarKnownStates }));
+      engine.dispose(); model.dispose();`;
+    const run = (env: Record<string, string>) => {
+      const child = spawnSync(process.execPath, ['--input-type=module', '-e', script, model.path, json], {
+        encoding: 'utf8',
+        env: { ...process.env, ...env },
+      });
+      assert.equal(child.status, 0, child.stderr);
+      return JSON.parse(child.stdout) as { texts: string[]; full: number; known: number };
+    };
+    const reference = run({ LMSERVE_GRAMMAR_STATES: 'off' });
+    const known = run({});
+    assert.equal(reference.known, 0);
+    assert.ok(reference.full >= 100, `resamples: ${reference.full}`);
+    assert.equal(known.full, reference.full);
+    // Most resamples meet a state seen before (the start, after a digit, inside a string).
+    assert.ok(known.known * 2 >= known.full, `known ${known.known} of ${known.full}`);
+    assert.equal(known.texts.length, 72);
+    known.texts.forEach((text, i) => assert.equal(text, reference.texts[i], `request ${i}`));
+    for (const text of known.texts.slice(0, 24)) {
+      const value = JSON.parse(text) as { id: number; tags: string[] };
+      assert.ok(Number.isInteger(value.id) && Array.isArray(value.tags), text);
+    }
+    for (const text of known.texts.slice(24, 48)) assert.match(text, /^[0-9]{12}(,[0-9]{1,4})*$/);
+  });
+
   test('a grammar the model mostly follows takes the fast path', async () => {
     const fresh = await model.createEngine({ slots: 2, contextSize: 256 });
     try {

@@ -145,6 +145,12 @@ export interface GrammarSamplingStats {
   /** Tokens sampled again with the grammar over the whole vocabulary (the choice was rejected). */
   grammarFullSamples: number;
   /**
+   * Of grammarFullSamples, those in a grammar state met before (by any request under the same
+   * grammar on this model): its allowed tokens were known, so no pass of the grammar over the
+   * vocabulary was needed, and the token was sampled on the decode thread at once.
+   */
+  grammarKnownStates: number;
+  /**
    * Decode steps a constrained sequence sat out because its full grammar sampling (on the
    * engine's sampling thread) took longer than a quarter of a decode step (at least 1 ms); the
    * batch did not wait. That thread runs at a lower priority (nice +10, LMSERVE_SAMPLING_NICE).
