@@ -785,8 +785,18 @@ size_t GrammarProgram::states() const {
 // ---------------------------------------------------------------------------------------------
 // SequenceSampler
 
-SequenceSampler::SequenceSampler(SamplerPtr chain, std::shared_ptr<GrammarProgram> program, int32_t nVocab)
+SequenceSampler::SequenceSampler(SamplerPtr chain, std::vector<llama_logit_bias> biases,
+                                 std::shared_ptr<GrammarProgram> program, int32_t nVocab)
     : chain_(std::move(chain)), program_(std::move(program)), nVocab_(nVocab) {
+  std::sort(biases.begin(), biases.end(), [](const llama_logit_bias& a, const llama_logit_bias& b) { return a.token < b.token; });
+  for (const auto& b : biases) {
+    if (b.token < 0 || b.token >= nVocab_) continue;
+    if (!biases_.empty() && biases_.back().token == b.token) {
+      biases_.back().bias += b.bias;
+    } else {
+      biases_.push_back(b);
+    }
+  }
   if (program_) {
     grammar_ = program_->Instantiate();
     table_ = BuildRuleTable(*grammar_);
@@ -797,6 +807,7 @@ SequenceSampler::SequenceSampler(SamplerPtr chain, std::shared_ptr<GrammarProgra
 llama_token_data_array SequenceSampler::Fill(const float* logits) {
   cur_.resize(static_cast<size_t>(nVocab_));
   for (llama_token id = 0; id < nVocab_; ++id) cur_[static_cast<size_t>(id)] = llama_token_data{id, logits[id], 0.0f};
+  for (const auto& b : biases_) cur_[static_cast<size_t>(b.token)].logit += b.bias;
   return llama_token_data_array{cur_.data(), cur_.size(), -1, false};
 }
 
@@ -840,7 +851,13 @@ llama_token SequenceSampler::SampleFrom(const GrammarStateSet& set, const float*
     return Choose(&cur);
   }
   cur_.clear();
-  for (llama_token id : set.tokens) cur_.push_back(llama_token_data{id, logits[id], 0.0f});
+  auto bias = biases_.begin();  // both ascending by token: a merge
+  for (llama_token id : set.tokens) {
+    float logit = logits[id];
+    while (bias != biases_.end() && bias->token < id) ++bias;
+    if (bias != biases_.end() && bias->token == id) logit += bias->bias;
+    cur_.push_back(llama_token_data{id, logit, 0.0f});
+  }
   llama_token_data_array cur{cur_.data(), cur_.size(), -1, false};
   return Choose(&cur);
 }
@@ -918,10 +935,6 @@ std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const Ge
       if (llama_vocab_is_eog(vocab, id)) biases.push_back({id, -std::numeric_limits<float>::infinity()});
     }
   }
-  if (!biases.empty()) {
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_logit_bias(nVocab, static_cast<int32_t>(biases.size()),
-                                                                       biases.data()));
-  }
   if (p.repeatPenalty != 1.0f || p.presencePenalty != 0.0f || p.frequencyPenalty != 0.0f) {
     llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(nVocab, p.repeatLastN, p.repeatPenalty,
                                                                       p.frequencyPenalty, p.presencePenalty));
@@ -935,7 +948,7 @@ std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const Ge
     llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(p.temperature));
     llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(p.seed));
   }
-  return std::make_unique<SequenceSampler>(std::move(chain), std::move(program), nVocab);
+  return std::make_unique<SequenceSampler>(std::move(chain), std::move(biases), std::move(program), nVocab);
 }
 
 }  // namespace lmserve

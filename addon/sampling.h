@@ -243,8 +243,8 @@ class GrammarCache {
 };
 
 // ---------------------------------------------------------------------------------------------
-// One sequence's sampler: the chain (logit bias incl. the EOG ban for ignoreEos, penalties,
-// top-k, top-p, min-p, temperature, dist/greedy) and, apart from it, the grammar.
+// One sequence's sampler: the logit bias (incl. the EOG ban for ignoreEos), the chain (penalties,
+// top-k, top-p, min-p, temperature, dist/greedy) and, apart from them, the grammar.
 //
 // As llama.cpp's common sampler (common_sampler_sample with grammar_first = false): the chain
 // samples from all candidates first, and the grammar checks only the token it chose; only when
@@ -257,7 +257,11 @@ class GrammarCache {
 // sampling thread and does not touch the sampler until the result is back).
 class SequenceSampler {
  public:
-  SequenceSampler(SamplerPtr chain, std::shared_ptr<GrammarProgram> program, int32_t nVocab);
+  // `biases` (logit bias and EOG bans): added to the logits as they are read, as the chain's
+  // first sampler would (applied here so that a resample over the allowed tokens finds each
+  // token's bias by a merge, not by a search per token).
+  SequenceSampler(SamplerPtr chain, std::vector<llama_logit_bias> biases, std::shared_ptr<GrammarProgram> program,
+                  int32_t nVocab);
 
   bool constrained() const { return grammar_ != nullptr; }
   // The chain's choice from `logits` (n_vocab floats) when the grammar accepts it (or there is
@@ -284,6 +288,7 @@ class SequenceSampler {
   llama_token Choose(llama_token_data_array* cur);
 
   SamplerPtr chain_;
+  std::vector<llama_logit_bias> biases_;  // by token, one per token
   std::shared_ptr<GrammarProgram> program_;
   GrammarPtr grammar_;
   RuleTable table_;  // grammar_'s
