@@ -214,8 +214,18 @@ Napi::Object ToJs(Napi::Env env, const EngineEvent& ev) {
 }
 
 // submit()'s {delivery: 'events' | 'final' | 'direct', direct: {fd, prefix, afterText,
-// afterTokens?, skipEmpty?, coalesceMs?}}: how the request's output leaves the engine.
+// afterTokens?, skipEmpty?, coalesceMs?}, eventIntervalMs?}: how the request's output leaves
+// the engine.
 void ParseDelivery(Napi::Env env, const Napi::Object& options, Request& request) {
+  Napi::Value interval = options.Get("eventIntervalMs");
+  if (!interval.IsUndefined()) {
+    if (!interval.IsNumber() || !(interval.As<Napi::Number>().DoubleValue() >= 0) ||
+        interval.As<Napi::Number>().DoubleValue() > 60000) {
+      ThrowCoded(env, codes::kInvalidRequest, "eventIntervalMs must be a number of milliseconds from 0 to 60000",
+                 "eventIntervalMs");
+    }
+    request.eventIntervalMs = interval.As<Napi::Number>().Int32Value();
+  }
   Napi::Value delivery = options.Get("delivery");
   if (delivery.IsUndefined()) return;
   std::string mode = delivery.IsString() ? delivery.As<Napi::String>().Utf8Value() : std::string();

@@ -326,6 +326,7 @@ void EngineCore::Run() {
       if (DecodeBatch()) SampleAndEmit();
     }
     FlushDirect(false);
+    ReleaseHeld(false);
     FlushEvents();
     UpdateStats(emittedThisStep_);
   }
@@ -942,7 +943,19 @@ void EngineCore::EmitToken(Slot& slot, llama_token token, const float* logits) {
       for (const auto& alt : lp.top) ev.pieces.push_back(TokenPiece(vocab, alt.first, true));
       ev.logprobs.push_back(std::move(lp));
     }
-    events_.push_back(std::move(ev));
+    if (request.eventIntervalMs <= 0 || !request.eventSent) {
+      events_.push_back(std::move(ev));
+      request.eventSent = true;
+      request.lastEvent = Clock::now();
+    } else if (!request.held) {
+      request.held = std::make_unique<EngineEvent>(std::move(ev));
+    } else {
+      EngineEvent& held = *request.held;
+      held.text += ev.text;
+      held.tokens.insert(held.tokens.end(), ev.tokens.begin(), ev.tokens.end());
+      for (auto& lp : ev.logprobs) held.logprobs.push_back(std::move(lp));
+      for (auto& piece : ev.pieces) held.pieces.push_back(std::move(piece));
+    }
   }
   if (slot.text->stopped()) {
     Finish(slot, "stop");
@@ -958,6 +971,7 @@ void EngineCore::EmitToken(Slot& slot, llama_token token, const float* logits) {
 void EngineCore::Finish(Slot& slot, const std::string& reason) {
   auto now = Clock::now();
   Request& request = *slot.request;
+  ReleaseHeld(request);
   if (reason != "cancelled") {
     std::string rest = slot.text->Flush();
     if (!rest.empty() && request.delivery != Delivery::Events) {
@@ -994,6 +1008,7 @@ void EngineCore::Finish(Slot& slot, const std::string& reason) {
 }
 
 void EngineCore::FailRequest(Request& request, const std::string& code, const std::string& message) {
+  ReleaseHeld(request);
   EngineEvent ev;
   ev.type = EngineEvent::Type::Error;
   ev.id = request.id;
@@ -1036,6 +1051,22 @@ void EngineCore::FlushDirect(Request& request, bool force) {
   if (!force && d.wrote && d.unsent.empty() && Ms(d.lastWrite, Clock::now()) < d.coalesceMs) return;
   FormatDirect(d);
   if (!d.unsent.empty()) WriteDirect(d);
+}
+
+void EngineCore::ReleaseHeld(Request& request) {
+  if (!request.held) return;
+  events_.push_back(std::move(*request.held));
+  request.held.reset();
+  request.lastEvent = Clock::now();
+}
+
+void EngineCore::ReleaseHeld(bool force) {
+  const Clock::time_point now = Clock::now();
+  for (auto& slot : slots_) {
+    if (slot.state == SlotState::Idle || !slot.request || !slot.request->held) continue;
+    Request& request = *slot.request;
+    if (force || Ms(request.lastEvent, now) >= request.eventIntervalMs) ReleaseHeld(request);
+  }
 }
 
 void EngineCore::DrainOnStop() {

@@ -64,18 +64,6 @@ struct DirectOutput {
   Clock::time_point lastWrite;
 };
 
-// One submitted generation.
-struct Request {
-  uint32_t id = 0;
-  Delivery delivery = Delivery::Events;
-  std::string output;                    // Final and Direct: every piece of text so far
-  std::unique_ptr<DirectOutput> direct;  // Direct only
-  std::vector<llama_token> prompt;
-  GenerationParams params;
-  std::unique_ptr<SequenceSampler> sampler;
-  Clock::time_point submitted = Clock::now();
-};
-
 struct EngineEvent {
   enum class Type { Tokens, Done, Error };
   Type type = Type::Tokens;
@@ -98,6 +86,25 @@ struct EngineEvent {
   // before anything else; empty once the socket failed).
   std::string tail;
 };
+
+// One submitted generation.
+struct Request {
+  uint32_t id = 0;
+  Delivery delivery = Delivery::Events;
+  std::string output;                    // Final and Direct: every piece of text so far
+  std::unique_ptr<DirectOutput> direct;  // Direct only
+  std::vector<llama_token> prompt;
+  GenerationParams params;
+  std::unique_ptr<SequenceSampler> sampler;
+  Clock::time_point submitted = Clock::now();
+  // Events only: after the first tokens event, tokens are held and leave together at most
+  // every eventIntervalMs (0: every step), and always before the request's end.
+  int32_t eventIntervalMs = 0;
+  bool eventSent = false;
+  Clock::time_point lastEvent;
+  std::unique_ptr<EngineEvent> held;
+};
+
 
 struct EngineStats {
   int32_t slots = 0, slotsBusy = 0, queued = 0;
@@ -232,6 +239,9 @@ class EngineCore {
   std::string TakeDirectTail(Request& request);
   // Direct requests: formats what each stream collected and writes it (coalesced).
   void FlushDirect(bool force);
+  // Moves a request's held tokens event to the step's events (all due ones; `force`: all).
+  void ReleaseHeld(Request& request);
+  void ReleaseHeld(bool force);
   void FlushDirect(Request& request, bool force);
   void UpdateStats(int32_t generatedThisStep);
   int32_t CellsPerSequence() const;

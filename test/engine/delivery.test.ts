@@ -20,18 +20,30 @@ interface Outcome {
   end: Done | Extract<NativeEvent, { type: 'error' }>;
 }
 
-function run(engine: Engine, prompt: string, params: GenerationParams, delivery: Delivery, direct?: DirectOutput): Promise<Outcome> {
+function run(
+  engine: Engine,
+  prompt: string,
+  params: GenerationParams,
+  delivery: Delivery,
+  direct?: DirectOutput,
+  extra: { eventIntervalMs?: number; onTokens?: (n: number, cancel: () => void) => void } = {},
+): Promise<Outcome & { times: number[] }> {
   return new Promise((resolve, reject) => {
     const tokens: Outcome['tokens'] = [];
-    engine.submitTo(
+    const times: number[] = [];
+    let cancel = () => {};
+    cancel = engine.submitTo(
       {
         handle: (event) => {
-          if (event.type === 'tokens') tokens.push(event);
-          else resolve({ tokens, end: event });
+          if (event.type === 'tokens') {
+            tokens.push(event);
+            times.push(performance.now());
+            extra.onTokens?.(tokens.reduce((n, t) => n + t.tokens.length, 0), () => cancel());
+          } else resolve({ tokens, end: event, times });
         },
         fail: reject,
       },
-      { prompt, params, delivery, ...(direct ? { direct } : {}) },
+      { prompt, params, delivery, ...(direct ? { direct } : {}), ...(extra.eventIntervalMs !== undefined ? { eventIntervalMs: extra.eventIntervalMs } : {}) },
     );
   });
 }
@@ -207,6 +219,46 @@ describe('output delivery', () => {
     assert.equal(result.end.type, 'done');
     assert.equal((result.end as Done).usage.tokensOut, 24);
     assert.equal((result.end as Done).tail, undefined);
+  });
+
+  test('eventIntervalMs: the first tokens at once, then fewer events, the same tokens, text and log-probabilities', async () => {
+    const params: GenerationParams = { maxTokens: 400, temperature: 0.7, seed: 5, ignoreEos: true, logprobs: 2 };
+    const every = await run(engine, 'Held tokens', params, 'events');
+    const started = performance.now();
+    const held = await run(engine, 'Held tokens', params, 'events', undefined, { eventIntervalMs: 40 });
+    assert.equal(every.end.type, 'done');
+    assert.equal(held.end.type, 'done');
+    assert.equal(every.tokens.length, 400, 'without an interval: an event per step');
+    assert.equal(held.tokens[0]!.tokens.length, 1, 'the first token leaves alone, at once');
+    assert.ok(held.tokens.length < 400 / 4, `${held.tokens.length} events for 400 tokens`);
+    // No two events (after the first, before the last: the end lets the rest go at once) closer
+    // than the interval, bar the clocks' rounding.
+    assert.ok(held.times.length >= 4, `${held.times.length} events`);
+    for (let i = 2; i < held.times.length - 1; i++) assert.ok(held.times[i]! - held.times[i - 1]! >= 30, `events ${i - 1} and ${i}`);
+    assert.deepEqual(held.tokens.flatMap((t) => t.tokens), every.tokens.flatMap((t) => t.tokens));
+    assert.equal(held.tokens.map((t) => t.text).join(''), every.tokens.map((t) => t.text).join(''));
+    const lp = (o: Outcome) => o.tokens.flatMap((t) => t.logprobs ?? []);
+    assert.equal(lp(held).length, 400);
+    assert.deepEqual(lp(held), lp(every));
+    assert.ok(performance.now() - started < 30_000);
+  });
+
+  test('eventIntervalMs: held tokens leave before the end, also when cancelled', async () => {
+    const params: GenerationParams = { maxTokens: 100000, temperature: 0.7, seed: 6, ignoreEos: true };
+    const cancelled = await run(engine, 'Cancel me', params, 'events', undefined, {
+      eventIntervalMs: 1000,
+      onTokens: (n, cancel) => n >= 1 && setTimeout(cancel, 150),
+    });
+    assert.equal(cancelled.end.type, 'done');
+    const done = cancelled.end as Done;
+    assert.equal(done.finishReason, 'cancelled');
+    assert.ok(done.usage.tokensOut > 2, `${done.usage.tokensOut} tokens`);
+    assert.equal(cancelled.tokens.length, 2, 'the first token, then the held rest at the end');
+    assert.equal(cancelled.tokens.reduce((n, t) => n + t.tokens.length, 0), done.usage.tokensOut);
+    assert.throws(
+      () => engine.submitTo({ handle: () => undefined, fail: () => undefined }, { prompt: 'x', eventIntervalMs: -1 }),
+      (err: { code?: string; field?: string }) => err.code === 'INVALID_REQUEST' && err.field === 'eventIntervalMs',
+    );
   });
 
   test('a bad delivery option is refused with the field named', () => {

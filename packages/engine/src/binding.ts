@@ -176,7 +176,7 @@ export interface PrefixSharingStats {
 }
 
 export interface NativeEngine {
-  submit(id: number, prompt: string | Int32Array, params: NativeParams, options?: { parseSpecial?: boolean; delivery?: Delivery; direct?: DirectOutput }): {
+  submit(id: number, prompt: string | Int32Array, params: NativeParams, options?: { parseSpecial?: boolean; delivery?: Delivery; direct?: DirectOutput; eventIntervalMs?: number }): {
     tokensIn: number;
   };
   cancel(id: number): void;

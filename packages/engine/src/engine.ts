@@ -62,6 +62,13 @@ export interface SubmitRequest {
   delivery?: Delivery;
   /** With delivery 'direct': where and how the decode thread writes each step. */
   direct?: DirectOutput;
+  /**
+   * Delivery 'events': after the first tokens event, the engine holds a request's tokens and
+   * lets them go together at most every this many milliseconds (0, the default: every decode
+   * step), and always before its end. Fewer, larger events: fewer wake-ups of whoever relays
+   * them (a streamed request relayed to NATS, say).
+   */
+  eventIntervalMs?: number;
 }
 
 function positiveInt(name: string, value: unknown, min = 1): number | undefined {
@@ -210,6 +217,7 @@ export class Engine {
       this.#native.submit(id, prompt, nativeParams(request.params), {
         parseSpecial: request.parseSpecial ?? true,
         ...(request.delivery !== undefined && request.delivery !== 'events' ? { delivery: request.delivery, direct: request.direct } : {}),
+        ...(request.eventIntervalMs ? { eventIntervalMs: request.eventIntervalMs } : {}),
       });
     } catch (err) {
       throw nativeError(err, 'INVALID_REQUEST');
