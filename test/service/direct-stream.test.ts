@@ -6,6 +6,8 @@
  * LMSERVE_DIRECT_STREAM=off must turn it off.
  */
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
@@ -174,6 +176,33 @@ describe('direct streams', () => {
     } finally {
       agent.destroy();
     }
+  });
+
+  test('an idle keep-alive connection that carried direct streams is closed by the server', async () => {
+    // The host holds a descriptor of the connection while it writes; it must let go at the end,
+    // or the supervisor's close after keepAliveTimeout (5 s) would send no FIN.
+    const socket = connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    let received = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => (received += d));
+    const ended = once(socket, 'end');
+    const body = JSON.stringify({ input: 'Idle', params: { ...greedy, raw: true, stream: true } });
+    for (let i = 0; i < 2; i++) {
+      const before = received.length;
+      socket.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      while (!received.slice(before).includes('\r\n0\r\n\r\n')) await once(socket, 'data');
+    }
+    assert.equal(received.match(/event: done/g)?.length, 2);
+    const started = Date.now();
+    const timer = setTimeout(() => socket.destroy(new Error('no FIN within 9 s of the last response')), 9000);
+    try {
+      await ended;
+    } finally {
+      clearTimeout(timer);
+      socket.destroy();
+    }
+    assert.ok(Date.now() - started >= 4000, `closed after ${Date.now() - started} ms`);
   });
 
   test('log-probabilities are relayed (the host writes no chunk format for them)', async () => {

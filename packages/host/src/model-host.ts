@@ -104,7 +104,11 @@ export class ModelHost {
    * routed once its grammar passed, both in the checker process.
    */
   generate(request: GenerateRequest, socket?: Socket): void {
-    if (request.direct) request = this.#adoptDirect(request, socket);
+    this.#dispatch(request.direct ? this.#adoptDirect(request, socket) : request);
+  }
+
+  /** A request whose connection (if direct) is adopted already. */
+  #dispatch(request: GenerateRequest): void {
     const { id, params } = request;
     if (params.jsonSchema !== undefined) {
       this.#convertSchema(request);
@@ -188,7 +192,7 @@ export class ModelHost {
           this.#fail(id, 'INVALID_REQUEST', `params.json_schema cannot be turned into a grammar: ${reason}`, 'params.json_schema');
           return;
         }
-        this.generate({ ...request, params: { ...params, grammar: verdict.grammar, grammarRoot: 'root' } });
+        this.#dispatch({ ...request, params: { ...params, grammar: verdict.grammar, grammarRoot: 'root' } });
       },
       (err: unknown) => {
         if (!this.#checking.delete(id)) return;
