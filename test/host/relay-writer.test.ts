@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
-import { RelayWriter } from '@lmserve/host';
+import { DEFAULT_RELAY_INTERVAL_MS, RelayWriter, relayIntervalMs } from '@lmserve/host';
 import { FrameDecoder, type GenerationEvent } from '@lmserve/protocol';
 
 function writer(coalesceMs: number) {
@@ -74,4 +74,16 @@ test('the coalescing timer writes what waits without another step', async () => 
   await new Promise((resolve) => setTimeout(resolve, 80));
   assert.equal(frames.length, 2, 'the timer flushed the second step');
   await relay.close();
+});
+
+test('LMSERVE_RELAY_INTERVAL_MS: 20 ms unless set to a number of milliseconds from 0 to 1000', () => {
+  assert.equal(DEFAULT_RELAY_INTERVAL_MS, 20);
+  assert.equal(relayIntervalMs({}), 20);
+  assert.equal(relayIntervalMs({ LMSERVE_RELAY_INTERVAL_MS: '' }), 20);
+  assert.equal(relayIntervalMs({ LMSERVE_RELAY_INTERVAL_MS: '0' }), 0);
+  assert.equal(relayIntervalMs({ LMSERVE_RELAY_INTERVAL_MS: '7.6' }), 8);
+  assert.equal(relayIntervalMs({ LMSERVE_RELAY_INTERVAL_MS: '1000' }), 1000);
+  assert.equal(relayIntervalMs({ LMSERVE_RELAY_INTERVAL_MS: '1001' }), 20);
+  assert.equal(relayIntervalMs({ LMSERVE_RELAY_INTERVAL_MS: '-1' }), 20);
+  assert.equal(relayIntervalMs({ LMSERVE_RELAY_INTERVAL_MS: 'soon' }), 20);
 });

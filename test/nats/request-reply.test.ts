@@ -96,6 +96,27 @@ describe('NATS request/reply', () => {
     assert.equal(done.body.usage.tokens_out, 8);
   });
 
+  test('a fast stream: the first token alone, then the rest every 20 ms or so (the relay interval)', async () => {
+    // The tiny model makes a token in a millisecond or two. The engine holds a relayed stream's
+    // tokens for up to 20 ms between messages (LMSERVE_RELAY_INTERVAL_MS); without that, the
+    // relay's own 4 ms coalescing would send a message every few milliseconds.
+    const arrived: number[] = [];
+    const messages = await natsStream(nc, 'inference.request.alpha', { input: 'Stream fast', params: { max_tokens: 400, ignore_eos: true } }, (m) => {
+      if (m.event === 'token') arrived.push(performance.now());
+    });
+    const tokens = messages.filter((m) => m.event === 'token');
+    const done = messages.at(-1) as StreamMessage;
+    assert.equal(done.event, 'done');
+    assert.equal(tokens[0]?.body.tokens.length, 1, 'the first token leaves at once, alone');
+    assert.equal(tokens.reduce((n, t) => n + t.body.tokens.length, 0), 400);
+    assert.equal(tokens.map((t) => t.body.text).join(''), done.body.output);
+    // Gaps between the messages after the first and before the last (which leaves with the end).
+    const gaps = arrived.slice(1, -1).map((t, i) => t - arrived[i]!).slice(1);
+    assert.ok(gaps.length >= 2, `${tokens.length} token messages`);
+    const median = [...gaps].sort((x, y) => x - y)[gaps.length >> 1]!;
+    assert.ok(median >= 12, `median gap ${median.toFixed(1)} ms over ${gaps.length} gaps`);
+  });
+
   test('invalid JSON is a 400 reply naming the body', async () => {
     const reply = await natsRequest(nc, 'inference.request.alpha', '{"input": ');
     assert.equal(reply.body.error.code, 'INVALID_REQUEST');
