@@ -326,7 +326,7 @@ void EngineCore::Run() {
       if (DecodeBatch()) SampleAndEmit();
     }
     FlushDirect(false);
-    ReleaseHeld(false);
+    ReleaseDueHeld();
     FlushEvents();
     UpdateStats(emittedThisStep_);
   }
@@ -1060,12 +1060,12 @@ void EngineCore::ReleaseHeld(Request& request) {
   request.lastEvent = Clock::now();
 }
 
-void EngineCore::ReleaseHeld(bool force) {
+void EngineCore::ReleaseDueHeld() {
   const Clock::time_point now = Clock::now();
   for (auto& slot : slots_) {
     if (slot.state == SlotState::Idle || !slot.request || !slot.request->held) continue;
     Request& request = *slot.request;
-    if (force || Ms(request.lastEvent, now) >= request.eventIntervalMs) ReleaseHeld(request);
+    if (Ms(request.lastEvent, now) >= request.eventIntervalMs) ReleaseHeld(request);
   }
 }
 

@@ -105,7 +105,6 @@ struct Request {
   std::unique_ptr<EngineEvent> held;
 };
 
-
 struct EngineStats {
   int32_t slots = 0, slotsBusy = 0, queued = 0;
   int64_t kvCells = 0, kvUsed = 0;
@@ -239,10 +238,11 @@ class EngineCore {
   std::string TakeDirectTail(Request& request);
   // Direct requests: formats what each stream collected and writes it (coalesced).
   void FlushDirect(bool force);
-  // Moves a request's held tokens event to the step's events (all due ones; `force`: all).
-  void ReleaseHeld(Request& request);
-  void ReleaseHeld(bool force);
   void FlushDirect(Request& request, bool force);
+  // Moves a request's held tokens event to the step's events; ReleaseDueHeld: of every request
+  // whose eventIntervalMs has passed since its last event.
+  void ReleaseHeld(Request& request);
+  void ReleaseDueHeld();
   void UpdateStats(int32_t generatedThisStep);
   int32_t CellsPerSequence() const;
 

@@ -692,7 +692,7 @@ bool Locate(const RuleTable& table, const llama_grammar_element* p, uint32_t* ru
 }  // namespace
 
 GrammarProgram::GrammarProgram(const llama_vocab* vocab, GrammarPtr prototype)
-    : vocab_(vocab), nVocab_(vocab != nullptr ? llama_vocab_n_tokens(vocab) : 0), prototype_(std::move(prototype)) {
+    : nVocab_(vocab != nullptr ? llama_vocab_n_tokens(vocab) : 0), prototype_(std::move(prototype)) {
   table_ = BuildRuleTable(*prototype_);
 }
 
@@ -777,11 +777,6 @@ bool GrammarStatesEnabled() {
   return enabled;
 }
 
-size_t GrammarProgram::states() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return states_.size();
-}
-
 // ---------------------------------------------------------------------------------------------
 // SequenceSampler
 
@@ -822,7 +817,6 @@ llama_token SequenceSampler::Choose(llama_token_data_array* cur) {
 }
 
 bool SequenceSampler::SampleFast(const float* logits, llama_token* token) {
-  keyFresh_ = false;
   llama_token_data_array cur = Fill(logits);
   llama_sampler_apply(chain_.get(), &cur);
   if (cur.selected < 0 || cur.selected >= static_cast<int64_t>(cur.size)) {
@@ -864,10 +858,9 @@ llama_token SequenceSampler::SampleFrom(const GrammarStateSet& set, const float*
 
 bool SequenceSampler::SampleKnown(const float* logits, llama_token* token) {
   if (!grammar_ || !GrammarStatesEnabled()) return false;
-  key_ = GrammarProgram::StateKey(*grammar_, table_);
-  keyFresh_ = true;
-  if (key_.empty()) return false;
-  std::shared_ptr<const GrammarStateSet> set = program_->Find(key_);
+  const std::string key = GrammarProgram::StateKey(*grammar_, table_);
+  if (key.empty()) return false;
+  std::shared_ptr<const GrammarStateSet> set = program_->Find(key);
   if (!set) return false;
   *token = SampleFrom(*set, logits);
   return true;
@@ -880,18 +873,16 @@ llama_token SequenceSampler::SampleFull(const float* logits) {
     if (grammar_) llama_grammar_apply_impl(*grammar_, &cur);
     return Choose(&cur);
   }
-  if (!keyFresh_) key_ = GrammarProgram::StateKey(*grammar_, table_);
-  keyFresh_ = false;
-  std::shared_ptr<const GrammarStateSet> set = key_.empty() ? nullptr : program_->Find(key_);
+  const std::string key = GrammarProgram::StateKey(*grammar_, table_);
+  std::shared_ptr<const GrammarStateSet> set = key.empty() ? nullptr : program_->Find(key);
   if (!set) {
     set = program_->Compute(*grammar_);
-    program_->Store(key_, set);
+    program_->Store(key, set);
   }
   return SampleFrom(*set, logits);
 }
 
 void SequenceSampler::Accept(llama_token token) {
-  keyFresh_ = false;
   if (grammar_) {
     try {
       llama_grammar_accept_impl(*grammar_, token);

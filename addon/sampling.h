@@ -184,10 +184,8 @@ class GrammarProgram {
   std::shared_ptr<const GrammarStateSet> Compute(const llama_grammar& grammar) const;
   void Store(const std::string& key, std::shared_ptr<const GrammarStateSet> set);
 
-  size_t states() const;
 
  private:
-  const llama_vocab* vocab_;
   int32_t nVocab_;
   GrammarPtr prototype_;
   RuleTable table_;  // the prototype's
@@ -292,8 +290,6 @@ class SequenceSampler {
   std::shared_ptr<GrammarProgram> program_;
   GrammarPtr grammar_;
   RuleTable table_;  // grammar_'s
-  std::string key_;  // the grammar state's key, computed by SampleKnown for SampleFull
-  bool keyFresh_ = false;
   int32_t nVocab_;
   std::vector<llama_token_data> cur_;
   std::vector<float> kept_;

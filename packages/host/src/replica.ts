@@ -39,7 +39,6 @@ export interface ReplicaTask {
 
 const STATS_INTERVAL_MS = 500;
 
-
 function summarize(model: Model): ModelSummary {
   const { info } = model;
   return {

@@ -324,7 +324,6 @@ export class Supervisor implements AdminBackend {
     if (this.config.environmentOverrides.length > 0) this.#log.info('configuration from the environment', { variables: this.config.environmentOverrides });
   }
 
-  /** A worker's file, its LMSERVE_<WORKER>_<KEY> variables, and the supervisor's defaults (NATS_URL). */
   /**
    * Whether the configured models together ask for more CPU threads than the machine has cores
    * (MODEL_THREADS each, every core when 0, times REPLICAS): their hosts then wait at OpenMP
@@ -340,6 +339,7 @@ export class Supervisor implements AdminBackend {
     return threads > cores;
   }
 
+  /** A worker's file, its LMSERVE_<WORKER>_<KEY> variables, and the supervisor's defaults (NATS_URL). */
   #loadWorkerConfig(name: string, file: string): WorkerConfig | WorkerConfigError {
     return loadWorkerConfig(name, file, this.paths, { natsUrl: this.config.natsUrl, nats: this.config.nats, logBodies: this.config.logBodies ? 'on' : 'off' });
   }
