@@ -13,6 +13,7 @@
 #include "env_registry.h"
 #include "log_capture.h"
 #include "model.h"
+#include "placement.h"
 #include "sampling.h"
 #include "errors.h"
 #include "json-schema-to-grammar.h"
@@ -158,6 +159,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // Every function goes through Coded<>: a CodedError reaches JS with its code (errors.h).
   exports.Set("systemInfo", Napi::Function::New(env, Coded<SystemInfo>));
   exports.Set("checkGrammar", Napi::Function::New(env, Coded<CheckGrammarJs>));
+  exports.Set("measureModel", Napi::Function::New(env, Coded<MeasureModelJs>));
   exports.Set("inspectGrammar", Napi::Function::New(env, Coded<InspectGrammarJs>));
   exports.Set("jsonSchemaToGrammar", Napi::Function::New(env, Coded<JsonSchemaToGrammarJs>));
   exports.Set("paramSpecs", Napi::Function::New(env, Coded<ParamSpecsJs>));

@@ -1,4 +1,5 @@
 #include "engine.h"
+#include "placement.h"
 
 #include <algorithm>
 #include <cmath>
@@ -56,6 +57,8 @@ int32_t IntOption(Napi::Env env, Napi::Object o, const char* name, int32_t fallb
   return static_cast<int32_t>(d);
 }
 
+}  // namespace
+
 EngineOptions ParseEngineOptions(Napi::Env env, Napi::Value value) {
   EngineOptions o;
   if (!value.IsObject()) return o;
@@ -85,6 +88,8 @@ EngineOptions ParseEngineOptions(Napi::Env env, Napi::Value value) {
   }
   return o;
 }
+
+namespace {
 
 class CreateEngineWorker : public Napi::AsyncWorker {
  public:
@@ -271,6 +276,7 @@ void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
                                         CodedMethod<&AddonEngine::Stats>("stats"),
                                         CodedMethod<&AddonEngine::Dispose>("dispose"),
                                         CodedMethod<&AddonEngine::Options>("options"),
+                                        CodedMethod<&AddonEngine::Memory>("memory"),
                                     });
   EnvRegistry::For(env).engineConstructor = Napi::Persistent(ctor);
   exports.Set("Engine", ctor);
@@ -428,6 +434,14 @@ Napi::Value AddonEngine::Stats(const Napi::CallbackInfo& info) {
   o.Set("prefixTokensCopied", Napi::Number::New(env, static_cast<double>(s.prefixTokensCopied)));
   o.Set("prefixWaits", Napi::Number::New(env, static_cast<double>(s.prefixWaits)));
   return o;
+}
+
+Napi::Value AddonEngine::Memory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<DeviceMemory> memory = ContextMemory(Core(env).context());
+  Napi::Array out = Napi::Array::New(env, memory.size());
+  for (size_t i = 0; i < memory.size(); ++i) out.Set(static_cast<uint32_t>(i), DeviceMemoryJs(env, memory[i]));
+  return out;
 }
 
 Napi::Value AddonEngine::Options(const Napi::CallbackInfo& info) {

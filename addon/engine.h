@@ -11,6 +11,9 @@
 
 namespace lmserve {
 
+// Engine options from JS ({slots, contextSize, batchSize, ...}); throws INVALID_REQUEST naming the field.
+EngineOptions ParseEngineOptions(Napi::Env env, Napi::Value value);
+
 struct EngineEventState;
 void CallEngineEvents(Napi::Env env, Napi::Function callback, EngineEventState* state,
                       std::vector<EngineEvent>* events);
@@ -38,6 +41,9 @@ class AddonEngine : public CodedObjectWrap<AddonEngine> {
 
  private:
   Napi::Value Submit(const Napi::CallbackInfo& info);
+  // memory() -> [{name, backend, type, model, context, compute}]: what the context holds per
+  // device (host memory last), as llama.cpp accounts it.
+  Napi::Value Memory(const Napi::CallbackInfo& info);
   Napi::Value Cancel(const Napi::CallbackInfo& info);
   Napi::Value Stats(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);

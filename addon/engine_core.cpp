@@ -204,25 +204,30 @@ int64_t EstimateMemory(const llama_model* model, const llama_context* ctx, int32
 
 }  // namespace
 
+llama_context_params ContextParams(const EngineOptions& options) {
+  llama_context_params cp = llama_context_default_params();
+  cp.n_seq_max = static_cast<uint32_t>(options.slots);
+  const int64_t cells = options.kvUnified && options.kvSize > 0
+                            ? options.kvSize
+                            : static_cast<int64_t>(options.contextSize) * options.slots;
+  cp.n_ctx = static_cast<uint32_t>(cells);
+  cp.n_batch = static_cast<uint32_t>(options.batchSize);
+  cp.n_ubatch = static_cast<uint32_t>(std::min(options.batchSize, 512));
+  if (options.threads > 0) {
+    cp.n_threads = options.threads;
+    cp.n_threads_batch = options.threads;
+  }
+  cp.kv_unified = options.kvUnified;
+  cp.flash_attn_type = options.flashAttention < 0    ? LLAMA_FLASH_ATTN_TYPE_AUTO
+                       : options.flashAttention == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
+                                                     : LLAMA_FLASH_ATTN_TYPE_ENABLED;
+  cp.no_perf = true;
+  return cp;
+}
+
 EngineCore::EngineCore(std::shared_ptr<ModelHandle> model, const EngineOptions& options)
     : model_(std::move(model)), options_(options) {
-  llama_context_params cp = llama_context_default_params();
-  cp.n_seq_max = static_cast<uint32_t>(options_.slots);
-  const int64_t cells = options_.kvUnified && options_.kvSize > 0
-                            ? options_.kvSize
-                            : static_cast<int64_t>(options_.contextSize) * options_.slots;
-  cp.n_ctx = static_cast<uint32_t>(cells);
-  cp.n_batch = static_cast<uint32_t>(options_.batchSize);
-  cp.n_ubatch = static_cast<uint32_t>(std::min(options_.batchSize, 512));
-  if (options_.threads > 0) {
-    cp.n_threads = options_.threads;
-    cp.n_threads_batch = options_.threads;
-  }
-  cp.kv_unified = options_.kvUnified;
-  cp.flash_attn_type = options_.flashAttention < 0    ? LLAMA_FLASH_ATTN_TYPE_AUTO
-                       : options_.flashAttention == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
-                                                      : LLAMA_FLASH_ATTN_TYPE_ENABLED;
-  cp.no_perf = true;
+  llama_context_params cp = ContextParams(options_);
   cp.abort_callback = [](void* data) { return static_cast<EngineCore*>(data)->abortDecode_.load(); };
   cp.abort_callback_data = this;
   {
@@ -241,7 +246,7 @@ EngineCore::EngineCore(std::shared_ptr<ModelHandle> model, const EngineOptions& 
   slots_.resize(static_cast<size_t>(options_.slots));
   for (size_t i = 0; i < slots_.size(); ++i) slots_[i].seqId = static_cast<int32_t>(i);
   stats_.slots = options_.slots;
-  stats_.kvCells = cells;
+  stats_.kvCells = static_cast<int64_t>(cp.n_ctx);
 }
 
 EngineCore::~EngineCore() {

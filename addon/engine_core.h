@@ -38,6 +38,9 @@ struct EngineOptions {
   bool prefixSharing = true;
 };
 
+// The llama_context_params an engine with `options` creates its context with.
+llama_context_params ContextParams(const EngineOptions& options);
+
 // How a request's output leaves the engine.
 enum class Delivery {
   Events,  // a Tokens event per step for JS, then Done
@@ -149,6 +152,7 @@ class EngineCore {
   const EngineOptions& options() const { return options_; }
   // Estimated bytes this engine allocated beyond the model: KV cache, logits and batch arrays.
   int64_t memoryBytes() const { return memoryBytes_; }
+  const llama_context* context() const { return ctx_; }
   const std::shared_ptr<ModelHandle>& model() const { return model_; }
 
  private:

@@ -12,6 +12,7 @@
 #include "env_registry.h"
 #include "errors.h"
 #include "log_capture.h"
+#include "placement.h"
 #include "chat.h"
 
 namespace lmserve {
@@ -103,9 +104,20 @@ std::string ModelHandle::ApplyChatTemplate(const std::vector<std::pair<std::stri
 namespace {
 
 // A vocab-only load is its own entry: it must never stand in for a model with weights.
-using RegistryKey = std::tuple<std::string, int, bool, bool>;
+// The last field is the placement (tensor split and host-kept tensors), written out.
+using RegistryKey = std::tuple<std::string, int, bool, bool, std::string>;
 std::mutex gRegistryMutex;
 std::map<RegistryKey, std::weak_ptr<ModelHandle>> gRegistry;
+
+std::string PlacementKey(const LoadOptions& options) {
+  std::string key;
+  for (float f : options.tensorSplit) key += std::to_string(f) + ",";
+  key += "|";
+  for (const std::string& pattern : options.cpuTensors) key += pattern + "\n";
+  return key;
+}
+
+}  // namespace
 
 uint64_t CheckModelFile(const std::string& path) {
   std::ifstream file(path, std::ios::binary | std::ios::ate);
@@ -119,6 +131,8 @@ uint64_t CheckModelFile(const std::string& path) {
   }
   return size;
 }
+
+namespace {
 
 // llama.cpp reports why a load failed only through its log; classify from that text.
 CodedError LoadFailure(const std::string& path, const LogCapture& capture, bool aborted) {
@@ -134,10 +148,28 @@ CodedError LoadFailure(const std::string& path, const LogCapture& capture, bool 
 
 }  // namespace
 
+ModelParams::ModelParams(const LoadOptions& options) : params(llama_model_default_params()) {
+  if (options.gpuLayers >= 0) params.n_gpu_layers = options.gpuLayers;
+  params.load_mode = options.useMmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+  params.vocab_only = options.vocabOnly;
+  if (!options.tensorSplit.empty()) {
+    split.assign(std::max<size_t>(llama_max_devices(), options.tensorSplit.size()), 0.0f);
+    std::copy(options.tensorSplit.begin(), options.tensorSplit.end(), split.begin());
+    params.tensor_split = split.data();
+  }
+  if (!options.cpuTensors.empty()) {
+    for (const std::string& pattern : options.cpuTensors) {
+      overrides.push_back({pattern.c_str(), ggml_backend_cpu_buffer_type()});
+    }
+    overrides.push_back({nullptr, nullptr});
+    params.tensor_buft_overrides = overrides.data();
+  }
+}
+
 std::shared_ptr<ModelHandle> AcquireModel(const std::string& path, const LoadOptions& options,
                                           bool (*progress)(float, void*), void* progressData) {
   uint64_t fileSize = CheckModelFile(path);
-  RegistryKey key{path, options.gpuLayers, options.useMmap, options.vocabOnly};
+  RegistryKey key{path, options.gpuLayers, options.useMmap, options.vocabOnly, PlacementKey(options)};
   {
     std::lock_guard<std::mutex> lock(gRegistryMutex);
     auto it = gRegistry.find(key);
@@ -145,10 +177,8 @@ std::shared_ptr<ModelHandle> AcquireModel(const std::string& path, const LoadOpt
       if (auto live = it->second.lock()) return live;
     }
   }
-  llama_model_params params = llama_model_default_params();
-  params.n_gpu_layers = options.gpuLayers < 0 ? 999 : options.gpuLayers;
-  params.load_mode = options.useMmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
-  params.vocab_only = options.vocabOnly;
+  ModelParams built(options);
+  llama_model_params& params = built.params;
   params.progress_callback = progress;
   params.progress_callback_user_data = progressData;
   bool aborted = false;
@@ -515,8 +545,7 @@ AddonModelLoader::AddonModelLoader(const Napi::CallbackInfo& info) : CodedObject
   path_ = info[0].As<Napi::String>().Utf8Value();
   if (info.Length() > 1 && info[1].IsObject()) {
     Napi::Object o = info[1].As<Napi::Object>();
-    if (o.Get("gpuLayers").IsNumber()) options_.gpuLayers = o.Get("gpuLayers").As<Napi::Number>().Int32Value();
-    if (o.Get("useMmap").IsBoolean()) options_.useMmap = o.Get("useMmap").As<Napi::Boolean>().Value();
+    options_ = ParseLoadPlacement(env, o);
     if (o.Get("vocabOnly").IsBoolean()) options_.vocabOnly = o.Get("vocabOnly").As<Napi::Boolean>().Value();
   }
   if (info.Length() > 2 && info[2].IsFunction()) onProgress_ = Napi::Persistent(info[2].As<Napi::Function>());

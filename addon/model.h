@@ -52,12 +52,31 @@ class ModelHandle {
 };
 
 struct LoadOptions {
-  int gpuLayers = -1;  // negative: all layers that fit (CPU builds ignore it)
+  int gpuLayers = -1;  // negative: llama.cpp's default, every layer on the GPU (CPU builds ignore it)
   bool useMmap = true;
   // Only the vocabulary (tokenize, detokenize, checkGrammar): for a process that parses
   // untrusted grammars without holding the weights. Such a model cannot create an engine.
   bool vocabOnly = false;
+  // A placement found by the fit (fit.h): layers per GPU device (empty: llama.cpp's default
+  // split) and tensor-name patterns kept in host memory (the part of a layer, or a MoE
+  // layer's experts, that does not fit its device).
+  std::vector<float> tensorSplit;
+  std::vector<std::string> cpuTensors;
 };
+
+// llama_model_params for `options`, with the arrays they point to (keep it alive, and in place,
+// while the params are used).
+struct ModelParams {
+  llama_model_params params;
+  std::vector<float> split;
+  std::vector<llama_model_tensor_buft_override> overrides;
+  explicit ModelParams(const LoadOptions& options);
+  ModelParams(const ModelParams&) = delete;
+  ModelParams& operator=(const ModelParams&) = delete;
+};
+
+// Throws MODEL_FILE_NOT_FOUND / INVALID_MODEL_FILE unless `path` is a readable GGUF file; its size.
+uint64_t CheckModelFile(const std::string& path);
 
 // Loads (or finds) a model; throws CodedError. `progress` may return false to abort.
 std::shared_ptr<ModelHandle> AcquireModel(const std::string& path, const LoadOptions& options,

@@ -1,12 +1,15 @@
 /**
- * Fit before load: the estimate read from a real GGUF header, and real supervisors whose
- * available memory is set with LMSERVE_MEMORY_AVAILABLE (the test/ops knob): a model larger
- * than the memory is refused with the numbers and no host is spawned; a second model is refused
- * naming the first one, which holds part of the memory.
+ * Fit before load: llama.cpp's sizing measured in a child process (and the fallback estimate
+ * read from a real GGUF header), the verdict on RAM and on each GPU device, the placement the
+ * host is given, and real supervisors whose available memory is set with
+ * LMSERVE_MEMORY_AVAILABLE (the test/ops knob): a model larger than the memory is refused with
+ * the numbers and no host is spawned; a second model is refused naming the first one, which
+ * holds part of the memory.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { estimateNeed, judgeFit, parseBytes, readGgufMetadata } from '@lmserve/supervisor';
+import { measureModel } from '@lmserve/engine';
+import { buildHostSpec, estimateNeed, gpuMarginBytes, judgeFit, measureNeed, parseBytes, readGgufMetadata, type MemoryNeed, type WorkerConfig } from '@lmserve/supervisor';
 import { ServiceFixture, tinyBpeModel, tinyModel, waitFor } from '../service/service-fixture.js';
 
 // The fixture's workers: CTX_SIZE 512, WORKER_CONCURRENCY 2, one replica, the default batch.
@@ -35,11 +38,74 @@ test('the verdict names what is needed, what is free and who holds the rest', as
   const need = await estimateNeed(tinyModel, FIXTURE);
   const verdict = judgeFit('small', need, { bytes: need.totalBytes, source: 'test' }, [{ worker: 'big', state: 'ready', bytes: 1 << 30 }]);
   assert.equal(verdict.fits, false);
-  assert.match(verdict.message, /^small does not fit in memory: needs 0\.14 GiB \(weights 0\.02 GiB \+ KV cache 0\.00 GiB \(1 × 1024 tokens\) \+ compute 0\.12 GiB\), 0\.00 GiB free of 0\.14 GiB available \(test; 1\.00 GiB of it held by big \(ready, 1\.00 GiB\)\)/);
+  assert.match(verdict.message, /^small does not fit in memory: needs 0\.14 GiB \(weights 0\.02 GiB \+ KV cache 0\.00 GiB \(1 × 1024 tokens\) \+ compute 0\.12 GiB; estimated\), 0\.00 GiB free of 0\.14 GiB available \(test; 1\.00 GiB of it held by big \(ready, 1\.00 GiB\)\)/);
   assert.equal(judgeFit('small', need, { bytes: need.totalBytes, source: 'test' }, []).fits, true);
   assert.equal(parseBytes('512M'), 512 << 20);
   assert.equal(parseBytes('1.5G'), 1.5 * 2 ** 30);
   assert.equal(parseBytes('lots'), null);
+});
+
+test("llama.cpp's sizing, measured in a child process: host weights, KV cache and compute per replica", async () => {
+  const need = await measureNeed(tinyBpeModel, { ...FIXTURE, replicas: 2, gpuLayers: 'auto' });
+  const one = measureModel(tinyBpeModel, { gpuLayers: -1 }, { slots: 2, contextSize: 512 });
+  assert.equal(need.source, 'llama.cpp');
+  assert.equal(need.weightsBytes, one.host.modelBytes, 'the weights once: replicas share the model');
+  assert.equal(need.kvBytes, 2 * one.host.contextBytes);
+  assert.equal(need.computeBytes, 2 * one.host.computeBytes);
+  assert.equal(need.totalBytes, need.weightsBytes + need.kvBytes + need.computeBytes);
+  assert.deepEqual(need.devices, one.devices, 'a CPU build: no GPU device');
+  assert.equal(need.placement?.layers, 3);
+  await assert.rejects(measureNeed('/nonexistent/model.gguf', { ...FIXTURE, gpuLayers: 'auto' }), { code: 'MODEL_FILE_NOT_FOUND' });
+  assert.equal(gpuMarginBytes({}), 1 << 30);
+  assert.equal(gpuMarginBytes({ LMSERVE_GPU_MARGIN: '512M' }), 512 << 20);
+});
+
+/** A need shaped as llama.cpp reports it for a model split over two GPUs (illustrative figures). */
+function gpuNeed(): MemoryNeed {
+  const G = 2 ** 30;
+  return {
+    totalBytes: 1 * G,
+    weightsBytes: 0.5 * G,
+    kvBytes: 0.25 * G,
+    computeBytes: 0.25 * G,
+    kvTokens: 8192,
+    replicas: 1,
+    source: 'llama.cpp',
+    devices: [
+      { name: 'CUDA0', description: 'NVIDIA H200', backend: 'CUDA', needBytes: 7 * G, weightsBytes: 6 * G, kvBytes: 0.5 * G, computeBytes: 0.5 * G, freeBytes: 20 * G, totalBytes: 24 * G },
+      { name: 'CUDA1', description: 'NVIDIA L4', backend: 'CUDA', needBytes: 7 * G, weightsBytes: 6 * G, kvBytes: 0.5 * G, computeBytes: 0.5 * G, freeBytes: 10 * G, totalBytes: 24 * G },
+    ],
+    placement: { loadGpuLayers: 41, gpuLayers: 41, layers: 41, tensorSplit: [20, 21], cpuTensors: [], fit: 'success' },
+  };
+}
+
+test('the verdict on each GPU device: its need against its free memory less what loading workers are about to take there', () => {
+  const ram = { bytes: 64 * 2 ** 30, source: 'test' };
+  const fits = judgeFit('big', gpuNeed(), ram, []);
+  assert.equal(fits.fits, true, fits.message);
+  assert.match(fits.message, /CUDA1 \(NVIDIA L4\) needs 7\.00 GiB .* 10\.00 GiB free of 24\.00 GiB; 41 of 41 layers on the GPU$/);
+  // A worker loading 4 GiB onto CUDA1 leaves 6 GiB there: CUDA1 is short, CUDA0 is not; RAM is fine.
+  const loading = [{ worker: 'other', state: 'starting' as const, bytes: 2 ** 30, devices: { CUDA1: 4 * 2 ** 30 } }];
+  const short = judgeFit('big', gpuNeed(), ram, loading);
+  assert.equal(short.fits, false);
+  assert.equal(short.ramFits, true);
+  assert.deepEqual(short.devices.map((d) => [d.name, d.fits, d.heldBytes]), [['CUDA0', true, 0], ['CUDA1', false, 4 * 2 ** 30]]);
+  assert.match(
+    short.message,
+    /^big does not fit in GPU memory: CUDA1 \(NVIDIA L4\) needs 7\.00 GiB \(weights 6\.00 GiB \+ KV cache 0\.50 GiB \+ compute 0\.50 GiB\), 6\.00 GiB free of 24\.00 GiB \(4\.00 GiB about to be taken by other\); 41 of 41 layers on the GPU; lower GPU_LAYERS/,
+  );
+  assert.doesNotMatch(short.message, /CUDA0/);
+});
+
+test("the host is given the fit's placement for GPU_LAYERS=auto, and GPU_LAYERS as set otherwise", () => {
+  const config = { name: 'w', modelName: 'm', modelPath: '/m.gguf', gpuLayers: 'auto', replicas: 1, concurrency: 2, contextSize: 512, batchSize: 0, threads: 0, maxQueue: 8, promptTemplate: null } as unknown as WorkerConfig;
+  const placement = { loadGpuLayers: 30, gpuLayers: 30, layers: 41, tensorSplit: [12, 18], cpuTensors: ['blk\\.11\\.ffn_(gate|up|gate_up|down).*'], fit: 'success' as const };
+  const fitted = buildHostSpec(config, 1000, 'info', [3], placement);
+  assert.deepEqual([fitted.gpuLayers, fitted.tensorSplit, fitted.cpuTensors], [30, [12, 18], placement.cpuTensors]);
+  const none = buildHostSpec(config, 1000, 'info', [3], { ...placement, fit: 'off', loadGpuLayers: -1, tensorSplit: [], cpuTensors: [] });
+  assert.deepEqual([none.gpuLayers, none.tensorSplit, none.cpuTensors], ['auto', undefined, undefined]);
+  const set = buildHostSpec({ ...config, gpuLayers: 12 }, 1000, 'info', [3], placement);
+  assert.deepEqual([set.gpuLayers, set.tensorSplit], [12, undefined]);
 });
 
 describe('a model larger than the memory it is given', () => {
@@ -53,7 +119,15 @@ describe('a model larger than the memory it is given', () => {
 
   test('is refused with the numbers, before any host is spawned', async () => {
     const info = await service.waitState('big', 'failed', 60_000);
-    assert.match(info.reason ?? '', /^big does not fit in memory: needs 0\.14 GiB .* 0\.06 GiB free of 0\.06 GiB available \(LMSERVE_MEMORY_AVAILABLE; no other model of this supervisor holds any\)/);
+    const measured = measureModel(tinyModel, { gpuLayers: -1 }, { slots: 2, contextSize: 512 }).host;
+    const needed = measured.modelBytes + measured.contextBytes + measured.computeBytes;
+    const gibs = (n: number) => (n / 2 ** 30).toFixed(2).replace('.', '\\.');
+    assert.match(
+      info.reason ?? '',
+      new RegExp(`^big does not fit in memory: needs ${gibs(needed)} GiB \\(.*; llama\\.cpp's sizing\\), 0\\.06 GiB free of 0\\.06 GiB available \\(LMSERVE_MEMORY_AVAILABLE; no other model of this supervisor holds any\\)`),
+    );
+    assert.equal(info.memory?.needed_bytes, needed, "llama.cpp's figures, measured before the spawn");
+    assert.equal(info.memory?.source, 'llama.cpp');
     assert.equal(info.pid, null);
     assert.deepEqual(
       { fits: info.memory?.fits, available: info.memory?.available_bytes, source: info.memory?.available_source },
@@ -74,7 +148,7 @@ describe('two models that fit one at a time', () => {
   const service = new ServiceFixture();
 
   before(async () => {
-    const need = await estimateNeed(tinyModel, FIXTURE);
+    const need = await measureNeed(tinyModel, { ...FIXTURE, gpuLayers: 'auto' });
     // Room for one model and 8 MiB: not for a second once the first holds its weights.
     await service.configure({ first: { model: tinyModel }, second: { model: tinyModel } });
     await service.start(['first'], { env: { LMSERVE_MEMORY_AVAILABLE: String(need.totalBytes + (8 << 20)) } });

@@ -52,6 +52,11 @@ describe('the observer', () => {
     assert.equal(worker.load.gpu_layers, 0);
     assert.equal(worker.load.layers, 3);
     assert.ok(worker.load.seconds > 0);
+    // llama.cpp's breakdown of what was loaded: on a CPU build, all of it in host memory.
+    assert.deepEqual(worker.load.devices, ['CPU']);
+    const host = worker.load.memory.find((d: { name: string }) => d.name === 'CPU');
+    assert.ok(host.model_bytes > 0 && host.context_bytes > 0 && host.compute_bytes > 0, JSON.stringify(host));
+    assert.deepEqual(loaded.data.memory.map((d: { name: string }) => d.name), ['CPU']);
     const init = (await events(service, 'alpha')).find((e) => e.event.code === 'services.init')?.event as Event;
     assert.equal(init.data.endpoints[0].transport, 'http');
     assert.equal(init.data.endpoints[0].port, service.ports.get('alpha'));

@@ -182,6 +182,8 @@ export interface NativeEngine {
   cancel(id: number): void;
   stats(): import('@lmserve/protocol').EngineStats & GrammarSamplingStats & PrefixSharingStats;
   options(): NativeEngineOptions;
+  /** What the context holds per device (host memory last), as llama.cpp accounts it. */
+  memory(): DeviceMemory[];
   dispose(): void;
 }
 
@@ -195,6 +197,49 @@ export interface NativeModel {
   readonly disposed: boolean;
 }
 
+/** One device's memory as llama.cpp accounts it (host memory is the device named CPU). */
+export interface DeviceMemory {
+  /** ggml's device name ("CUDA0", "Metal"); "CPU" for host memory. */
+  name: string;
+  description: string;
+  /** The backend that drives it ("CUDA", "Metal", "CPU"). */
+  backend: string;
+  type: 'gpu' | 'igpu' | 'accel' | 'cpu';
+  /** What the device reports free / in total (host memory: as ggml reads it). */
+  freeBytes: number;
+  totalBytes: number;
+  modelBytes: number;
+  contextBytes: number;
+  computeBytes: number;
+}
+
+/** Where a model's tensors go: a layer count, a split across GPU devices, tensors kept in host memory. */
+export interface ModelPlacement {
+  /** -1: llama.cpp's default (every layer on the GPU devices, when there are any). */
+  gpuLayers?: number;
+  /** Layers per GPU device, in llama.cpp's device order (empty: its default split). */
+  tensorSplit?: number[];
+  /** Tensor-name patterns (regular expressions) kept in host memory. */
+  cpuTensors?: string[];
+}
+
+/** measureModel's answer: llama.cpp's own sizing of a model and one engine context (no_alloc load). */
+export interface ModelMeasurement {
+  /** The GPU-like devices the model would use (none on a CPU build). */
+  devices: DeviceMemory[];
+  host: DeviceMemory;
+  /** Layers that would sit on GPU devices (llama.cpp's count: repeating layers + output). */
+  gpuLayers: number;
+  /** The model's repeating layers + its output layer. */
+  layers: number;
+  /** 'off' (a set layer count, or no GPU device), else llama.cpp's fit status. */
+  fit: 'off' | 'success' | 'failure';
+  tensorSplit: number[];
+  cpuTensors: string[];
+  /** The layer count to load with (-1: llama.cpp's default). */
+  loadGpuLayers: number;
+}
+
 export interface NativeModelLoader {
   load(): Promise<NativeModel>;
   abort(): void;
@@ -203,7 +248,7 @@ export interface NativeModelLoader {
 export interface NativeBinding {
   ModelLoader: new (
     path: string,
-    options: { gpuLayers?: number; useMmap?: boolean; vocabOnly?: boolean },
+    options: ModelPlacement & { useMmap?: boolean; vocabOnly?: boolean },
     onProgress?: (progress: number) => void,
   ) => NativeModelLoader;
   systemInfo(): {
@@ -213,6 +258,12 @@ export interface NativeBinding {
     devices: Array<{ name: string; description: string }>;
   };
   checkGrammar(model: NativeModel, grammar: string, root?: string): string | null;
+  measureModel(
+    path: string,
+    load: ModelPlacement & { useMmap?: boolean },
+    engine: Partial<Omit<NativeEngineOptions, 'memoryBytes'>>,
+    fit: { replicas?: number; marginBytes?: number },
+  ): ModelMeasurement;
   inspectGrammar(model: NativeModel, grammar: string, root?: string): GrammarReport;
   jsonSchemaToGrammar(schemaJson: string): string;
   paramSpecs(): NativeParamSpec[];

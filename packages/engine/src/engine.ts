@@ -1,3 +1,4 @@
+import type { DeviceMemory } from './binding.js';
 import { LmError, type EngineStats, type GenerationParams } from '@lmserve/protocol';
 import type {
   Delivery,
@@ -185,6 +186,12 @@ export class Engine {
 
   get disposed(): boolean {
     return this.#disposed;
+  }
+
+  /** What the context holds per device (host memory last), as llama.cpp accounts it. */
+  memory(): DeviceMemory[] {
+    this.#check();
+    return this.#native.memory();
   }
 
   /**

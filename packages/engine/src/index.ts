@@ -6,13 +6,33 @@ export { Generation, generationResult } from './generation.js';
 export type { DoneEvent } from './generation.js';
 export { nativeEventError } from './errors.js';
 export { addonPath } from './binding.js';
-export type { Delivery, DirectOutput, GrammarReport, GrammarSamplingStats, NativeEngineOptions, NativeErrorCode, NativeEvent, NativeParamSpec, PrefixSharingStats } from './binding.js';
+export type { Delivery, DeviceMemory, DirectOutput, ModelMeasurement, ModelPlacement, GrammarReport, GrammarSamplingStats, NativeEngineOptions, NativeErrorCode, NativeEvent, NativeParamSpec, PrefixSharingStats } from './binding.js';
 import { nativeError } from './errors.js';
-import { binding, type NativeErrorCode, type NativeParamSpec } from './binding.js';
+import { binding, type ModelMeasurement, type ModelPlacement, type NativeEngineOptions, type NativeErrorCode, type NativeParamSpec } from './binding.js';
 
 /** Backend and device information from llama.cpp (CPU features, GPUs the build can use). */
 export function systemInfo(): ReturnType<ReturnType<typeof binding>['systemInfo']> {
   return binding().systemInfo();
+}
+
+/**
+ * llama.cpp's own sizing of `path` under an engine with `engine` options: a load with no_alloc
+ * (metadata only; every buffer sized, none allocated), so it costs milliseconds and no memory.
+ * With `load.gpuLayers` -1 and a GPU in the build, llama.cpp's fit (llama-server's --fit) first
+ * chooses the layers, the split and the tensors kept in host memory that leave `marginBytes`
+ * free on each device for `replicas` contexts. Synchronous: for a process that does only this.
+ */
+export function measureModel(
+  path: string,
+  load: ModelPlacement & { useMmap?: boolean } = {},
+  engine: Partial<Omit<NativeEngineOptions, 'memoryBytes'>> = {},
+  fit: { replicas?: number; marginBytes?: number } = {},
+): ModelMeasurement {
+  try {
+    return binding().measureModel(path, load, engine, fit);
+  } catch (err) {
+    throw nativeError(err, 'INVALID_MODEL_FILE');
+  }
 }
 
 /** Converts a JSON schema to a GBNF grammar with llama.cpp's converter. */

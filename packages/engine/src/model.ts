@@ -8,8 +8,12 @@ import { Generation } from './generation.js';
 export type ModelInfo = NativeModelInfo & { path: string };
 
 export interface LoadOptions {
-  /** Layers to offload to the GPU: 'auto' or a negative number means all that fit; 0 = CPU only. */
+  /** Layers to offload to the GPU: 'auto' or a negative number is llama.cpp's default (all); 0 = CPU only. */
   gpuLayers?: number | 'auto';
+  /** Layers per GPU device (measureModel's fit); empty: llama.cpp's default split. */
+  tensorSplit?: number[];
+  /** Tensor-name patterns kept in host memory (measureModel's fit). */
+  cpuTensors?: string[];
   /** Map the file instead of reading it (default true). */
   useMmap?: boolean;
   /** Called with 0..1 while the weights load (on the JS thread, throttled to 1% steps). */
@@ -48,7 +52,8 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   if (!st) throw new LmError('MODEL_FILE_NOT_FOUND', `model file not found: ${path}`);
   if (!st.isFile()) throw new LmError('MODEL_FILE_NOT_FOUND', `model path is not a file: ${path}`);
   if (options.signal?.aborted) throw new LmError('LOAD_ABORTED', `model load aborted: ${path}`);
-  const gpuLayers = options.gpuLayers === undefined || options.gpuLayers === 'auto' ? -1 : options.gpuLayers;
+  const asked = options.gpuLayers === undefined || options.gpuLayers === 'auto' ? -1 : options.gpuLayers;
+  const gpuLayers = typeof asked === 'number' && asked < 0 ? -1 : asked;
   if (!Number.isInteger(gpuLayers)) {
     throw new LmError('INVALID_REQUEST', "options.gpuLayers must be an integer or 'auto'", { field: 'options.gpuLayers' });
   }
@@ -66,7 +71,13 @@ export async function loadModel(path: string, options: LoadOptions = {}): Promis
   }
   const loader = new (binding().ModelLoader)(
     path,
-    { gpuLayers, useMmap: options.useMmap ?? true, vocabOnly: options.vocabOnly ?? false },
+    {
+      gpuLayers,
+      useMmap: options.useMmap ?? true,
+      vocabOnly: options.vocabOnly ?? false,
+      ...(options.tensorSplit?.length ? { tensorSplit: options.tensorSplit } : {}),
+      ...(options.cpuTensors?.length ? { cpuTensors: options.cpuTensors } : {}),
+    },
     options.onProgress ? report : undefined,
   );
   const onAbort = () => loader.abort();

@@ -9,6 +9,13 @@ export { DEFAULT_RELAY_INTERVAL_MS, relayIntervalMs } from './relay-interval.js'
 export { GrammarChecker, GrammarCheckerUnavailable } from './grammar-checker.js';
 export type { GrammarCheckerOptions } from './grammar-checker.js';
 
+export type { MeasureReply, MeasureRequest } from './measure-main.js';
+
+/** Path of the measuring process's entry script (node measure-main.js '<MeasureRequest JSON>'). */
+export function measureMainPath(): string {
+  return fileURLToPath(new URL('./measure-main.js', import.meta.url));
+}
+
 /** Path of the model host's entry script, for child_process.fork. */
 export function hostMainPath(): string {
   return fileURLToPath(new URL('./main.js', import.meta.url));

@@ -8,7 +8,6 @@ import {
   generationResult,
   loadModel,
   nativeEventError,
-  systemInfo,
   type Delivery,
   type Engine,
   type GenerationListener,
@@ -17,6 +16,7 @@ import {
 import {
   createLogger,
   toLmError,
+  type DeviceUsage,
   type ErrorCode,
   type LoadReport,
   type Logger,
@@ -52,22 +52,38 @@ function summarize(model: Model): ModelSummary {
 }
 
 /**
- * Where the weights went: the first GPU-like device when layers are offloaded, else the CPU,
- * and how many of the model's layers (its repeating layers and the output layer, as llama.cpp
- * counts n_gpu_layers) sit on that device: GPU_LAYERS capped at that count ('auto': all).
+ * Where the model went, from llama.cpp's memory breakdown of the loaded model and this context:
+ * the devices holding any of it (host memory last), the backend of the first GPU-like device
+ * holding weights (else cpu), and how many of the model's layers (its repeating layers and the
+ * output layer, as llama.cpp counts n_gpu_layers) sit on GPU devices: GPU_LAYERS (or the fit's
+ * choice) capped at that count, 0 when no GPU device holds weights.
  */
-function loadReport(spec: HostSpec, seconds: number, model: Model): LoadReport {
-  let devices: string[] = [];
-  try {
-    devices = systemInfo().devices.map((d) => d.name);
-  } catch {
-    // device listing is informative only
-  }
-  const gpu = devices.find((d) => !/^cpu/i.test(d));
-  const backend = spec.gpuLayers !== 0 && gpu ? gpu.replace(/\d+$/, '').toLowerCase() : 'cpu';
+function loadReport(spec: HostSpec, seconds: number, model: Model, engine: Engine): LoadReport {
   const layers = model.info.layerCount + 1;
+  let memory: DeviceUsage[] = [];
+  try {
+    memory = engine.memory().map((d) => ({
+      name: d.name,
+      description: d.description,
+      backend: d.backend,
+      modelBytes: d.modelBytes,
+      contextBytes: d.contextBytes,
+      computeBytes: d.computeBytes,
+    }));
+  } catch {
+    // the breakdown is informative only
+  }
+  const used = memory.filter((d) => d.modelBytes + d.contextBytes + d.computeBytes > 0);
+  const gpu = used.find((d) => d.name !== 'CPU' && d.modelBytes > 0);
   const asked = spec.gpuLayers === 'auto' || spec.gpuLayers < 0 ? layers : spec.gpuLayers;
-  return { seconds, backend, devices, gpuLayers: backend === 'cpu' ? 0 : Math.min(asked, layers), layers };
+  return {
+    seconds,
+    backend: gpu ? gpu.backend.toLowerCase() : 'cpu',
+    devices: used.map((d) => d.name),
+    gpuLayers: gpu ? Math.min(asked, layers) : 0,
+    layers,
+    memory: used,
+  };
 }
 
 class Replica {
@@ -105,6 +121,8 @@ class Replica {
       const spec = this.#spec;
       this.#model = await loadModel(spec.modelPath, {
         gpuLayers: spec.gpuLayers,
+        ...(spec.tensorSplit ? { tensorSplit: spec.tensorSplit } : {}),
+        ...(spec.cpuTensors ? { cpuTensors: spec.cpuTensors } : {}),
         onProgress: (progress) => this.#post({ type: 'loading', progress }),
       });
       this.#engine = await this.#model.createEngine({
@@ -131,7 +149,7 @@ class Replica {
       await this.#relay.close();
       return { type: 'stopped' };
     }
-    this.#post({ type: 'ready', model: summarize(this.#model), load: loadReport(this.#spec, (performance.now() - started) / 1000, this.#model) });
+    this.#post({ type: 'ready', model: summarize(this.#model), load: loadReport(this.#spec, (performance.now() - started) / 1000, this.#model, this.#engine) });
     const timer = setInterval(() => this.#postStats(), STATS_INTERVAL_MS);
     await this.#stoppedPromise;
     clearInterval(timer);

@@ -32,7 +32,15 @@ export interface WorkerInfo {
   /** The last fit-before-load check: what the model needs against the memory free for it. */
   memory?: MemoryFitInfo | null;
   /** How the running host loaded the model (backend, devices, layers on the GPU); null when none is loaded. */
-  load?: { backend: string; devices: string[]; gpu_layers: number; layers: number; seconds: number } | null;
+  load?: {
+    backend: string;
+    devices: string[];
+    gpu_layers: number;
+    layers: number;
+    seconds: number;
+    /** Per device, what the model and the first replica's context hold (llama.cpp's memory breakdown). */
+    memory?: Array<{ name: string; description: string; backend: string; model_bytes: number; context_bytes: number; compute_bytes: number }>;
+  } | null;
 }
 
 /** Fit before load: the estimate, the memory it was compared with, and who holds the rest. */
@@ -48,6 +56,25 @@ export interface MemoryFitInfo {
   /** available_bytes less what the supervisor's other models hold or are loading. */
   free_bytes: number;
   held_by: Array<{ worker: string; state: WorkerState; bytes: number }>;
+  /** 'llama.cpp': its own sizing of every buffer (a no_alloc load); 'estimate': the GGUF header's arithmetic. */
+  source: 'llama.cpp' | 'estimate';
+  /** Each GPU-like device the model uses: what it needs there and what is free (none on a CPU build). */
+  devices: Array<{
+    name: string;
+    description: string;
+    backend: string;
+    fits: boolean;
+    needed_bytes: number;
+    weights_bytes: number;
+    kv_cache_bytes: number;
+    compute_bytes: number;
+    free_bytes: number;
+    total_bytes: number;
+    /** Taken by other workers of this supervisor that are loading. */
+    held_bytes: number;
+  }>;
+  /** Where the layers go: GPU_LAYERS, or llama.cpp's fit for auto ('off' when no fit ran). */
+  placement: { gpu_layers: number; layers: number; fit: 'off' | 'success' | 'failure'; tensor_split: number[]; cpu_tensors: string[] } | null;
 }
 
 /** A model download as /admin/workers and /readyz show it. */

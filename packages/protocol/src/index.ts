@@ -17,6 +17,7 @@ export type {
   GenerateInput,
   DirectTemplate,
   GenerateRequest,
+  DeviceUsage,
   LoadReport,
   GenerationEvent,
   HostSpec,

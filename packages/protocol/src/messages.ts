@@ -44,6 +44,9 @@ export interface HostSpec {
   /** Absolute path of the GGUF file. */
   modelPath: string;
   gpuLayers: number | 'auto';
+  /** Layers per GPU device and tensors kept in host memory, as llama.cpp's fit chose them (GPU_LAYERS=auto). */
+  tensorSplit?: number[];
+  cpuTensors?: string[];
   /** Pool threads, one Engine each. */
   replicas: number;
   /** Sequence slots per Engine (WORKER_CONCURRENCY). */
@@ -104,16 +107,30 @@ export interface DirectTemplate {
   skipEmpty: boolean;
 }
 
+/** One device's part of a loaded model, as llama.cpp accounts it (the first replica's context). */
+export interface DeviceUsage {
+  /** ggml's device name (CUDA0, Metal); CPU for host memory. */
+  name: string;
+  description: string;
+  backend: string;
+  modelBytes: number;
+  contextBytes: number;
+  computeBytes: number;
+}
+
 /** How a model host's load went (the `model.loaded` event's data). */
 export interface LoadReport {
   seconds: number;
-  /** cpu, cuda, metal, vulkan: the backend of the first device the weights were offered to. */
+  /** cpu, cuda, metal, vulkan: the backend of the first GPU-like device holding weights, else cpu. */
   backend: string;
+  /** The devices holding any of the model or its context (CPU last, when it holds any). */
   devices: string[];
-  /** Layers llama.cpp puts on the GPU device (its rule: min(GPU_LAYERS, layers); 0 on a CPU build). */
+  /** Layers on GPU devices (llama.cpp's count: min(GPU_LAYERS, layers), the fit's choice for auto; 0 on a CPU build). */
   gpuLayers: number;
   /** The model's repeating layers plus its output layer (what GPU_LAYERS counts). */
   layers: number;
+  /** What each device holds (llama.cpp's memory breakdown of the loaded model and context). */
+  memory?: DeviceUsage[];
 }
 
 export interface ModelSummary {

@@ -1,13 +1,20 @@
 import type { HostSpec, LogLevel } from '@lmserve/protocol';
+import type { Placement } from './fit/memory-fit.js';
 import type { WorkerConfig } from './worker-config.js';
 
-/** Everything a model host needs to load and serve one worker's model. */
-export function buildHostSpec(config: WorkerConfig, drainGraceMs: number, logLevel: LogLevel, relayFds: number[]): HostSpec {
+/**
+ * Everything a model host needs to load and serve one worker's model. A placement from
+ * llama.cpp's fit (GPU_LAYERS=auto on a GPU build) replaces GPU_LAYERS with what it chose.
+ */
+export function buildHostSpec(config: WorkerConfig, drainGraceMs: number, logLevel: LogLevel, relayFds: number[], placement?: Placement | null): HostSpec {
+  const fitted = config.gpuLayers === 'auto' && placement && placement.fit !== 'off' ? placement : null;
   return {
     name: config.name,
     model: config.modelName,
     modelPath: config.modelPath,
-    gpuLayers: config.gpuLayers,
+    gpuLayers: fitted ? fitted.loadGpuLayers : config.gpuLayers,
+    ...(fitted && fitted.tensorSplit.length > 0 ? { tensorSplit: fitted.tensorSplit } : {}),
+    ...(fitted && fitted.cpuTensors.length > 0 ? { cpuTensors: fitted.cpuTensors } : {}),
     replicas: config.replicas,
     slots: config.concurrency,
     contextSize: config.contextSize,

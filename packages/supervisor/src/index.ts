@@ -22,6 +22,8 @@ export type { DownloadFailure, DownloadHooks, DownloadProgress, DownloadResult, 
 export { ModelDownloads, downloadInThread } from './download/model-downloads.js';
 export type { DownloadListener, DownloadTicket } from './download/model-downloads.js';
 export { MemoryLedger, availableMemory, estimateNeed, judgeFit, parseBytes } from './fit/memory-fit.js';
-export type { FitSettings, FitVerdict, MemoryAvailable, MemoryClaim, MemoryNeed } from './fit/memory-fit.js';
+export type { DeviceNeed, DeviceVerdict, FitSettings, FitVerdict, MemoryAvailable, MemoryClaim, MemoryNeed, Placement } from './fit/memory-fit.js';
+export { DEFAULT_GPU_MARGIN_BYTES, gpuMarginBytes, measureNeed } from './fit/measure.js';
+export type { MeasureSettings } from './fit/measure.js';
 export { readGgufMetadata } from './fit/gguf-metadata.js';
 export type { GgufMetadata } from './fit/gguf-metadata.js';

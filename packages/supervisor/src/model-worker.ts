@@ -28,7 +28,8 @@ import { buildHostSpec } from './host-spec.js';
 import { isConfigError, type WorkerConfig, type WorkerConfigError } from './worker-config.js';
 import { ModelDownloads } from './download/model-downloads.js';
 import { WorkerDownload } from './download/worker-download.js';
-import { MemoryLedger, availableMemory, estimateNeed, judgeFit, type FitVerdict, type MemoryNeed } from './fit/memory-fit.js';
+import { MemoryLedger, availableMemory, estimateNeed, judgeFit, type FitVerdict, type MemoryClaim, type MemoryNeed } from './fit/memory-fit.js';
+import { measureNeed } from './fit/measure.js';
 
 /** Extra time a host gets after its drain grace before it is killed. */
 const HARD_KILL_MARGIN_MS = 5_000;
@@ -240,7 +241,25 @@ export class ModelWorker implements ModelBackend {
       download: this.#download?.info() ?? null,
       memory: this.#fit ? fitInfo(this.#fit) : null,
       load: this.#load && this.#host
-        ? { backend: this.#load.backend, devices: this.#load.devices, gpu_layers: this.#load.gpuLayers, layers: this.#load.layers, seconds: this.#load.seconds }
+        ? {
+            backend: this.#load.backend,
+            devices: this.#load.devices,
+            gpu_layers: this.#load.gpuLayers,
+            layers: this.#load.layers,
+            seconds: this.#load.seconds,
+            ...(this.#load.memory
+              ? {
+                  memory: this.#load.memory.map((d) => ({
+                    name: d.name,
+                    description: d.description,
+                    backend: d.backend,
+                    model_bytes: d.modelBytes,
+                    context_bytes: d.contextBytes,
+                    compute_bytes: d.computeBytes,
+                  })),
+                }
+              : {}),
+          }
         : null,
     };
   }
@@ -363,21 +382,39 @@ export class ModelWorker implements ModelBackend {
     });
   }
 
-  /** The estimate against the available memory less the other workers' claims; null when it cannot be made. */
+  /**
+   * llama.cpp's sizing (else the header estimate) against the available memory less the other
+   * workers' claims; null when neither can be made.
+   */
   async #checkFit(config: WorkerConfig): Promise<FitVerdict | null> {
+    const settings = {
+      contextSize: config.contextSize,
+      concurrency: config.concurrency,
+      replicas: config.replicas,
+      batchSize: config.batchSize,
+      gpuLayers: config.gpuLayers,
+    };
     try {
-      this.#need = await estimateNeed(config.modelPath, {
-        contextSize: config.contextSize,
-        concurrency: config.concurrency,
-        replicas: config.replicas,
-        batchSize: config.batchSize,
-      });
+      try {
+        this.#need = await measureNeed(config.modelPath, settings, this.#env);
+      } catch (err) {
+        this.#log.warn('llama.cpp could not size the model; using the header estimate', { reason: toLmError(err).message });
+        this.#need = await estimateNeed(config.modelPath, settings);
+      }
       const verdict = judgeFit(this.name, this.#need, await availableMemory(this.#env), this.#memory.others(this.name));
       this.#fit = verdict;
-      this.#log.info('memory check', { fits: verdict.fits, neededBytes: verdict.need.totalBytes, freeBytes: verdict.freeBytes });
+      this.#log.info('memory check', {
+        fits: verdict.fits,
+        source: verdict.need.source,
+        neededBytes: verdict.need.totalBytes,
+        freeBytes: verdict.freeBytes,
+        devices: verdict.devices.map((d) => ({ name: d.name, neededBytes: d.needBytes, freeBytes: d.freeBytes - d.heldBytes, fits: d.fits })),
+        ...(verdict.need.placement ? { gpuLayers: verdict.need.placement.gpuLayers, layers: verdict.need.placement.layers, fit: verdict.need.placement.fit } : {}),
+      });
       return verdict;
     } catch (err) {
       // A header this reader cannot parse is for llama.cpp's loader to report.
+      this.#need = undefined;
       this.#log.warn('memory check skipped', { reason: toLmError(err).message });
       return null;
     }
@@ -391,12 +428,15 @@ export class ModelWorker implements ModelBackend {
   }
 
   /** What this worker holds or is about to take, for the other workers' fit checks. */
-  #memoryClaim(): { worker: string; state: WorkerState; bytes: number } | null {
+  #memoryClaim(): MemoryClaim | null {
     const need = this.#need;
     if (!need) return null;
-    // Loading: all of it is about to be taken. Serving: the KV cache and buffers are already out of
-    // MemAvailable, the weights (mmap'd page cache) are not.
-    if (this.#state === 'starting') return { worker: this.name, state: this.#state, bytes: need.totalBytes };
+    // Loading: all of it is about to be taken, on the GPU devices too. Serving: the KV cache and
+    // buffers are already out of MemAvailable and out of the devices' free memory; the weights
+    // (mmap'd page cache) are not out of MemAvailable.
+    if (this.#state === 'starting') {
+      return { worker: this.name, state: this.#state, bytes: need.totalBytes, devices: Object.fromEntries(need.devices.map((d) => [d.name, d.needBytes])) };
+    }
     if (this.#state === 'ready' || this.#state === 'restarting') return { worker: this.name, state: this.#state, bytes: need.weightsBytes };
     return null;
   }
@@ -420,7 +460,7 @@ export class ModelWorker implements ModelBackend {
     this.#host = host;
     this.#log.info('host started', { hostPid: host.pid, model: config.modelPath });
     this.#observer.event('host.spawned', this.name, `model host started (pid ${host.pid})`, { hostPid: host.pid, modelPath: config.modelPath });
-    host.send({ type: 'init', spec: buildHostSpec(config, this.#timings.shutdownGraceMs, this.#logLevel, host.relayFds) });
+    host.send({ type: 'init', spec: buildHostSpec(config, this.#timings.shutdownGraceMs, this.#logLevel, host.relayFds, this.#need?.placement) });
   }
 
   /** Downloads MODEL_PATH from MODEL_URL (in a thread, shared with workers of the same file), then spawns. */
@@ -490,6 +530,7 @@ export class ModelWorker implements ModelBackend {
           devices: load.devices,
           gpuLayers: load.gpuLayers,
           layers: load.layers,
+          ...(load.memory ? { memory: load.memory } : {}),
           hostPid: host.pid,
           ...model,
         });
@@ -628,5 +669,28 @@ function fitInfo(verdict: FitVerdict): NonNullable<WorkerInfo['memory']> {
     available_source: verdict.available.source,
     free_bytes: verdict.freeBytes,
     held_by: verdict.others.map((o) => ({ worker: o.worker, state: o.state, bytes: o.bytes })),
+    source: verdict.need.source,
+    devices: verdict.devices.map((d) => ({
+      name: d.name,
+      description: d.description,
+      backend: d.backend,
+      fits: d.fits,
+      needed_bytes: d.needBytes,
+      weights_bytes: d.weightsBytes,
+      kv_cache_bytes: d.kvBytes,
+      compute_bytes: d.computeBytes,
+      free_bytes: d.freeBytes,
+      total_bytes: d.totalBytes,
+      held_bytes: d.heldBytes,
+    })),
+    placement: verdict.need.placement
+      ? {
+          gpu_layers: verdict.need.placement.gpuLayers,
+          layers: verdict.need.placement.layers,
+          fit: verdict.need.placement.fit,
+          tensor_split: verdict.need.placement.tensorSplit,
+          cpu_tensors: verdict.need.placement.cpuTensors,
+        }
+      : null,
   };
 }

@@ -1,15 +1,18 @@
 /**
  * Fit before load: what a worker's model needs (its weights, the KV cache of every slot of every
- * replica, compute buffers) against the memory this machine (or its cgroup) has available, less
- * what the supervisor's other models hold or are about to take. A model that does not fit is
- * refused with the numbers instead of being OOM-killed while it loads.
+ * replica, compute buffers) against the memory this machine (or its cgroup) has available, and on
+ * a GPU build against each device's free memory, less what the supervisor's other models hold or
+ * are about to take. A model that does not fit is refused with the numbers instead of being
+ * OOM-killed while it loads.
  *
- * The KV cache: n_layer × tokens × (n_embd_k_gqa + n_embd_v_gqa) × 2 bytes (f16), tokens =
- * CTX_SIZE × WORKER_CONCURRENCY per replica — an upper bound for sliding-window models. Compute
- * buffers: per replica, the batch's logits and activations (batch × (n_vocab + 8 × n_embd) × 4
- * bytes) plus 64 MiB. This build has no GPU here; the check is about RAM.
+ * The need comes from llama.cpp itself (`measureNeed`, fit/measure.ts: a no_alloc load in a child
+ * process sizes every buffer on every device; for GPU_LAYERS=auto on a GPU build llama.cpp's fit
+ * chooses the layers first). When that cannot run, `estimateNeed` reads the GGUF header and does
+ * llama.cpp's arithmetic: KV cache n_layer × tokens × (n_embd_k_gqa + n_embd_v_gqa) × 2 bytes
+ * (f16), tokens = CTX_SIZE × WORKER_CONCURRENCY per replica; compute, per replica, the batch's
+ * logits and activations (batch × (n_vocab + 8 × n_embd) × 4 bytes) plus 64 MiB.
  *
- * `LMSERVE_MEMORY_AVAILABLE` (bytes, or with K/M/G/T) replaces the measured available memory: a
+ * `LMSERVE_MEMORY_AVAILABLE` (bytes, or with K/M/G/T) replaces the measured available RAM: a
  * knob for tests and for operators who want a budget below what the machine reports.
  * `LMSERVE_FIT_CHECK=off` skips the check.
  */
@@ -18,7 +21,35 @@ import { freemem } from 'node:os';
 import type { WorkerState } from '@lmserve/protocol';
 import { readGgufMetadata, type GgufScalar } from './gguf-metadata.js';
 
+/** What one GPU-like device must hold for this worker, and what it has free (llama.cpp's figures). */
+export interface DeviceNeed {
+  /** ggml's device name (CUDA0, Vulkan1, Metal). */
+  name: string;
+  description: string;
+  backend: string;
+  needBytes: number;
+  weightsBytes: number;
+  kvBytes: number;
+  computeBytes: number;
+  freeBytes: number;
+  totalBytes: number;
+}
+
+/** Where the model's layers go (measured with llama.cpp's fit for GPU_LAYERS=auto). */
+export interface Placement {
+  /** What to load with: -1 is llama.cpp's default (all layers on the GPU devices). */
+  loadGpuLayers: number;
+  /** Layers on GPU devices, of `layers`. */
+  gpuLayers: number;
+  layers: number;
+  tensorSplit: number[];
+  cpuTensors: string[];
+  /** 'off' (a set GPU_LAYERS, or no GPU device), else llama.cpp's fit status. */
+  fit: 'off' | 'success' | 'failure';
+}
+
 export interface MemoryNeed {
+  /** Host memory (RAM) in all. */
   totalBytes: number;
   weightsBytes: number;
   kvBytes: number;
@@ -26,7 +57,11 @@ export interface MemoryNeed {
   /** Tokens of KV cache per replica (CTX_SIZE × WORKER_CONCURRENCY). */
   kvTokens: number;
   replicas: number;
-  architecture: string;
+  /** 'llama.cpp': its own sizing of every buffer; 'estimate': the GGUF header's arithmetic. */
+  source: 'llama.cpp' | 'estimate';
+  /** GPU-like devices with something of this model on them (none on a CPU build). */
+  devices: DeviceNeed[];
+  placement: Placement | null;
 }
 
 export interface MemoryAvailable {
@@ -40,6 +75,15 @@ export interface MemoryClaim {
   worker: string;
   state: WorkerState;
   bytes: number;
+  /** Device memory about to be taken (a loading worker's need per device name); a loaded model's is already out of the device's free figure. */
+  devices?: Record<string, number>;
+}
+
+/** One device's side of the verdict. */
+export interface DeviceVerdict extends DeviceNeed {
+  fits: boolean;
+  /** Device memory the other workers of this supervisor are about to take (they are loading). */
+  heldBytes: number;
 }
 
 export interface FitVerdict {
@@ -49,6 +93,9 @@ export interface FitVerdict {
   others: MemoryClaim[];
   /** available - what the others hold. */
   freeBytes: number;
+  /** Whether the host memory part fits. */
+  ramFits: boolean;
+  devices: DeviceVerdict[];
   message: string;
 }
 
@@ -109,7 +156,9 @@ export async function estimateNeed(path: string, settings: FitSettings): Promise
     computeBytes: Math.round(computeBytes),
     kvTokens,
     replicas: settings.replicas,
-    architecture: arch,
+    source: 'estimate',
+    devices: [],
+    placement: null,
   };
 }
 
@@ -163,19 +212,39 @@ export function gib(bytes: number): string {
   return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 }
 
-/** Compares the need with what is free once the other workers' claims are taken off. */
+/** Compares the need with what is free once the other workers' claims are taken off: RAM, and each GPU device. */
 export function judgeFit(worker: string, need: MemoryNeed, available: MemoryAvailable, others: MemoryClaim[]): FitVerdict {
   const held = others.reduce((sum, o) => sum + o.bytes, 0);
   const freeBytes = Math.max(0, available.bytes - held);
-  const fits = need.totalBytes <= freeBytes;
+  const ramFits = need.totalBytes <= freeBytes;
+  const devices: DeviceVerdict[] = need.devices.map((d) => {
+    const heldBytes = others.reduce((sum, o) => sum + (o.devices?.[d.name] ?? 0), 0);
+    return { ...d, heldBytes, fits: d.needBytes <= Math.max(0, d.freeBytes - heldBytes) };
+  });
+  const fits = ramFits && devices.every((d) => d.fits);
+  const source = need.source === 'llama.cpp' ? "llama.cpp's sizing" : 'estimated';
   const parts =
     `weights ${gib(need.weightsBytes)} + KV cache ${gib(need.kvBytes)} ` +
-    `(${need.replicas} × ${need.kvTokens} tokens) + compute ${gib(need.computeBytes)}`;
+    `(${need.replicas} × ${need.kvTokens} tokens) + compute ${gib(need.computeBytes)}; ${source}`;
   const by = others.length === 0 ? 'no other model of this supervisor holds any' : `${gib(held)} of it held by ${others.map((o) => `${o.worker} (${o.state}, ${gib(o.bytes)})`).join(', ')}`;
-  const message = fits
-    ? `${worker} fits: needs ${gib(need.totalBytes)} (${parts}), ${gib(freeBytes)} free`
-    : `${worker} does not fit in memory: needs ${gib(need.totalBytes)} (${parts}), ` +
-      `${gib(freeBytes)} free of ${gib(available.bytes)} available (${available.source}; ${by}); ` +
+  const deviceText = (d: DeviceVerdict) =>
+    `${d.name} (${d.description}) needs ${gib(d.needBytes)} (weights ${gib(d.weightsBytes)} + KV cache ${gib(d.kvBytes)} + compute ${gib(d.computeBytes)}), ` +
+    `${gib(Math.max(0, d.freeBytes - d.heldBytes))} free of ${gib(d.totalBytes)}` +
+    (d.heldBytes > 0 ? ` (${gib(d.heldBytes)} about to be taken by ${others.filter((o) => o.devices?.[d.name]).map((o) => o.worker).join(', ')})` : '');
+  const placement = need.placement && need.placement.layers > 0 && need.devices.length > 0 ? `; ${need.placement.gpuLayers} of ${need.placement.layers} layers on the GPU` : '';
+  let message: string;
+  if (fits) {
+    message = `${worker} fits: needs ${gib(need.totalBytes)} of RAM (${parts}), ${gib(freeBytes)} free` + devices.map((d) => `; ${deviceText(d)}`).join('') + placement;
+  } else if (!ramFits) {
+    message =
+      `${worker} does not fit in memory: needs ${gib(need.totalBytes)} (${parts}), ` +
+      `${gib(freeBytes)} free of ${gib(available.bytes)} available (${available.source}; ${by})${placement}; ` +
       `lower CTX_SIZE, WORKER_CONCURRENCY or REPLICAS, stop another model, or add memory`;
-  return { fits, need, available, others, freeBytes, message };
+  } else {
+    const short = devices.filter((d) => !d.fits);
+    message =
+      `${worker} does not fit in GPU memory: ${short.map(deviceText).join('; ')}${placement}; ` +
+      `lower GPU_LAYERS (or set it to auto), CTX_SIZE, WORKER_CONCURRENCY or REPLICAS, or stop another model`;
+  }
+  return { fits, need, available, others, freeBytes, ramFits, devices, message };
 }
