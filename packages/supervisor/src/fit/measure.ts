@@ -32,7 +32,7 @@ function runMeasure(request: MeasureRequest, env: NodeJS.ProcessEnv): Promise<Me
     execFile(
       process.execPath,
       [measureMainPath(), JSON.stringify(request)],
-      { env, timeout: MEASURE_TIMEOUT_MS, maxBuffer: 1 << 20, windowsHide: true },
+      { env: { ...process.env, ...env }, timeout: MEASURE_TIMEOUT_MS, maxBuffer: 1 << 20, windowsHide: true },
       (err, stdout, stderr) => {
         const line = stdout.trim().split('\n').pop() ?? '';
         try {
