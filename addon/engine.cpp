@@ -359,7 +359,7 @@ EngineCore& AddonEngine::Core(Napi::Env env) {
   return *core_;
 }
 
-// submit(id, prompt: string | Int32Array, params, {parseSpecial}) -> {tokensIn}
+// submit(id, prompt: string | string[] (TokenizeTemplated parts) | Int32Array, params, {parseSpecial}) -> {tokensIn}
 Napi::Value AddonEngine::Submit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   EngineCore& core = Core(env);
@@ -377,6 +377,8 @@ Napi::Value AddonEngine::Submit(const Napi::CallbackInfo& info) {
   }
   if (info[1].IsString()) {
     request->prompt = TokenizeText(vocab, info[1].As<Napi::String>().Utf8Value(), true, parseSpecial);
+  } else if (info[1].IsArray()) {
+    request->prompt = TokenizeTemplated(vocab, PromptParts(env, info[1]));
   } else if (info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
     Napi::Int32Array arr = info[1].As<Napi::Int32Array>();
     request->prompt.assign(arr.Data(), arr.Data() + arr.ElementLength());
@@ -387,7 +389,8 @@ Napi::Value AddonEngine::Submit(const Napi::CallbackInfo& info) {
       }
     }
   } else {
-    ThrowCoded(env, codes::kInvalidRequest, "prompt must be a string or an Int32Array of token ids", "prompt");
+    ThrowCoded(env, codes::kInvalidRequest,
+               "prompt must be a string, an array of template and content parts, or an Int32Array of token ids", "prompt");
   }
   request->params = ParseGenerationParams(env, info.Length() > 2 ? info[2] : env.Undefined(), nVocab);
   int32_t tokensIn = static_cast<int32_t>(request->prompt.size());

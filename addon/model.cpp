@@ -216,6 +216,58 @@ std::vector<llama_token> TokenizeText(const llama_vocab* vocab, const std::strin
   return tokens;
 }
 
+namespace {
+
+// The tokens llama.cpp's parse_special matches that plain tokenization does not: control and
+// unknown tokens (user-defined tokens are matched either way).
+bool IsControl(const llama_vocab* vocab, llama_token id) {
+  return (llama_vocab_get_attr(vocab, id) & (LLAMA_TOKEN_ATTR_CONTROL | LLAMA_TOKEN_ATTR_UNKNOWN)) != 0;
+}
+
+}  // namespace
+
+bool HasControlText(const llama_vocab* vocab, const std::string& text) {
+  if (text.empty()) return false;
+  for (llama_token id : TokenizeText(vocab, text, false, true)) {
+    if (IsControl(vocab, id)) return true;
+  }
+  return false;
+}
+
+std::vector<llama_token> TokenizeTemplated(const llama_vocab* vocab, const std::vector<std::string>& parts) {
+  std::vector<llama_token> out;
+  if (llama_vocab_get_add_bos(vocab)) out.push_back(llama_vocab_bos(vocab));
+  std::string run;  // text since the last control token, markup and content together
+  auto flush = [&]() {
+    if (run.empty()) return;
+    std::vector<llama_token> t = TokenizeText(vocab, run, false, false);
+    out.insert(out.end(), t.begin(), t.end());
+    run.clear();
+  };
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string& part = parts[i];
+    if (i % 2 == 1) {
+      run += part;
+      continue;
+    }
+    size_t pos = 0;
+    for (llama_token id : TokenizeText(vocab, part, false, true)) {
+      if (!IsControl(vocab, id)) continue;
+      const char* text = llama_vocab_get_text(vocab, id);
+      size_t at = text != nullptr && *text != '\0' ? part.find(text, pos) : std::string::npos;
+      if (at == std::string::npos) continue;  // not where its text is (cannot happen for parsed text)
+      run.append(part, pos, at - pos);
+      flush();
+      out.push_back(id);
+      pos = at + std::strlen(text);
+    }
+    run.append(part, pos, std::string::npos);
+  }
+  flush();
+  if (llama_vocab_get_add_eos(vocab)) out.push_back(llama_vocab_eos(vocab));
+  return out;
+}
+
 std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special) {
   char buf[256];
   int32_t n = llama_token_to_piece(vocab, token, buf, sizeof(buf), 0, special);
@@ -234,6 +286,8 @@ void AddonModel::Init(Napi::Env env, Napi::Object exports) {
                                     {
                                         CodedMethod<&AddonModel::Info>("info"),
                                         CodedMethod<&AddonModel::Tokenize>("tokenize"),
+                                        CodedMethod<&AddonModel::TokenizePrompt>("tokenizePrompt"),
+                                        CodedMethod<&AddonModel::HasControlText>("hasControlText"),
                                         CodedMethod<&AddonModel::Detokenize>("detokenize"),
                                         CodedMethod<&AddonModel::ApplyChatTemplate>("applyChatTemplate"),
                                         CodedMethod<&AddonModel::CreateEngine>("createEngine"),
@@ -357,6 +411,35 @@ Napi::Value AddonModel::Tokenize(const Napi::CallbackInfo& info) {
   bool parseSpecial = info.Length() > 2 && info[2].IsBoolean() ? info[2].As<Napi::Boolean>().Value() : false;
   std::vector<llama_token> tokens =
       TokenizeText(handle->vocab(), info[0].As<Napi::String>().Utf8Value(), addSpecial, parseSpecial);
+  Napi::Int32Array out = Napi::Int32Array::New(env, tokens.size());
+  std::memcpy(out.Data(), tokens.data(), tokens.size() * sizeof(llama_token));
+  return out;
+}
+
+Napi::Value AddonModel::HasControlText(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto handle = Handle(env);
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "text must be a string");
+  return Napi::Boolean::New(env, lmserve::HasControlText(handle->vocab(), info[0].As<Napi::String>().Utf8Value()));
+}
+
+std::vector<std::string> PromptParts(Napi::Env env, Napi::Value value) {
+  if (!value.IsArray()) ThrowCoded(env, codes::kInvalidRequest, "prompt parts must be an array of strings", "prompt");
+  Napi::Array a = value.As<Napi::Array>();
+  std::vector<std::string> parts;
+  parts.reserve(a.Length());
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value v = a.Get(i);
+    if (!v.IsString()) ThrowCoded(env, codes::kInvalidRequest, "prompt parts must be strings", "prompt");
+    parts.push_back(v.As<Napi::String>().Utf8Value());
+  }
+  return parts;
+}
+
+Napi::Value AddonModel::TokenizePrompt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto handle = Handle(env);
+  std::vector<llama_token> tokens = TokenizeTemplated(handle->vocab(), PromptParts(env, info.Length() > 0 ? info[0] : env.Undefined()));
   Napi::Int32Array out = Napi::Int32Array::New(env, tokens.size());
   std::memcpy(out.Data(), tokens.data(), tokens.size() * sizeof(llama_token));
   return out;

@@ -96,6 +96,10 @@ class AddonModel : public CodedObjectWrap<AddonModel> {
  private:
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Tokenize(const Napi::CallbackInfo& info);
+  // tokenizePrompt(parts: string[]) -> Int32Array (TokenizeTemplated)
+  Napi::Value TokenizePrompt(const Napi::CallbackInfo& info);
+  // hasControlText(text) -> boolean (HasControlText)
+  Napi::Value HasControlText(const Napi::CallbackInfo& info);
   Napi::Value Detokenize(const Napi::CallbackInfo& info);
   Napi::Value ApplyChatTemplate(const Napi::CallbackInfo& info);
   Napi::Value CreateEngine(const Napi::CallbackInfo& info);
@@ -131,6 +135,21 @@ class AddonModelLoader : public CodedObjectWrap<AddonModelLoader> {
 };
 
 // Tokenization helpers shared with the engine.
+// Whether `text` holds the text of a control token (llama.cpp would parse it as that token
+// with parse_special): what a client's message content must never become.
+bool HasControlText(const llama_vocab* vocab, const std::string& text);
+
+// A templated prompt in parts: even indices are the template's markup (its control tokens are
+// parsed), odd indices are message content (tokenized as plain text: a "</s>" a client wrote
+// stays four characters). The markup's control tokens are located in order; the text between
+// them, markup and content together, is tokenized as llama.cpp tokenizes the text between
+// special tokens, so a prompt whose content holds no control text gets exactly the tokens of
+// the joined string parsed with parse_special. BOS/EOS as add_special would add them.
+std::vector<llama_token> TokenizeTemplated(const llama_vocab* vocab, const std::vector<std::string>& parts);
+
+// JS array of strings -> parts for TokenizeTemplated; throws INVALID_REQUEST naming `prompt`.
+std::vector<std::string> PromptParts(Napi::Env env, Napi::Value value);
+
 std::vector<llama_token> TokenizeText(const llama_vocab* vocab, const std::string& text, bool addSpecial,
                                       bool parseSpecial);
 std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special);

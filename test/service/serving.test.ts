@@ -47,6 +47,19 @@ describe('serving two models', () => {
     }
   });
 
+  test("a chat content holding control-token text reaches the model as plain text; raw input keeps its control tokens", async () => {
+    // beta (qwen2 vocabulary): each "<|im_end|>" is one token when parsed, several as plain text.
+    const hostile = '<|im_end|>'.repeat(8);
+    const params = { max_tokens: 1, ignore_eos: true, seed: 1 };
+    const chat = await service.complete('beta', { input: [{ role: 'user', content: hostile }], params });
+    const benign = await service.complete('beta', { input: [{ role: 'user', content: 'x'.repeat(8) }], params });
+    const raw = await service.complete('beta', { input: hostile, params: { ...params, raw: true } });
+    for (const res of [chat, benign, raw]) assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(raw.body.usage.tokens_in, 8, 'raw: eight control tokens');
+    const markup = benign.body.usage.tokens_in - 1; // "xxxxxxxx" is one token in this vocabulary
+    assert.ok(chat.body.usage.tokens_in >= markup + 8 * 3, `templated: ${chat.body.usage.tokens_in} tokens, the markup is ${markup}`);
+  });
+
   test('a short request to one model finishes while another model runs a long generation', async () => {
     const order: string[] = [];
     const abortLong = new AbortController();

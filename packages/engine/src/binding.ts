@@ -176,7 +176,7 @@ export interface PrefixSharingStats {
 }
 
 export interface NativeEngine {
-  submit(id: number, prompt: string | Int32Array, params: NativeParams, options?: { parseSpecial?: boolean; delivery?: Delivery; direct?: DirectOutput; eventIntervalMs?: number }): {
+  submit(id: number, prompt: string | string[] | Int32Array, params: NativeParams, options?: { parseSpecial?: boolean; delivery?: Delivery; direct?: DirectOutput; eventIntervalMs?: number }): {
     tokensIn: number;
   };
   cancel(id: number): void;
@@ -190,6 +190,8 @@ export interface NativeEngine {
 export interface NativeModel {
   info(): NativeModelInfo;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Int32Array;
+  tokenizePrompt(parts: string[]): Int32Array;
+  hasControlText(text: string): boolean;
   detokenize(tokens: Int32Array, special: boolean): string;
   applyChatTemplate(messages: Array<{ role: string; content: string }>, addAssistant: boolean, template?: string): string;
   createEngine(options: Partial<Omit<NativeEngineOptions, 'memoryBytes'>>, onEvents: (events: NativeEvent[]) => void): Promise<NativeEngine>;

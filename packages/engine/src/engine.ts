@@ -52,9 +52,17 @@ export interface EngineOptions {
   prefixSharing?: boolean;
 }
 
+/**
+ * A templated prompt in parts: even indices are the template's markup (its control tokens are
+ * parsed), odd indices are message content, tokenized as plain text (addon TokenizeTemplated).
+ */
+export interface TemplatedPrompt {
+  parts: readonly string[];
+}
+
 export interface SubmitRequest {
-  /** Text (tokenized with the model's BOS and special tokens) or token ids. */
-  prompt: string | readonly number[] | Int32Array;
+  /** Text (tokenized with the model's BOS and special tokens), a templated prompt in parts, or token ids. */
+  prompt: string | TemplatedPrompt | readonly number[] | Int32Array;
   params?: GenerationParams;
   signal?: AbortSignal;
   /** Whether special-token text in a string prompt is parsed as special tokens. Default true. */
@@ -217,9 +225,13 @@ export class Engine {
     this.#check();
     const id = this.#nextId;
     this.#nextId = this.#nextId >= 0xfffffff0 ? 1 : this.#nextId + 1;
-    const prompt = typeof request.prompt === 'string' || request.prompt instanceof Int32Array
-      ? request.prompt
-      : Int32Array.from(request.prompt);
+    const given = request.prompt;
+    const prompt =
+      typeof given === 'string' || given instanceof Int32Array
+        ? given
+        : 'parts' in given
+          ? [...given.parts]
+          : Int32Array.from(given);
     try {
       this.#native.submit(id, prompt, nativeParams(request.params), {
         parseSpecial: request.parseSpecial ?? true,

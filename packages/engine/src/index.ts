@@ -1,7 +1,7 @@
 export { loadModel, Model } from './model.js';
 export type { ChatMessage, GenerateOptions, LoadOptions, ModelInfo } from './model.js';
 export { Engine } from './engine.js';
-export type { EngineOptions, GenerationListener, SubmitRequest } from './engine.js';
+export type { EngineOptions, GenerationListener, SubmitRequest, TemplatedPrompt } from './engine.js';
 export { Generation, generationResult } from './generation.js';
 export type { DoneEvent } from './generation.js';
 export { nativeEventError } from './errors.js';

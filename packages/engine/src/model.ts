@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises';
 import { LmError, type GenerationParams } from '@lmserve/protocol';
 import { binding, type GrammarReport, type NativeModel, type NativeModelInfo } from './binding.js';
-import { Engine, type EngineOptions, type SubmitRequest } from './engine.js';
+import { Engine, type EngineOptions, type SubmitRequest, type TemplatedPrompt } from './engine.js';
 import { nativeError } from './errors.js';
 import { Generation } from './generation.js';
 
@@ -135,6 +135,26 @@ export class Model {
   }
 
   /** Renders messages with the model's chat template (or `template`), via llama.cpp's built-in matcher. */
+  /**
+   * Whether `text` holds a control token's text (e.g. `</s>`, `<|im_end|>`): what parse_special
+   * would turn into that token.
+   */
+  hasControlText(text: string): boolean {
+    this.#check();
+    if (typeof text !== 'string') throw new LmError('INVALID_REQUEST', 'text must be a string', { field: 'text' });
+    return this.#native.hasControlText(text);
+  }
+
+  /** The tokens a templated prompt in parts is submitted as (engine.ts TemplatedPrompt). */
+  tokenizePrompt(prompt: TemplatedPrompt): number[] {
+    this.#check();
+    try {
+      return Array.from(this.#native.tokenizePrompt([...prompt.parts]));
+    } catch (err) {
+      throw nativeError(err, 'INVALID_REQUEST');
+    }
+  }
+
   applyChatTemplate(messages: ChatMessage[], options: { addAssistant?: boolean; template?: string } = {}): string {
     this.#check();
     try {
