@@ -78,6 +78,7 @@ describe('the runner decisions', () => {
     assert.equal(failureAction(new LmError('MODEL_NOT_READY', 'x'), 5, 5), 'dead');
     assert.equal(failureAction(new LmError('INTERNAL', 'x'), 1, 1), 'dead');
     assert.equal(failureAction(new LmError('CONTEXT_OVERFLOW', 'x'), 1, 5), 'final');
+    assert.equal(failureAction(new LmError('TIMEOUT', 'x'), 1, 5), 'final', 'a job that ran past REQUEST_TIMEOUT_MS would again');
     assert.equal(failureAction(new LmError('GRAMMAR_NOT_FOUND', 'x'), 1, 5), 'final');
   });
 

@@ -31,6 +31,29 @@ export interface RequestPathOptions {
   log: Logger;
   /** Resolves `params.grammar` names (absent: every grammar must be inline). */
   grammars?: GrammarResolver;
+  /** The worker's request limits, read at each request (a reload changes them). Absent: none. */
+  limits?: () => RequestLimits;
+}
+
+/** Limits every transport's requests share. */
+export interface RequestLimits {
+  /** REQUEST_TIMEOUT_MS: a request running longer (queue wait included) ends with TIMEOUT and frees its slot. 0: never. */
+  timeoutMs: number;
+  /** MAX_TOKENS: params.max_tokens above it is refused; absent (or -1) it becomes this. 0: no cap. */
+  maxTokens: number;
+}
+
+const NO_LIMITS: RequestLimits = { timeoutMs: 0, maxTokens: 0 };
+
+/** params.max_tokens against MAX_TOKENS: refused above it, set to it when absent or -1 (until the context is full). */
+export function capMaxTokens(params: GenerationParams, cap: number): GenerationParams {
+  if (cap <= 0) return params;
+  const asked = params.maxTokens;
+  if (asked === undefined || asked < 0) return { ...params, maxTokens: cap };
+  if (asked > cap) {
+    throw new LmError('INVALID_REQUEST', `params.max_tokens is ${asked}; this model allows at most ${cap} (MAX_TOKENS)`, { field: 'params.max_tokens' });
+  }
+  return params;
 }
 
 export class RequestPath {
@@ -38,12 +61,14 @@ export class RequestPath {
   readonly #observer: ServiceObserver;
   readonly #log: Logger;
   readonly #grammars: GrammarResolver | undefined;
+  readonly #limits: () => RequestLimits;
 
   constructor(options: RequestPathOptions) {
     this.backend = options.backend;
     this.#observer = options.observer;
     this.#log = options.log;
     this.#grammars = options.grammars;
+    this.#limits = options.limits ?? (() => NO_LIMITS);
   }
 
   get worker(): string {
@@ -52,7 +77,7 @@ export class RequestPath {
 
   /** Starts a request of `transport` (e.g. "http", "nats", "jobs"): its id is created here. */
   begin(transport: string, clientId: string | null = null): ActiveRequest {
-    return new ActiveRequest(newRequestId(transport), transport, clientId, this.backend, this.#observer, this.#log, this.#grammars);
+    return new ActiveRequest(newRequestId(transport), transport, clientId, this.backend, this.#observer, this.#log, this.#grammars, this.#limits());
   }
 }
 
@@ -72,6 +97,7 @@ export class ActiveRequest {
   readonly #observer: ServiceObserver;
   readonly #log: Logger;
   readonly #grammars: GrammarResolver | undefined;
+  readonly #limits: RequestLimits;
   #ended = false;
   #running = false;
   #request: RunRequest | null = null;
@@ -88,9 +114,11 @@ export class ActiveRequest {
     observer: ServiceObserver,
     log: Logger,
     grammars?: GrammarResolver,
+    limits: RequestLimits = NO_LIMITS,
   ) {
     this.id = id;
     this.#grammars = grammars;
+    this.#limits = limits;
     this.transport = transport;
     this.clientId = clientId;
     this.#backend = backend;
@@ -150,18 +178,30 @@ export class ActiveRequest {
       }
     };
     let result: GenerationResult;
+    const { timeoutMs } = this.#limits;
+    let timedOut = false;
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            abort.abort();
+          }, timeoutMs)
+        : undefined;
+    const timeout = () => new LmError('TIMEOUT', `the request ran longer than ${timeoutMs} ms (REQUEST_TIMEOUT_MS) and was stopped`);
     try {
       this.#log.debug('request started', { transport: this.transport, worker: this.#backend.name });
-      const params = this.#resolveGrammar(request.params);
+      const params = capMaxTokens(this.#resolveGrammar(request.params), this.#limits.maxTokens);
       result = checkResult(
         await this.#backend.complete({ id: this.id, input: request.input, params, raw: request.raw }, onTokens === null ? null : sink, abort.signal, onTokens === null ? undefined : direct),
       );
+      if (timedOut && result.finishReason === 'cancelled') throw timeout();
       this.#timingsFromResult(result);
     } catch (err) {
-      const error = toLmError(err);
+      const error = timedOut && toLmError(err).code === 'CANCELLED' ? timeout() : toLmError(err);
       this.#end({ error });
       throw error;
     } finally {
+      clearTimeout(timer);
       signal.removeEventListener('abort', forward);
     }
     this.#end({ result });

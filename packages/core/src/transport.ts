@@ -21,6 +21,8 @@ export interface TransportSettings {
   /** The worker's env file, for messages that point at the key to fix. */
   file: string;
   httpAddr: ListenAddress;
+  /** The largest request body an HTTP port reads (MAX_BODY_BYTES; 413 PAYLOAD_TOO_LARGE above). */
+  maxBodyBytes: number;
   apiKey: string | null;
   subject: string;
   /** NATS servers, comma-separated URLs (null: NATS is off for this worker). */

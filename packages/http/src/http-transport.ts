@@ -27,8 +27,8 @@ export class HttpTransport implements Transport {
   }
 
   async bind(worker: TransportWorker): Promise<TransportEndpoint> {
-    const { httpAddr, file } = worker.settings;
-    const key = formatAddress(httpAddr);
+    const { httpAddr, file, maxBodyBytes } = worker.settings;
+    const key = `${formatAddress(httpAddr)} ${maxBodyBytes}`;
     const current = this.#bindings.get(worker.name);
     if (current && (current.key === key || httpAddr.port === 0)) return current.endpoint;
     if (current) await this.unbind(worker.name);
@@ -39,6 +39,7 @@ export class HttpTransport implements Transport {
       grammars: worker.grammars,
       transportStatus: () => worker.transportStatus(),
       log: this.#log.child({ worker: worker.name }),
+      bodyLimit: maxBodyBytes,
     });
     let server: Server;
     try {

@@ -40,7 +40,7 @@ export interface ModelAppOptions {
   transportStatus?: () => Record<string, TransportStatus>;
   log: Logger;
   /** Largest request body accepted (default 4 MiB). */
-  bodyLimit?: string;
+  bodyLimit?: string | number;
 }
 
 /** The transport name in request ids and the audit trail. */

@@ -22,6 +22,7 @@ export const ErrorStatus = {
   MODEL_NOT_READY: 503,
   MODEL_CRASHED: 503,
   STORE_UNAVAILABLE: 503,
+  TIMEOUT: 504,
   KV_CACHE_FULL: 503,
   DISPOSED: 503,
 } as const;

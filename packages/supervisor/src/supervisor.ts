@@ -263,6 +263,7 @@ export class Supervisor implements AdminBackend {
         observer: this.observer,
         log: this.#log.child({ worker: name }),
         grammars: { resolve: (grammar) => this.#grammarsApi.resolve(grammar) },
+        limits: () => ({ timeoutMs: worker.config?.requestTimeoutMs ?? 0, maxTokens: worker.config?.maxTokens ?? 0 }),
       });
       this.#workers.set(name, { worker, requests, action: undefined });
       this.#sinks.attach(name, worker.config);

@@ -40,6 +40,9 @@ export const WORKER_KEYS = [
   'JETSTREAM',
   ...JOBS_KEYS,
   'MAX_QUEUE',
+  'REQUEST_TIMEOUT_MS',
+  'MAX_TOKENS',
+  'MAX_BODY_BYTES',
   'API_KEY',
   'LOG_BODIES',
 ] as const;
@@ -89,6 +92,12 @@ export interface WorkerConfig {
   /** JOBS_* and RESULTS_*: the JetStream job runner's streams, subjects and limits. */
   jobs: JobsSettings;
   maxQueue: number;
+  /** REQUEST_TIMEOUT_MS: a request still running after this long ends with TIMEOUT (0: never). */
+  requestTimeoutMs: number;
+  /** MAX_TOKENS: the most tokens a request may ask for, and what it gets when it asks for none (0: up to the context). */
+  maxTokens: number;
+  /** MAX_BODY_BYTES: the largest request body the model port reads (413 above). */
+  maxBodyBytes: number;
   apiKey: string | null;
   promptTemplate: PromptTemplate | null;
   /** Keys in the file that are not configuration keys (reported as warnings). */
@@ -224,6 +233,9 @@ export function parseWorkerConfig(
     jetstream: r.choice('JETSTREAM', 'off', ['on', 'off'] as const) === 'on',
     jobs: jobsSettings(r, name, concurrency * replicas, maxQueue),
     maxQueue,
+    requestTimeoutMs: r.int('REQUEST_TIMEOUT_MS', 600_000, 0, 2 ** 31 - 1),
+    maxTokens: r.int('MAX_TOKENS', 0, 0, 2 ** 30),
+    maxBodyBytes: r.int('MAX_BODY_BYTES', 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     apiKey: r.string('API_KEY', '') || null,
     promptTemplate: readPromptTemplate(join(paths.dataDir, 'models', modelName, 'prompt_template.json')),
     unknownKeys: r.unknownKeys(WORKER_KEYS),

@@ -19,7 +19,7 @@ export interface OllamaRoutesOptions {
   scope: CompatScope;
   transport: string;
   log: Logger;
-  bodyLimit?: string;
+  bodyLimit?: string | number;
 }
 
 type Kind = 'generate' | 'chat';

@@ -18,7 +18,7 @@ export interface OpenAiRoutesOptions {
   /** The transport name in request ids and the audit trail. */
   transport: string;
   log: Logger;
-  bodyLimit?: string;
+  bodyLimit?: string | number;
   /** Serve POST /v1/completions here (a model port's own route already does, for both shapes). */
   completions: boolean;
 }

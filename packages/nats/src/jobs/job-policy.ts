@@ -18,13 +18,13 @@ export function jobCapacity(s: Pick<JobsSettings, 'slots' | 'maxQueue'>): number
  *   cancelled run, a server error): nak it, JetStream redelivers it later.
  * - `dead`: the same, but it was the job's last delivery (max_deliver): an error result and a
  *   dead-letter event.
- * - `final`: the job itself is at fault (a 4xx: context overflow, an unknown grammar...): an
- *   error result, never retried.
+ * - `final`: the job itself is at fault (a 4xx: context overflow, an unknown grammar...; or it
+ *   ran past REQUEST_TIMEOUT_MS, which it would again): an error result, never retried.
  */
 export type FailureAction = 'retry' | 'dead' | 'final';
 
 export function failureAction(error: LmError, deliveries: number, maxDeliver: number): FailureAction {
-  const transient = error.status >= 500 || error.code === 'QUEUE_FULL' || error.code === 'CANCELLED';
+  const transient = (error.status >= 500 && error.code !== 'TIMEOUT') || error.code === 'QUEUE_FULL' || error.code === 'CANCELLED';
   if (!transient) return 'final';
   return maxDeliver > 0 && deliveries >= maxDeliver ? 'dead' : 'retry';
 }
