@@ -319,6 +319,11 @@ export class ServiceHarness {
     return `http://127.0.0.1:${this.ports.get(name)}${path}`;
   }
 
+  /** The gateway's URL of `path` (admin REST). */
+  adminUrl(path: string): string {
+    return `http://127.0.0.1:${this.gatewayPort}${path}`;
+  }
+
   async admin(method: 'GET' | 'POST', path: string, token: string | null = this.adminToken): Promise<{ status: number; body: any }> {
     const headers: Record<string, string> = token === null ? {} : { authorization: `Bearer ${token}` };
     const res = await fetch(`http://127.0.0.1:${this.gatewayPort}${path}`, { method, headers });

@@ -31,6 +31,11 @@ export function bodyError(err: unknown): LmError {
     return new LmError('PAYLOAD_TOO_LARGE', `the request body is larger than ${typeof limit === 'number' ? `${limit} bytes` : 'the limit'}`, { field: 'body' });
   }
   if (typeof type === 'string') return new LmError('INVALID_REQUEST', `the request body could not be read (${type})`, { field: 'body' });
+  // Any other client error of the body reader (a gzip body that is not gzip: zlib's error with status 400).
+  const status = (err as { status?: unknown } | null)?.status;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return new LmError('INVALID_REQUEST', `the request body could not be read (${(err as Error).message})`, { field: 'body' });
+  }
   return toLmError(err);
 }
 
