@@ -217,6 +217,15 @@ describe('serving two models', () => {
     assert.equal(res.status, 429);
     assert.equal(res.body.error.code, 'QUEUE_FULL');
     assert.match(res.headers.get('retry-after') ?? '', /^[1-9]\d*$/);
+    // A streaming request too: a 429 before any event, not a 200 whose first event is the error.
+    const streamed = await fetch(service.url('gamma', '/v1/completions'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ input: 'no room', params: { max_tokens: 2, stream: true } }),
+    });
+    assert.equal(streamed.status, 429);
+    assert.equal(((await streamed.json()) as { error: { code: string } }).error.code, 'QUEUE_FULL');
+    assert.match(streamed.headers.get('retry-after') ?? '', /^[1-9]\d*$/);
     abort.abort();
     await running;
   });

@@ -111,6 +111,10 @@ export class ModelWorker implements ModelBackend {
   /** The last fit check's estimate and verdict. */
   #need: MemoryNeed | undefined;
   #fit: FitVerdict | undefined;
+  /** What the running host was started with: it holds replicas × (slots + maxQueue) requests at most. */
+  #capacity = { slots: 1, maxQueue: 0, replicas: 1 };
+  /** Requests past the capacity check, not yet in #pending. */
+  #admitting = 0;
 
   constructor(options: ModelWorkerOptions) {
     this.name = options.config.name;
@@ -320,9 +324,23 @@ export class ModelWorker implements ModelBackend {
     }
     if (signal.aborted) throw new LmError('CANCELLED', 'the request was cancelled');
     if (this.#pending.has(request.id)) throw new LmError('INTERNAL', `request id ${request.id} is already in flight`);
+    // Every slot busy and every queue full: refused here, before a stream's headers go out, so a
+    // streaming client gets its 429 as a plain one does (the engine's own check stays behind it).
+    // Requests between this check and their place in #pending (a stream's headers being written)
+    // hold a place too.
+    const { slots, maxQueue, replicas } = this.#capacity;
+    if (this.#pending.size + this.#admitting >= replicas * (slots + maxQueue)) {
+      throw new LmError('QUEUE_FULL', `the queue is full (${replicas * maxQueue} waiting, ${replicas * slots} slots busy)`);
+    }
     // A stream the host may write itself: its headers go out first (the host writes after them).
     // Not while another connection is on its way to the host: the request would wait for it.
-    const handOver = onTokens !== null && direct !== undefined && this.#directStreams && host.handleChannelFree && (await direct.begin().catch(() => false));
+    let handOver: DirectStream | undefined;
+    this.#admitting++;
+    try {
+      if (onTokens !== null && direct !== undefined && this.#directStreams && host.handleChannelFree && (await direct.begin().catch(() => false))) handOver = direct;
+    } finally {
+      this.#admitting--;
+    }
     if (signal.aborted) throw new LmError('CANCELLED', 'the request was cancelled');
     if (this.#host !== host || !host.alive) throw new LmError('MODEL_CRASHED', `the model host of ${this.model} is gone`);
     return new Promise<GenerationResult>((resolve, reject) => {
@@ -330,11 +348,11 @@ export class ModelWorker implements ModelBackend {
       const onAbort = () => host.send({ type: 'cancel', id });
       signal.addEventListener('abort', onAbort, { once: true });
       if (handOver) this.#counters.direct++;
-      const pending: PendingRequest = { onTokens, texts: [], direct: handOver ? direct : undefined, resolve, reject, cleanup: () => signal.removeEventListener('abort', onAbort) };
+      const pending: PendingRequest = { onTokens, texts: [], direct: handOver, resolve, reject, cleanup: () => signal.removeEventListener('abort', onAbort) };
       this.#pending.set(id, pending);
       const gone = () => this.#settle(id, { error: new LmError('MODEL_CRASHED', `the model host of ${this.model} is gone`) });
-      const message = { type: 'generate' as const, request: { ...request, stream: onTokens !== null, ...(handOver ? { direct: direct.template } : {}) } };
-      if (!host.send(message, handOver ? direct.socket : undefined, gone)) gone();
+      const message = { type: 'generate' as const, request: { ...request, stream: onTokens !== null, ...(handOver ? { direct: handOver.template } : {}) } };
+      if (!host.send(message, handOver?.socket, gone)) gone();
     });
   }
 
@@ -443,6 +461,7 @@ export class ModelWorker implements ModelBackend {
 
   #launch(config: WorkerConfig): void {
     this.#fatal = undefined;
+    this.#capacity = { slots: config.concurrency, maxQueue: config.maxQueue, replicas: config.replicas };
     this.#loadingStep = -1;
     let host: HostProcess;
     try {
