@@ -33,7 +33,7 @@ export function bodyError(err: unknown): LmError {
   if (typeof type === 'string') return new LmError('INVALID_REQUEST', `the request body could not be read (${type})`, { field: 'body' });
   // Any other client error of the body reader (a gzip body that is not gzip: zlib's error with status 400).
   const status = (err as { status?: unknown } | null)?.status;
-  if (typeof status === 'number' && status >= 400 && status < 500) {
+  if (!(err instanceof LmError) && typeof status === 'number' && status >= 400 && status < 500) {
     return new LmError('INVALID_REQUEST', `the request body could not be read (${(err as Error).message})`, { field: 'body' });
   }
   return toLmError(err);
