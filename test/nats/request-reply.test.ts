@@ -8,8 +8,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ServiceFixture, tinyModel, waitFor } from '../service/service-fixture.js';
+import { muxSibling } from '@lmserve/nats';
 import { natsConnect, natsRequest, natsStream, type StreamMessage } from './nats-client.js';
 import { NatsServer, natsServerAvailable } from './nats-server.js';
+
+const PROBE_MS = 250;
 
 describe('NATS request/reply', () => {
   const service = new ServiceFixture();
@@ -34,7 +37,8 @@ describe('NATS request/reply', () => {
         missing: { model: '/nonexistent/model.gguf', env: { NATS_URL: nats.url } },
       },
     );
-    await service.start(['--all']);
+    // Requesters probed every 250 ms: a plain request of the tiny model outlives a few probes.
+    await service.start(['--all'], { env: { LMSERVE_NATS_PROBE_MS: String(PROBE_MS) } });
     await Promise.all([service.waitReady('alpha'), service.waitReady('gamma')]);
     nc = await natsConnect(nats.url);
     // Subscribed once connected: a request answered by the worker proves it.
@@ -197,6 +201,31 @@ describe('NATS request/reply', () => {
     });
     assert.equal(audit.status, 'cancelled', `the generation ran on (${audit.tokens_out} tokens)`);
     assert.ok(audit.tokens_out < 4000);
+  });
+
+  test("a plain request's requester that leaves cancels it; one that stays gets its whole answer", async () => {
+    // Stays: a request longer than two probe intervals is answered whole (the probes are ignored).
+    const kept = await natsRequest(nc, 'inference.request.alpha', { input: 'a story', params: { max_tokens: 1500, ignore_eos: true } });
+    assert.equal(kept.body.usage?.tokens_out, 1500, JSON.stringify(kept.body).slice(0, 300));
+    assert.ok(kept.body.timings.dur_ms > 2 * PROBE_MS, `long enough to be probed: ${kept.body.timings.dur_ms} ms`);
+    // Leaves: its connection closes while the model is still writing.
+    const before = (await service.worker('alpha')).requests.cancelled;
+    const requester = await natsConnect(nats.url);
+    const abandoned = requester.request('inference.request.alpha', JSON.stringify({ input: 'a very long story', params: { max_tokens: 4000, ignore_eos: true } }), { timeout: 60_000 }).catch(() => undefined);
+    await waitFor('the generation running', async () => ((await service.worker('alpha')).slots.busy > 0 ? true : undefined));
+    await requester.close();
+    await abandoned;
+    const worker = await waitFor('the cancellation', async () => {
+      const w = await service.worker('alpha');
+      return w.requests.cancelled > before && w.slots.busy === 0 ? w : undefined;
+    }, 3 * PROBE_MS + 5000);
+    assert.equal(worker.requests.cancelled, before + 1);
+  });
+
+  test('only a muxed inbox is probed beside the request', () => {
+    assert.match(muxSibling('_INBOX.abcDEF123.42') ?? '', /^_INBOX\.abcDEF123\.lmserve-probe-[0-9a-f]{12}$/);
+    assert.match(muxSibling('_INBOX_app.xyz.7') ?? '', /^_INBOX_app\.xyz\.lmserve-probe-/);
+    for (const reply of ['_INBOX.abcDEF123', 'replies.abc.1', 'my.inbox', '_INBOX.a.b.c', '_INBOX.*.1']) assert.equal(muxSibling(reply), null, reply);
   });
 
   test('a message without a reply subject is dropped; the service keeps answering', async () => {

@@ -3,7 +3,7 @@
  * and answer as HTTP POST /v1/completions. Every failure is a reply (never silence), streamed
  * requests get their tokens as messages, and a requester that goes away cancels its generation.
  */
-import { timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { completionBody, parseGenerateBody, type ActiveRequest, type TransportWorker } from '@lmserve/core';
 import { LmError, toLmError, type Logger } from '@lmserve/protocol';
 import { errors, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
@@ -14,7 +14,12 @@ export const NATS_TRANSPORT = 'nats';
 
 /** How often a streaming request checks that its requester still listens, and how long a check waits. */
 export const PROBE_INTERVAL_MS = 2000;
-const PROBE_TIMEOUT_MS = 1000;
+
+/** LMSERVE_NATS_PROBE_MS (50 … 60000), else PROBE_INTERVAL_MS: how often a requester is probed. */
+export function probeIntervalMs(env: NodeJS.ProcessEnv = process.env): number {
+  const value = Number(env.LMSERVE_NATS_PROBE_MS);
+  return Number.isInteger(value) && value >= 50 && value <= 60_000 ? value : PROBE_INTERVAL_MS;
+}
 
 /** Where a running request can be cancelled: the subject clients publish to, by request id. */
 export interface CancelRegistry {
@@ -89,7 +94,8 @@ async function run(msg: Msg, reply: string, request: ActiveRequest, ctx: Request
   const abort = new AbortController();
   const cancelSubject = ctx.cancels.register(request.id, abort);
   const streamHeaders = { ...base, [LM_CANCEL]: cancelSubject };
-  const probe = parsed.stream ? watchRequester(ctx, reply, abort, request.log) : null;
+  const probeSubject = parsed.stream ? reply : muxSibling(reply);
+  const probe = probeSubject ? watchRequester(ctx, probeSubject, abort, request.log) : null;
   try {
     const onTokens = parsed.stream
       ? (text: string, ids: number[]) => {
@@ -143,18 +149,33 @@ function bearerMatches(headers: MsgHdrs | undefined, token: string): boolean {
 }
 
 /**
- * Checks every PROBE_INTERVAL_MS that someone still listens on the reply subject: a request
+ * Where a plain request's requester can be probed without answering it: NATS clients (nats.js,
+ * Go, Python, ...) send `request()`s from one wildcard subscription, `_INBOX.<id>.*`, and reply
+ * subjects `_INBOX.<id>.<token>`; they drop a message whose token is not one of their requests.
+ * A probe on a sibling subject of the same inbox is thus ignored while the requester's
+ * connection lives, and answered "no responders" by the server once it is gone. Other reply
+ * subjects (a dedicated inbox, a custom subject) are not probed: null.
+ */
+export function muxSibling(reply: string): string | null {
+  const match = /^(_INBOX[^.]*\.[^.*>\s]+)\.[^.*>\s]+$/.exec(reply);
+  return match ? `${match[1]}.lmserve-probe-${randomBytes(6).toString('hex')}` : null;
+}
+
+/**
+ * Checks every probeIntervalMs() that someone still listens on the reply subject: a request
  * there (`Lm-Event: ping`, which requesters ignore) answered "no responders" by the server means
  * the requester's inbox is gone, and the generation is cancelled. A timeout means it is still
- * there. Only streamed requests are checked: a plain `request()` would take the ping for its answer.
+ * there. A streamed request is probed on its reply subject; a plain `request()` would take that
+ * ping for its answer, so it is probed on a sibling of its inbox (muxSibling).
  */
 function watchRequester(ctx: RequestContext, reply: string, abort: AbortController, log: Logger): { stop(): void } {
   let busy = false;
+  const interval = probeIntervalMs();
   const timer = setInterval(() => {
     if (busy || abort.signal.aborted || ctx.nc.isClosed()) return;
     busy = true;
     ctx.nc
-      .request(reply, undefined, { timeout: PROBE_TIMEOUT_MS, headers: replyHeaders({ [LM_EVENT]: 'ping' }) })
+      .request(reply, undefined, { timeout: Math.max(25, interval / 2), headers: replyHeaders({ [LM_EVENT]: 'ping' }) })
       .then(
         () => undefined,
         (err: unknown) => {
@@ -167,7 +188,7 @@ function watchRequester(ctx: RequestContext, reply: string, abort: AbortControll
       .finally(() => {
         busy = false;
       });
-  }, PROBE_INTERVAL_MS);
+  }, interval);
   timer.unref();
   return { stop: () => clearInterval(timer) };
 }
