@@ -13,7 +13,7 @@ describe('request limits', () => {
   before(async () => {
     await service.configure({
       timed: { model: tinyModel, env: { REQUEST_TIMEOUT_MS: '400', CTX_SIZE: '8192', WORKER_CONCURRENCY: '1' } },
-      capped: { model: tinyModel, env: { MAX_TOKENS: '5', MAX_BODY_BYTES: '2048' } },
+      capped: { model: tinyModel, env: { MAX_TOKENS: '5', MAX_BODY_BYTES: '2048', MAX_STOP_STRINGS: '2', MAX_STOP_LENGTH: '8', MAX_MESSAGES: '3', MAX_GRAMMAR_BYTES: '64' } },
     });
     await service.start(['--all']);
     await Promise.all([service.waitReady('timed'), service.waitReady('capped')]);
@@ -68,6 +68,26 @@ describe('request limits', () => {
     assert.equal(unasked.body.usage.tokens_out, 5);
     const fewer = await service.complete('capped', { input: 'Hi', params: { max_tokens: 2, ignore_eos: true } });
     assert.equal(fewer.body.usage.tokens_out, 2);
+  });
+
+  test('MAX_STOP_STRINGS, MAX_STOP_LENGTH, MAX_MESSAGES, MAX_GRAMMAR_BYTES: 400s naming the field and the key; within them, answered', async () => {
+    const cases: Array<[unknown, string, string, RegExp]> = [
+      [{ input: 'Hi', params: { max_tokens: 1, stop: ['a', 'b', 'c'] } }, 'INVALID_REQUEST', 'params.stop', /at most 2 \(MAX_STOP_STRINGS\)/],
+      [{ input: 'Hi', params: { max_tokens: 1, stop: 'ninechars' } }, 'INVALID_REQUEST', 'params.stop', /longer than 8 characters \(MAX_STOP_LENGTH\)/],
+      [{ input: ['a', 'b', 'c', 'd'].map((content) => ({ role: 'user', content })), params: { max_tokens: 1 } }, 'INVALID_REQUEST', 'input', /at most 3 \(MAX_MESSAGES\)/],
+      [{ input: 'Hi', params: { max_tokens: 1, grammar: `root ::= "${'y'.repeat(80)}"` } }, 'INVALID_GRAMMAR', 'params.grammar', /larger than 64 bytes \(MAX_GRAMMAR_BYTES\)/],
+    ];
+    for (const [body, code, field, message] of cases) {
+      const res = await service.complete('capped', body);
+      assert.equal(res.status, 400, JSON.stringify(body).slice(0, 80));
+      assert.deepEqual([res.body.error.code, res.body.error.field], [code, field]);
+      assert.match(res.body.error.message, message);
+    }
+    const within = await service.complete('capped', {
+      input: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, { role: 'user', content: 'c' }],
+      params: { max_tokens: 2, stop: ['zz', 'eightchr'], grammar: 'root ::= "yes" | "no"' },
+    });
+    assert.equal(within.status, 200, JSON.stringify(within.body));
   });
 
   test('MAX_BODY_BYTES: a larger body is 413 PAYLOAD_TOO_LARGE, on every route', async () => {

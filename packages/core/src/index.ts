@@ -10,7 +10,7 @@ export type {
   TokenSink,
 } from './backend.js';
 export { isInlineGrammar } from './backend.js';
-export { RequestPath, ActiveRequest, capMaxTokens } from './request-path.js';
+export { RequestPath, ActiveRequest, capMaxTokens, checkRequestLimits } from './request-path.js';
 export type { RequestLimits, RequestPathOptions, RunRequest } from './request-path.js';
 export { ServiceObserver, RecentLog, MAX_INTER_TOKEN_SAMPLES } from './observer.js';
 export type { EventCode, EventListener, RequestEnd, RequestListener, RequestStatus, ServiceEvent } from './observer.js';

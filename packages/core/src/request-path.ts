@@ -41,9 +41,39 @@ export interface RequestLimits {
   timeoutMs: number;
   /** MAX_TOKENS: params.max_tokens above it is refused; absent (or -1) it becomes this. 0: no cap. */
   maxTokens: number;
+  /** MAX_STOP_STRINGS, MAX_STOP_LENGTH, MAX_MESSAGES, MAX_GRAMMAR_BYTES: at most the built-in limits (absent: those). */
+  maxStopStrings?: number;
+  maxStopLength?: number;
+  maxMessages?: number;
+  maxGrammarBytes?: number;
 }
 
 const NO_LIMITS: RequestLimits = { timeoutMs: 0, maxTokens: 0 };
+
+/**
+ * The worker's own limits on stop strings, chat turns and grammar size, below the built-in ones
+ * the edge has checked already: INVALID_REQUEST (INVALID_GRAMMAR for the grammar) naming the
+ * field and the key.
+ */
+export function checkRequestLimits(input: GenerateInput, params: GenerationParams, limits: RequestLimits): void {
+  const { maxStopStrings, maxStopLength, maxMessages, maxGrammarBytes } = limits;
+  const stops = params.stop === undefined ? [] : typeof params.stop === 'string' ? [params.stop] : params.stop;
+  if (maxStopStrings !== undefined && stops.length > maxStopStrings) {
+    throw new LmError('INVALID_REQUEST', `params.stop has ${stops.length} strings; this model allows at most ${maxStopStrings} (MAX_STOP_STRINGS)`, { field: 'params.stop' });
+  }
+  if (maxStopLength !== undefined) {
+    const long = stops.findIndex((s) => s.length > maxStopLength);
+    if (long >= 0) {
+      throw new LmError('INVALID_REQUEST', `params.stop[${long}] is longer than ${maxStopLength} characters (MAX_STOP_LENGTH)`, { field: 'params.stop' });
+    }
+  }
+  if (maxMessages !== undefined && Array.isArray(input) && input.length > maxMessages) {
+    throw new LmError('INVALID_REQUEST', `input has ${input.length} messages; this model allows at most ${maxMessages} (MAX_MESSAGES)`, { field: 'input' });
+  }
+  if (maxGrammarBytes !== undefined && params.grammar !== undefined && Buffer.byteLength(params.grammar) > maxGrammarBytes) {
+    throw new LmError('INVALID_GRAMMAR', `params.grammar is larger than ${maxGrammarBytes} bytes (MAX_GRAMMAR_BYTES)`, { field: 'params.grammar' });
+  }
+}
 
 /** params.max_tokens against MAX_TOKENS: refused above it, set to it when absent or -1 (until the context is full). */
 export function capMaxTokens(params: GenerationParams, cap: number): GenerationParams {
@@ -191,6 +221,7 @@ export class ActiveRequest {
     try {
       this.#log.debug('request started', { transport: this.transport, worker: this.#backend.name });
       const params = capMaxTokens(this.#resolveGrammar(request.params), this.#limits.maxTokens);
+      checkRequestLimits(request.input, params, this.#limits);
       result = checkResult(
         await this.#backend.complete({ id: this.id, input: request.input, params, raw: request.raw }, onTokens === null ? null : sink, abort.signal, onTokens === null ? undefined : direct),
       );

@@ -263,7 +263,12 @@ export class Supervisor implements AdminBackend {
         observer: this.observer,
         log: this.#log.child({ worker: name }),
         grammars: { resolve: (grammar) => this.#grammarsApi.resolve(grammar) },
-        limits: () => ({ timeoutMs: worker.config?.requestTimeoutMs ?? 0, maxTokens: worker.config?.maxTokens ?? 0 }),
+        limits: () => {
+          const c = worker.config;
+          return c
+            ? { timeoutMs: c.requestTimeoutMs, maxTokens: c.maxTokens, maxStopStrings: c.maxStopStrings, maxStopLength: c.maxStopLength, maxMessages: c.maxMessages, maxGrammarBytes: c.maxGrammarBytes }
+            : { timeoutMs: 0, maxTokens: 0 };
+        },
       });
       this.#workers.set(name, { worker, requests, action: undefined });
       this.#sinks.attach(name, worker.config);

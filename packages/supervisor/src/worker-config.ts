@@ -8,7 +8,7 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { LmError, toLmError, type PromptTemplate } from '@lmserve/protocol';
-import type { JobsSettings } from '@lmserve/core';
+import { MAX_GRAMMAR_BYTES, MAX_MESSAGES, MAX_STOP_LENGTH, MAX_STOP_STRINGS, type JobsSettings } from '@lmserve/core';
 import { parseListenAddress, type ListenAddress } from '@lmserve/http';
 import { ConfigReader, environmentLayer, fileLayer, valuesLayer, type Environment } from './config-values.js';
 import { parseEnvFile } from './env-file.js';
@@ -43,6 +43,10 @@ export const WORKER_KEYS = [
   'REQUEST_TIMEOUT_MS',
   'MAX_TOKENS',
   'MAX_BODY_BYTES',
+  'MAX_STOP_STRINGS',
+  'MAX_STOP_LENGTH',
+  'MAX_MESSAGES',
+  'MAX_GRAMMAR_BYTES',
   'API_KEY',
   'LOG_BODIES',
 ] as const;
@@ -98,6 +102,11 @@ export interface WorkerConfig {
   maxTokens: number;
   /** MAX_BODY_BYTES: the largest request body the model port reads (413 above). */
   maxBodyBytes: number;
+  /** MAX_STOP_STRINGS, MAX_STOP_LENGTH, MAX_MESSAGES, MAX_GRAMMAR_BYTES: lower than the built-in limits, never higher. */
+  maxStopStrings: number;
+  maxStopLength: number;
+  maxMessages: number;
+  maxGrammarBytes: number;
   apiKey: string | null;
   promptTemplate: PromptTemplate | null;
   /** Keys in the file that are not configuration keys (reported as warnings). */
@@ -236,6 +245,10 @@ export function parseWorkerConfig(
     requestTimeoutMs: r.int('REQUEST_TIMEOUT_MS', 600_000, 0, 2 ** 31 - 1),
     maxTokens: r.int('MAX_TOKENS', 0, 0, 2 ** 30),
     maxBodyBytes: r.int('MAX_BODY_BYTES', 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    maxStopStrings: r.int('MAX_STOP_STRINGS', MAX_STOP_STRINGS, 0, MAX_STOP_STRINGS),
+    maxStopLength: r.int('MAX_STOP_LENGTH', MAX_STOP_LENGTH, 1, MAX_STOP_LENGTH),
+    maxMessages: r.int('MAX_MESSAGES', MAX_MESSAGES, 1, MAX_MESSAGES),
+    maxGrammarBytes: r.int('MAX_GRAMMAR_BYTES', MAX_GRAMMAR_BYTES, 16, MAX_GRAMMAR_BYTES),
     apiKey: r.string('API_KEY', '') || null,
     promptTemplate: readPromptTemplate(join(paths.dataDir, 'models', modelName, 'prompt_template.json')),
     unknownKeys: r.unknownKeys(WORKER_KEYS),
