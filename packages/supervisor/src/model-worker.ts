@@ -324,22 +324,27 @@ export class ModelWorker implements ModelBackend {
     }
     if (signal.aborted) throw new LmError('CANCELLED', 'the request was cancelled');
     if (this.#pending.has(request.id)) throw new LmError('INTERNAL', `request id ${request.id} is already in flight`);
-    // Every slot busy and every queue full: refused here, before a stream's headers go out, so a
-    // streaming client gets its 429 as a plain one does (the engine's own check stays behind it).
-    // Requests between this check and their place in #pending (a stream's headers being written)
-    // hold a place too.
-    const { slots, maxQueue, replicas } = this.#capacity;
-    if (this.#pending.size + this.#admitting >= replicas * (slots + maxQueue)) {
-      throw new LmError('QUEUE_FULL', `the queue is full (${replicas * maxQueue} waiting, ${replicas * slots} slots busy)`);
-    }
     // A stream the host may write itself: its headers go out first (the host writes after them).
     // Not while another connection is on its way to the host: the request would wait for it.
+    const wantsDirect = onTokens !== null && direct !== undefined && this.#directStreams && host.handleChannelFree;
+    // Such a stream's headers go out before the engine sees it: with every slot busy and every
+    // queue full it is refused here, so it gets a 429 as any other request does (not a 200 whose
+    // first event is the error). While one is on its way (#admitting), its place is held against
+    // every request. Other requests are otherwise left to the engine's own check, which sees a
+    // finished request sooner than this process does.
+    const { slots, maxQueue, replicas } = this.#capacity;
+    const full = this.#pending.size + this.#admitting >= replicas * (slots + maxQueue);
+    if (full && (wantsDirect || this.#admitting > 0)) {
+      throw new LmError('QUEUE_FULL', `the queue is full (${replicas * maxQueue} waiting, ${replicas * slots} slots busy)`);
+    }
     let handOver: DirectStream | undefined;
-    this.#admitting++;
-    try {
-      if (onTokens !== null && direct !== undefined && this.#directStreams && host.handleChannelFree && (await direct.begin().catch(() => false))) handOver = direct;
-    } finally {
-      this.#admitting--;
+    if (wantsDirect) {
+      this.#admitting++;
+      try {
+        if (await direct.begin().catch(() => false)) handOver = direct;
+      } finally {
+        this.#admitting--;
+      }
     }
     if (signal.aborted) throw new LmError('CANCELLED', 'the request was cancelled');
     if (this.#host !== host || !host.alive) throw new LmError('MODEL_CRASHED', `the model host of ${this.model} is gone`);
