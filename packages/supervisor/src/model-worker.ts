@@ -417,16 +417,18 @@ export class ModelWorker implements ModelBackend {
       batchSize: config.batchSize,
       gpuLayers: config.gpuLayers,
     };
+    const started = performance.now();
     try {
       try {
         this.#need = await measureNeed(config.modelPath, settings, this.#env);
       } catch (err) {
-        this.#log.warn('llama.cpp could not size the model; using the header estimate', { reason: toLmError(err).message });
+        this.#log.warn('llama.cpp could not size the model; using the header estimate', { reason: toLmError(err).message, ms: Math.round(performance.now() - started) });
         this.#need = await estimateNeed(config.modelPath, settings);
       }
       const verdict = judgeFit(this.name, this.#need, await availableMemory(this.#env), this.#memory.others(this.name));
       this.#fit = verdict;
       this.#log.info('memory check', {
+        ms: Math.round(performance.now() - started),
         fits: verdict.fits,
         source: verdict.need.source,
         neededBytes: verdict.need.totalBytes,

@@ -14,7 +14,8 @@ import { parseBytes, type DeviceNeed, type FitSettings, type MemoryNeed } from '
 
 /** Free memory llama.cpp's fit leaves on each GPU device (llama-server's --fit-target default). */
 export const DEFAULT_GPU_MARGIN_BYTES = 1 << 30;
-const MEASURE_TIMEOUT_MS = 120_000;
+/** A measurement is tens of milliseconds (seconds with a GPU backend to start); past this the header estimate is used. */
+const MEASURE_TIMEOUT_MS = 30_000;
 
 export interface MeasureSettings extends FitSettings {
   gpuLayers: number | 'auto';
