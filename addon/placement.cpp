@@ -184,9 +184,7 @@ Napi::Object DeviceMemoryJs(Napi::Env env, const DeviceMemory& d) {
   return o;
 }
 
-namespace {
-
-LoadOptions ParsePlacement(Napi::Env env, Napi::Value value) {
+LoadOptions ParseLoadPlacement(Napi::Env env, Napi::Value value) {
   LoadOptions o;
   if (!value.IsObject()) return o;
   Napi::Object obj = value.As<Napi::Object>();
@@ -227,16 +225,12 @@ LoadOptions ParsePlacement(Napi::Env env, Napi::Value value) {
   return o;
 }
 
-}  // namespace
-
-LoadOptions ParseLoadPlacement(Napi::Env env, Napi::Value value) { return ParsePlacement(env, value); }
-
 Napi::Value MeasureModelJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsString()) {
     ThrowCoded(env, codes::kInvalidRequest, "measureModel(path, load?, engine?, {replicas, marginBytes}?)", "path");
   }
-  LoadOptions load = ParsePlacement(env, info.Length() > 1 ? info[1] : env.Undefined());
+  LoadOptions load = ParseLoadPlacement(env, info.Length() > 1 ? info[1] : env.Undefined());
   EngineOptions engine = ParseEngineOptions(env, info.Length() > 2 ? info[2] : env.Undefined());
   int32_t replicas = 1;
   int64_t margin = 1024LL * 1024 * 1024;
