@@ -58,6 +58,8 @@ describe('the parameter table', () => {
   test('names map to the engine keys in each dialect', () => {
     assert.deepEqual(parseParams({ max_tokens: 5, top_k: 3, repeat_last_n: -1 }, 'original', 'params.'), { maxTokens: 5, topK: 3, repeatLastN: -1 });
     assert.deepEqual(parseParams({ num_predict: 7, temperature: 0 }, 'ollama', 'options.'), { maxTokens: 7, temperature: 0 });
+    // ignore_eos is an extension under Ollama's options too (llama.cpp's name; Ollama ignores it).
+    assert.deepEqual(parseParams({ num_predict: 7, ignore_eos: true }, 'ollama', 'options.'), { maxTokens: 7, ignoreEos: true });
     assert.deepEqual(parseParams({ max_tokens: 9, logit_bias: { '12': -100 } }, 'openai', ''), { maxTokens: 9, logitBias: [[12, -100]] });
   });
 

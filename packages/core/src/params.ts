@@ -52,7 +52,7 @@ export const PARAMETERS: readonly ParamSpec[] = [
   { key: 'frequencyPenalty', name: 'frequency_penalty', openai: 'frequency_penalty', ollama: 'frequency_penalty', type: 'float', min: -2, max: 2, default: 0, description: "OpenAI's range" },
   { key: 'seed', name: 'seed', openai: 'seed', ollama: 'seed', type: 'int', min: 0, max: 4294967295, description: 'absent: a random seed' },
   { key: 'stop', name: 'stop', openai: 'stop', ollama: 'stop', type: 'stringList', maxItems: MAX_STOP_STRINGS, maxLength: MAX_STOP_LENGTH, description: 'a string or a list; generation ends before the first match' },
-  { key: 'ignoreEos', name: 'ignore_eos', openai: 'ignore_eos', ollama: null, type: 'bool', default: false, description: 'never end on an end-of-generation token' },
+  { key: 'ignoreEos', name: 'ignore_eos', openai: 'ignore_eos', ollama: 'ignore_eos', type: 'bool', default: false, description: 'never end on an end-of-generation token' },
   // Its size, nesting and repetition limits are the grammar guard's (INVALID_GRAMMAR).
   { key: 'grammar', name: 'grammar', openai: 'grammar', ollama: null, type: 'string', description: `GBNF the output must match (at most ${MAX_GRAMMAR_BYTES} bytes)` },
   { key: 'grammarRoot', name: 'grammar_root', openai: null, ollama: null, type: 'string', maxLength: 256, default: 'root', description: "the grammar's start rule" },
