@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common.h"  // llama.cpp common: common_cpu_get_num_math
 #include "env_registry.h"
 #include "errors.h"
 
@@ -67,6 +68,10 @@ EngineOptions ParseEngineOptions(Napi::Env env, Napi::Value value) {
   o.contextSize = IntOption(env, obj, "contextSize", o.contextSize, 16, 1 << 22);
   o.batchSize = IntOption(env, obj, "batchSize", std::max(o.batchSize, o.slots), 1, 1 << 16);
   o.threads = IntOption(env, obj, "threads", o.threads, 0, 1024);
+  // 0: as llama-server does, one thread per core useful for math (physical, performance cores),
+  // not llama_context_default_params' fixed 4 (twice the cores of a 2-core machine, whose
+  // OpenMP threads then wait on each other at every barrier).
+  if (o.threads == 0) o.threads = std::max(1, static_cast<int>(common_cpu_get_num_math()));
   o.maxQueue = IntOption(env, obj, "maxQueue", o.maxQueue, 0, 1 << 20);
   o.flashAttention = IntOption(env, obj, "flashAttention", o.flashAttention, -1, 1);
   if (obj.Get("kvUnified").IsBoolean()) o.kvUnified = obj.Get("kvUnified").As<Napi::Boolean>().Value();

@@ -26,7 +26,7 @@ struct EngineOptions {
   int32_t slots = 4;           // parallel sequences (WORKER_CONCURRENCY)
   int32_t contextSize = 2048;  // tokens each sequence may hold (prompt + output)
   int32_t batchSize = 512;     // tokens per decode step (generation tokens + prompt chunks)
-  int32_t threads = 0;         // 0: llama.cpp's default
+  int32_t threads = 0;         // 0: one per core useful for math (resolved by ParseEngineOptions)
   int32_t maxQueue = 64;       // requests waiting for a slot before QUEUE_FULL
   bool kvUnified = false;      // one KV buffer shared by all sequences
   int32_t kvSize = 0;          // unified only: total KV cells (0: slots * contextSize); less

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { test, describe } from 'node:test';
 import { addonPath, loadModel, reportedNativeMemory } from '@lmserve/engine';
 import { modelPath } from '../helpers.js';
@@ -108,6 +109,23 @@ describe('dispose and resource lifetime', () => {
     await assert.rejects(pending, { code: 'DISPOSED' });
     // Neither the engine's context nor the weights are still reported as held.
     assert.ok(reportedNativeMemory() < before, `${reportedNativeMemory()} >= ${before}`);
+  });
+
+  test('threads 0 means one per core, as llama-server counts them, never more than the machine has', async () => {
+    // llama_context_default_params alone would give 4 on any machine (twice the cores of a
+    // 2-core one); llama-server uses common_cpu_get_num_math(), and so do we.
+    const model = await loadModel(await modelPath('tiny'));
+    try {
+      const auto = await model.createEngine({ slots: 1, contextSize: 128 });
+      const { threads } = auto.options;
+      auto.dispose();
+      assert.ok(Number.isInteger(threads) && threads >= 1 && threads <= availableParallelism(), `threads ${threads} on ${availableParallelism()} CPUs`);
+      const set = await model.createEngine({ slots: 1, contextSize: 128, threads: 3 });
+      assert.equal(set.options.threads, 3);
+      set.dispose();
+    } finally {
+      model.dispose();
+    }
   });
 
   test("an engine's memory is reported to V8 while it lives and taken back on dispose", async () => {
