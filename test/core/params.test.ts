@@ -81,6 +81,48 @@ describe('the parameter table', () => {
     rejects(() => parseParams({ logit_bias: { abc: 1 } }, 'original', 'params.'), 'params.logit_bias.abc');
     rejects(() => parseParams({ logit_bias: { '3': 101 } }, 'original', 'params.'), 'params.logit_bias.3');
     rejects(() => parseParams({ logit_bias: [1, 2] }, 'original', 'params.'), 'params.logit_bias');
+    rejects(() => parseParams({ logit_bias: { '7': 'x' } }, 'original', 'params.'), 'params.logit_bias.7');
+    assert.deepEqual(parseParams({ logit_bias: { '12': -100, '7': 2.5 } }, 'openai', ''), { logitBias: [[7, 2.5], [12, -100]] });
+  });
+
+  test('a huge list or map costs about what reading its JSON costs, not many times more', () => {
+    // zod parsed every element of an over-long array and every entry of a record: a 4 MB body
+    // held the event loop for half a second (1M stop strings) or 2.4 s (300k biases).
+    const timed = (f: () => unknown) => {
+      const t = performance.now();
+      f();
+      return performance.now() - t;
+    };
+    const stop = JSON.stringify({ stop: Array(1_000_000).fill('a') });
+    let value: unknown;
+    const read = timed(() => (value = JSON.parse(stop)));
+    let error: unknown;
+    const checked = timed(() => {
+      try {
+        parseParams(value, 'original', 'params.');
+      } catch (err) {
+        error = err;
+      }
+    });
+    assert.match((error as Error).message, /params\.stop may hold at most 16 strings/);
+    assert.ok(checked < read, `checking took ${checked.toFixed(0)} ms, reading the JSON ${read.toFixed(0)} ms`);
+    const bias = JSON.stringify({ logit_bias: Object.fromEntries(Array.from({ length: 200_000 }, (_, i) => [String(i), -1])) });
+    const readBias = timed(() => (value = JSON.parse(bias)));
+    let params: ReturnType<typeof parseParams> = {};
+    const checkedBias = timed(() => (params = parseParams(value, 'original', 'params.')));
+    assert.equal(params.logitBias?.length, 200_000);
+    assert.ok(checkedBias < 8 * readBias, `checking took ${checkedBias.toFixed(0)} ms, reading the JSON ${readBias.toFixed(0)} ms`);
+    const schema = JSON.stringify({ json_schema: Object.fromEntries(Array.from({ length: 300_000 }, (_, i) => [`k${i}`, 1])) });
+    const readSchema = timed(() => (value = JSON.parse(schema)));
+    const checkedSchema = timed(() => {
+      try {
+        parseParams(value, 'original', 'params.');
+      } catch (err) {
+        error = err;
+      }
+    });
+    assert.match((error as Error).message, /params\.json_schema must be at most 65536 bytes/);
+    assert.ok(checkedSchema < 2 * readSchema, `checking took ${checkedSchema.toFixed(0)} ms, reading the JSON ${readSchema.toFixed(0)} ms`);
   });
 
   test('params must be an object', () => {
