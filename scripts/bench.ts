@@ -143,11 +143,12 @@ async function main(options: BenchOptions): Promise<void> {
     concurrency: options.concurrency,
     rounds: options.rounds,
     requestsPerClient: options.requestsPerClient,
+    minRequests: options.minRequests,
     workload: { baseText, maxTokens: options.maxTokens, sampling: SAMPLING },
     log,
   };
   log(`prompt: about ${promptTokens} tokens; ${options.maxTokens} generated per request; ` +
-    `levels ${options.concurrency.join(',')}; ${options.rounds} rounds; ${options.requestsPerClient} requests per client`);
+    `levels ${options.concurrency.join(',')}; ${options.rounds} rounds; ${options.requestsPerClient} requests per client, at least ${options.minRequests} per level`);
   if (!options.scenariosOnly) log(`warming up ${targets.map((t) => t.label).join(', ')}`);
   const makeOurs = () => new ServiceTarget({ ...shared, root, log, route: options.route, ...(options.costCalibrate ? { supervisorEnv: { ...BARE_SUPERVISOR_ENV } } : {}) });
   const makeBare = () => new ServiceTarget({ ...shared, root, log, route: options.route, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } });
@@ -261,6 +262,7 @@ async function main(options: BenchOptions): Promise<void> {
         concurrency: options.natsConcurrency,
         rounds: options.rounds,
         requestsPerClient: options.requestsPerClient,
+        minRequests: options.minRequests,
         jobs: options.natsJobs,
         stream: options.natsStream,
         workload: plan.workload,
@@ -377,7 +379,7 @@ async function main(options: BenchOptions): Promise<void> {
             'built-in json grammar on both sides after the main table, same servers: ours gets params.grammar "json" (its grammar ' +
             'library), llama-server gets grammar = the GBNF content of our GET /grammars/json; same prompts, sampling and seeds ' +
             `as the workload; ignore_eos false and EOS (id 2) not banned, the other banned ids as in the workload; ` +
-            `max ${options.grammarMaxTokens} tokens; at least 2 requests per client and 16 per level; ABBA order over rounds; tok/s = server-reported generated tokens / ` +
+            `max ${options.grammarMaxTokens} tokens; at least 2 requests per client and 32 per level; ABBA order over rounds; tok/s = server-reported generated tokens / ` +
             'wall time of the level (median over rounds); parsed = outputs JSON.parse accepted',
           ...grammarRow,
         }

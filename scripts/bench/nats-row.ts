@@ -34,6 +34,7 @@ export interface NatsRowConfig {
   concurrency: readonly number[];
   rounds: number;
   requestsPerClient: number;
+  minRequests?: number;
   /** JetStream jobs per level of the latency table. */
   jobs: number;
   /** Streaming on both sides (token messages / SSE), or one reply per request on both. */
@@ -270,7 +271,7 @@ export async function measureNatsRow(c: NatsRowConfig): Promise<NatsRowResult> {
     }
     const targets = [httpMain, natsTarget];
     // The main table's rounds (ABBA, per-run figures), then its pairing (ratio per round).
-    const runs = await runRounds(targets, { concurrency: [...c.concurrency], rounds: c.rounds, requestsPerClient: c.requestsPerClient, workload: c.workload, log: c.log });
+    const runs = await runRounds(targets, { concurrency: [...c.concurrency], rounds: c.rounds, requestsPerClient: c.requestsPerClient, minRequests: c.minRequests, workload: c.workload, log: c.log });
     const levels = overheadRows(summarize(runs, ['nats', 'http'], c.concurrency), 'nats', 'http').map((r): NatsRowLevel => ({
       concurrency: r.concurrency,
       httpTps: r.bareTps,

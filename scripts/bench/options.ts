@@ -14,6 +14,8 @@ export interface BenchOptions {
   threads: number;
   /** Requests each concurrent client sends back to back in one round. */
   requestsPerClient: number;
+  /** At least this many requests per level and target (main table and NATS row). */
+  minRequests: number;
   /** KV cells per sequence on both sides (llama-server gets -c slots*ctxPerSlot). */
   ctxPerSlot: number;
   /** Parallel sequences on both sides (our slots, llama-server -np). */
@@ -92,6 +94,7 @@ export const DEFAULTS: BenchOptions = {
   maxTokens: 128,
   threads: 2,
   requestsPerClient: 3,
+  minRequests: 8,
   ctxPerSlot: 512,
   slots: 16,
   batchSize: 512,
@@ -144,6 +147,8 @@ saturated, both served by one supervisor.
   --max-tokens N           tokens generated per request, EOS ignored (default 128)
   --threads N              CPU threads on both sides (default 2)
   --requests-per-client N  requests each client sends back to back per round (default 3)
+  --min-requests N         at least N requests per level and side (default 8): 3 requests at c=1
+                           ran under 3 s, and that level's ratio moved by ±5% from round to round
   --ctx-per-slot N         KV cells per sequence on both sides (default 512)
   --slots N                parallel sequences on both sides (default 16)
   --batch-size N           n_batch = n_ubatch on both sides (default 512)
@@ -231,6 +236,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       case '--max-tokens': o.maxTokens = int(flag, value(), 1); break;
       case '--threads': o.threads = int(flag, value(), 1); break;
       case '--requests-per-client': o.requestsPerClient = int(flag, value(), 1); break;
+      case '--min-requests': o.minRequests = int(flag, value(), 0); break;
       case '--ctx-per-slot': o.ctxPerSlot = int(flag, value(), 32); break;
       case '--slots': o.slots = int(flag, value(), 1); break;
       case '--batch-size': o.batchSize = int(flag, value(), 1); break;
@@ -306,6 +312,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     if (!explicit.has('--max-tokens')) o.maxTokens = 32;
     if (!explicit.has('--rounds')) o.rounds = 1;
     if (!explicit.has('--requests-per-client')) o.requestsPerClient = 1;
+    if (!explicit.has('--min-requests')) o.minRequests = 0;
     if (!explicit.has('--isolation-requests')) o.isolationRequests = 5;
   }
   if (only.size > 0) {

@@ -70,6 +70,8 @@ export interface RunPlan {
   concurrency: number[];
   rounds: number;
   requestsPerClient: number;
+  /** At least this many requests per level (0: concurrency × requestsPerClient). */
+  minRequests?: number;
   workload: WorkloadSpec;
   log: (line: string) => void;
 }
@@ -199,7 +201,7 @@ export async function runRounds(targets: readonly BenchTarget[], plan: RunPlan):
   let sequence = 0;
   for (let round = 0; round < plan.rounds; round++) {
     for (const concurrency of plan.concurrency) {
-      const requests = roundRequests(plan.workload, concurrency * plan.requestsPerClient, sequence);
+      const requests = roundRequests(plan.workload, Math.max(plan.minRequests ?? 0, concurrency * plan.requestsPerClient), sequence);
       sequence += requests.length;
       // ABBA: odd rounds run the targets in reverse, so neither side always goes first after a
       // level change (the machine's drift and the previous run's leftovers fall on both).

@@ -32,3 +32,11 @@ test('the other focused runs and --ours engine run no scenario', () => {
     assert.deepEqual([o.sharedPrefixRow, o.mixedRow, o.multiModelRow], [false, false, false], argv.join(' '));
   }
 });
+
+test('every level has at least --min-requests requests (8 by default, none in --quick unless given)', () => {
+  assert.equal(parseOptions([]).minRequests, 8);
+  assert.equal(parseOptions(['--min-requests', '20']).minRequests, 20);
+  assert.equal(parseOptions(['--quick']).minRequests, 0);
+  assert.equal(parseOptions(['--quick', '--min-requests', '4']).minRequests, 4);
+  assert.throws(() => parseOptions(['--min-requests', 'x']), /--min-requests/);
+});
