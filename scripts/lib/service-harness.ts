@@ -354,14 +354,22 @@ export class ServiceHarness {
 
   /** Waits for the worker's /readyz; learns its port from the admin API when it was configured as 0. */
   async waitReady(name: string, timeoutMs = 30_000): Promise<WorkerInfo> {
-    await waitFor(`${name} /readyz`, async () => {
-      if (!this.ports.has(name)) {
-        const w = await this.worker(name);
-        if (w.state !== 'ready' || w.port === null) return undefined;
-        this.ports.set(name, w.port);
-      }
-      return (await fetch(this.url(name, '/readyz'))).status === 200 ? true : undefined;
-    }, timeoutMs);
+    try {
+      await waitFor(`${name} /readyz`, async () => {
+        if (!this.ports.has(name)) {
+          const w = await this.worker(name);
+          if (w.state !== 'ready' || w.port === null) return undefined;
+          this.ports.set(name, w.port);
+        }
+        return (await fetch(this.url(name, '/readyz'))).status === 200 ? true : undefined;
+      }, timeoutMs);
+    } catch (err) {
+      // Say where the worker stood, and what the supervisor logged about it, so a timeout in CI
+      // can be understood from its output alone.
+      const info = await this.worker(name).then((w) => JSON.stringify(w), (e: unknown) => `unknown (${String(e)})`);
+      const lines = this.output.split('\n').filter((line) => line.includes(`"${name}"`)).slice(-30).join('\n');
+      throw new Error(`${(err as Error).message}; the worker: ${info}\nits last log lines:\n${lines}`);
+    }
     return this.worker(name);
   }
 
