@@ -15,6 +15,7 @@ import { randomUUID } from 'node:crypto';
 import { connect, createInbox, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import { NatsServer, natsServerAvailable } from '../lib/nats-server.js';
+import { processCpuSeconds } from '../lib/service-harness.js';
 import { HttpStreamClient } from './http-stream.js';
 import { overheadRows, markdownTable } from './report.js';
 import { runLevel, runRounds, summarize, type LevelRun } from './runner.js';
@@ -53,6 +54,15 @@ export interface NatsRowLevel {
   ratioRounds: number[];
   httpTtftP50: number | null;
   natsTtftP50: number | null;
+  /**
+   * CPU seconds per 1,000 generated tokens of everything that serves them: the supervisor, the
+   * model host and nats-server (idle but for JetStream's pulls on the HTTP side), pooled over rounds.
+   */
+  httpCpuPer1k: number | null;
+  natsCpuPer1k: number | null;
+  /** The supervisor's part of it. */
+  httpSupervisorCpuPer1k: number | null;
+  natsSupervisorCpuPer1k: number | null;
   /** Failed requests or wrong token counts on either side. */
   failures: string[];
 }
@@ -206,6 +216,31 @@ function httpPlainTarget(port: number): BenchTarget {
   };
 }
 
+/**
+ * `target` with the CPU figures of what serves it: cpuSeconds() the service's processes (the
+ * supervisor and its model hosts) and nats-server, supervisorCpuSeconds() the supervisor alone.
+ */
+function measured(target: BenchTarget, service: ServiceProcess, broker: NatsServer): BenchTarget {
+  return {
+    label: target.label,
+    transport: target.transport,
+    start: () => target.start(),
+    run: (request) => target.run(request),
+    describe: () => target.describe(),
+    stop: () => target.stop(),
+    cpuSeconds: () => {
+      const own = service.cpuSeconds();
+      const pid = broker.pid;
+      const brokerCpu = pid === undefined ? null : processCpuSeconds(pid);
+      return own === null || brokerCpu === null ? null : own + brokerCpu;
+    },
+    supervisorCpuSeconds: () => {
+      const pid = service.supervisorPid;
+      return pid === undefined ? null : processCpuSeconds(pid);
+    },
+  };
+}
+
 function plainOutcome(value: unknown, totalMs: number): RequestOutcome {
   const body = value as { error?: { code: string; message: string }; usage?: { tokens_in: number; tokens_out: number }; finish_reason?: string; output?: string };
   if (body.error) return { ok: false, error: `${body.error.code}: ${body.error.message}`, ttftMs: null, totalMs, tokensOut: null, tokensIn: null, cachedTokens: null, streamedEvents: 0, finishReason: null };
@@ -269,11 +304,18 @@ export async function measureNatsRow(c: NatsRowConfig): Promise<NatsRowResult> {
       if (Date.now() > deadline) throw new Error(`the NATS side never answered: ${warm.error}`);
       await new Promise((r) => setTimeout(r, 250));
     }
-    const targets = [httpMain, natsTarget];
+    // Both sides are measured on the same processes: the service and the broker.
+    const targets = [measured(httpMain, service, server), measured(natsTarget, service, server)];
     // The main table's rounds (ABBA, per-run figures), then its pairing (ratio per round).
     const runs = await runRounds(targets, { concurrency: [...c.concurrency], rounds: c.rounds, requestsPerClient: c.requestsPerClient, minRequests: c.minRequests, workload: c.workload, log: c.log });
-    const levels = overheadRows(summarize(runs, ['nats', 'http'], c.concurrency), 'nats', 'http').map((r): NatsRowLevel => ({
+    const summaries = summarize(runs, ['nats', 'http'], c.concurrency);
+    const cpuOf = (concurrency: number, label: string) => summaries.find((s) => s.concurrency === concurrency)?.perTarget[label];
+    const levels = overheadRows(summaries, 'nats', 'http').map((r): NatsRowLevel => ({
       concurrency: r.concurrency,
+      httpCpuPer1k: cpuOf(r.concurrency, 'http')?.ownCpuSecondsPer1kTokens ?? null,
+      natsCpuPer1k: cpuOf(r.concurrency, 'nats')?.ownCpuSecondsPer1kTokens ?? null,
+      httpSupervisorCpuPer1k: cpuOf(r.concurrency, 'http')?.supervisorCpuSecondsPer1kTokens ?? null,
+      natsSupervisorCpuPer1k: cpuOf(r.concurrency, 'nats')?.supervisorCpuSecondsPer1kTokens ?? null,
       httpTps: r.bareTps,
       natsTps: r.oursTps,
       ratio: r.ratio,
@@ -323,12 +365,15 @@ const fmt = (v: number | null, digits = 0) => (v === null ? '-' : v.toFixed(digi
 
 export function formatNatsRow(result: NatsRowResult): string {
   const out = [`NATS request/reply vs HTTP, same supervisor, same workload (${result.stream ? 'streaming on both' : 'no streaming: one answer per request on both'}; ratio = NATS / HTTP, median over rounds)`];
-  const header = ['concurrency', 'HTTP tok/s', 'NATS tok/s', 'NATS/HTTP', 'per round', 'HTTP TTFT p50 ms', 'NATS TTFT p50 ms', ''];
+  const header = ['concurrency', 'HTTP tok/s', 'NATS tok/s', 'NATS/HTTP', 'per round', 'HTTP TTFT p50 ms', 'NATS TTFT p50 ms', 'CPU s/1k tok HTTP / NATS', 'of it supervisor HTTP / NATS', ''];
   const body = result.levels.map((l) => [
     String(l.concurrency), fmt(l.httpTps, 1), fmt(l.natsTps, 1), l.ratio === null ? '-' : `${l.ratio.toFixed(3)}x`,
-    l.ratioRounds.map((x) => x.toFixed(3)).join(', ') || '-', fmt(l.httpTtftP50), fmt(l.natsTtftP50), l.failures.length ? `FAILED ${l.failures.length}` : '',
+    l.ratioRounds.map((x) => x.toFixed(3)).join(', ') || '-', fmt(l.httpTtftP50), fmt(l.natsTtftP50),
+    `${fmt(l.httpCpuPer1k ?? null, 2)} / ${fmt(l.natsCpuPer1k ?? null, 2)}`, `${fmt(l.httpSupervisorCpuPer1k ?? null, 2)} / ${fmt(l.natsSupervisorCpuPer1k ?? null, 2)}`,
+    l.failures.length ? `FAILED ${l.failures.length}` : '',
   ]);
   out.push(markdownTable(header, body));
+  out.push('CPU: the supervisor, the model host and nats-server together (/proc/<pid>/stat around each level), seconds per 1,000 generated tokens');
   out.push('\nJetStream jobs end to end (publish to result on inference.results.bench.<id>; the same requests over HTTP for reference)');
   const jHeader = ['producers', 'jobs', 'job p50 ms', 'job p95 ms', 'HTTP p50 ms', 'HTTP p95 ms', ''];
   const jBody = result.jetstream.map((j) => [

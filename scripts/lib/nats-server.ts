@@ -57,6 +57,11 @@ export class NatsServer {
     return server;
   }
 
+  /** The server's process id while it runs. */
+  get pid(): number | undefined {
+    return this.#child?.exitCode === null ? this.#child.pid : undefined;
+  }
+
   /** nats://127.0.0.1:<port> (no credentials in it). */
   get url(): string {
     return `nats://127.0.0.1:${this.port}`;

@@ -97,11 +97,14 @@ async function run(msg: Msg, reply: string, request: ActiveRequest, ctx: Request
   const probeSubject = parsed.stream ? reply : muxSibling(reply);
   const probe = probeSubject ? watchRequester(ctx, probeSubject, abort, request.log) : null;
   try {
-    const onTokens = parsed.stream
+    // Every token message of a request has the same headers: built once (the client encodes
+    // them into each message and keeps no reference).
+    const tokenOptions = parsed.stream ? { headers: replyHeaders({ ...streamHeaders, [LM_EVENT]: 'token' }) } : null;
+    const onTokens = tokenOptions
       ? (text: string, ids: number[]) => {
           const message: TokenMessage = { id: request.id, text, tokens: ids };
           // A throw here (connection closed) cancels the generation: nobody would see its tokens.
-          ctx.nc.publish(reply, json(message), { headers: replyHeaders({ ...streamHeaders, [LM_EVENT]: 'token' }) });
+          ctx.nc.publish(reply, json(message), tokenOptions);
         }
       : null;
     let result;
