@@ -18,8 +18,13 @@ async function startService(supervisorEnv: Record<string, string> = {}): Promise
 
 /** The supervisor's model hosts: its children that are hosts, which must be the pids /admin/workers reports. */
 async function hostsOf(service: ServiceFixture): Promise<number[]> {
-  const reported = [(await service.worker('alpha')).pid, (await service.worker('beta')).pid];
-  assert.ok(reported.every((pid) => typeof pid === 'number'), `host pids: ${reported.join(', ')}`);
+  const workers = [await service.worker('alpha'), await service.worker('beta')];
+  const reported = workers.map((w) => w.pid);
+  if (!reported.every((pid) => typeof pid === 'number')) {
+    // A worker without a host right after it was ready: say where each stood and what was logged.
+    const lines = service.output.split('\n').filter((line) => /"(alpha|beta)"/.test(line)).slice(-40).join('\n');
+    assert.fail(`host pids: ${reported.join(', ')}; workers: ${JSON.stringify(workers)}\nlast log lines:\n${lines}`);
+  }
   const children = service.hostProcesses().sort((a, b) => a - b);
   assert.deepEqual(children, (reported as number[]).sort((a, b) => a - b));
   return children;
