@@ -178,9 +178,12 @@ export async function* readSse(body: AsyncIterable<Uint8Array>): AsyncGenerator<
     while ((end = buffer.indexOf('\n\n')) >= 0) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      const event = /^event: (.*)$/m.exec(block)?.[1] ?? 'message';
-      const data = /^data: (.*)$/m.exec(block)?.[1];
-      yield { event, data: data === undefined ? null : JSON.parse(data) };
+      // Lines end at LF, CR or CRLF only (a regex's `.` would also stop at U+2028 and U+2029,
+      // which JSON leaves unescaped and a random model's tokens can hold).
+      const lines = block.split(/\r\n|\r|\n/);
+      const event = lines.find((line) => line.startsWith('event: '))?.slice('event: '.length) ?? 'message';
+      const data = lines.filter((line) => line.startsWith('data: ')).map((line) => line.slice('data: '.length));
+      yield { event, data: data.length === 0 ? null : JSON.parse(data.join('\n')) };
     }
   }
 }
