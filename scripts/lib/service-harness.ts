@@ -370,6 +370,11 @@ export class ServiceHarness {
   }
 
   /** Waits for the worker's /readyz; learns its port from the admin API when it was configured as 0. */
+  /** The last `limit` lines of the supervisor's output that name any of these workers. */
+  logLinesOf(names: string[], limit: number): string {
+    return this.output.split('\n').filter((line) => names.some((name) => line.includes(`"${name}"`))).slice(-limit).join('\n');
+  }
+
   async waitReady(name: string, timeoutMs = 30_000): Promise<WorkerInfo> {
     try {
       await waitFor(`${name} /readyz`, async () => {
@@ -384,8 +389,7 @@ export class ServiceHarness {
       // Say where the worker stood, and what the supervisor logged about it, so a timeout in CI
       // can be understood from its output alone.
       const info = await this.worker(name).then((w) => JSON.stringify(w), (e: unknown) => `unknown (${String(e)})`);
-      const lines = this.output.split('\n').filter((line) => line.includes(`"${name}"`)).slice(-30).join('\n');
-      throw new Error(`${(err as Error).message}; the worker: ${info}\nits last log lines:\n${lines}`);
+      throw new Error(`${(err as Error).message}; the worker: ${info}\nits last log lines:\n${this.logLinesOf([name], 30)}`);
     }
     return this.worker(name);
   }

@@ -22,8 +22,7 @@ async function hostsOf(service: ServiceFixture): Promise<number[]> {
   const reported = workers.map((w) => w.pid);
   if (!reported.every((pid) => typeof pid === 'number')) {
     // A worker without a host right after it was ready: say where each stood and what was logged.
-    const lines = service.output.split('\n').filter((line) => /"(alpha|beta)"/.test(line)).slice(-40).join('\n');
-    assert.fail(`host pids: ${reported.join(', ')}; workers: ${JSON.stringify(workers)}\nlast log lines:\n${lines}`);
+    assert.fail(`host pids: ${reported.join(', ')}; workers: ${JSON.stringify(workers)}\nlast log lines:\n${service.logLinesOf(['alpha', 'beta'], 40)}`);
   }
   const children = service.hostProcesses().sort((a, b) => a - b);
   assert.deepEqual(children, (reported as number[]).sort((a, b) => a - b));
