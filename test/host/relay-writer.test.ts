@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
-import { DEFAULT_RELAY_INTERVAL_MS, RelayWriter, relayIntervalMs } from '@lmserve/host';
+import { DEFAULT_RELAY_INTERVAL_MS, RelayWriter, eventInterval, relayIntervalMs } from '@lmserve/host';
+import { NATS_STREAM_INTERVAL_MS, natsStreamIntervalMs } from '@lmserve/nats';
 import { FrameDecoder, type GenerationEvent } from '@lmserve/protocol';
 
 function writer(coalesceMs: number) {
@@ -86,4 +87,19 @@ test('LMSERVE_RELAY_INTERVAL_MS: 20 ms unless set to a number of milliseconds fr
   assert.equal(relayIntervalMs({ LMSERVE_RELAY_INTERVAL_MS: '1001' }), 20);
   assert.equal(relayIntervalMs({ LMSERVE_RELAY_INTERVAL_MS: '-1' }), 20);
   assert.equal(relayIntervalMs({ LMSERVE_RELAY_INTERVAL_MS: 'soon' }), 20);
+});
+
+test("a request's own interval (a whole number of 0 to 1000 ms) replaces the host's; NATS asks for 50 ms", () => {
+  assert.equal(eventInterval(undefined, 20), 20);
+  assert.equal(eventInterval(50, 20), 50);
+  assert.equal(eventInterval(0, 20), 0);
+  assert.equal(eventInterval(1000, 20), 1000);
+  for (const bad of [-1, 1001, 2.5, Number.NaN]) assert.equal(eventInterval(bad, 20), 20, String(bad));
+  assert.equal(NATS_STREAM_INTERVAL_MS, 50);
+  assert.equal(natsStreamIntervalMs({}), 50);
+  assert.equal(natsStreamIntervalMs({ LMSERVE_NATS_STREAM_INTERVAL_MS: ' ' }), 50);
+  assert.equal(natsStreamIntervalMs({ LMSERVE_NATS_STREAM_INTERVAL_MS: '0' }), 0);
+  assert.equal(natsStreamIntervalMs({ LMSERVE_NATS_STREAM_INTERVAL_MS: '20' }), 20);
+  assert.equal(natsStreamIntervalMs({ LMSERVE_NATS_STREAM_INTERVAL_MS: '1001' }), 50);
+  assert.equal(natsStreamIntervalMs({ LMSERVE_NATS_STREAM_INTERVAL_MS: '7.5' }), 50);
 });

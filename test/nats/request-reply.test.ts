@@ -100,10 +100,11 @@ describe('NATS request/reply', () => {
     assert.equal(done.body.usage.tokens_out, 8);
   });
 
-  test('a fast stream: the first token alone, then the rest every 20 ms or so (the relay interval)', async () => {
-    // The tiny model makes a token in a millisecond or two. The engine holds a relayed stream's
-    // tokens for up to 20 ms between messages (LMSERVE_RELAY_INTERVAL_MS); without that, the
-    // relay's own 4 ms coalescing would send a message every few milliseconds.
+  test('a fast stream: the first token alone, then the rest every 50 ms or so (NATS_STREAM_INTERVAL_MS)', async () => {
+    // The tiny model makes a token in a millisecond or two. The engine holds a NATS stream's
+    // tokens for up to 50 ms between messages (the request's interval, set by the NATS transport;
+    // the relay's own default for other streams is 20 ms, and without either the relay's 4 ms
+    // coalescing would send a message every few milliseconds).
     const arrived: number[] = [];
     const messages = await natsStream(nc, 'inference.request.alpha', { input: 'Stream fast', params: { max_tokens: 400, ignore_eos: true } }, (m) => {
       if (m.event === 'token') arrived.push(performance.now());
@@ -118,7 +119,7 @@ describe('NATS request/reply', () => {
     const gaps = arrived.slice(1, -1).map((t, i) => t - arrived[i]!).slice(1);
     assert.ok(gaps.length >= 2, `${tokens.length} token messages`);
     const median = [...gaps].sort((x, y) => x - y)[gaps.length >> 1]!;
-    assert.ok(median >= 12, `median gap ${median.toFixed(1)} ms over ${gaps.length} gaps`);
+    assert.ok(median >= 35, `median gap ${median.toFixed(1)} ms over ${gaps.length} gaps`);
   });
 
   test('invalid JSON is a 400 reply naming the body', async () => {

@@ -23,6 +23,12 @@ export interface RunRequest {
   input: GenerateInput;
   params: GenerationParams;
   raw: boolean;
+  /**
+   * A streamed request's tokens may wait this long after its first ones to be sent together (the
+   * transport's choice: each event costs every process it crosses a wake-up). Absent: the model
+   * host's default (LMSERVE_RELAY_INTERVAL_MS). A direct HTTP stream has its own pace.
+   */
+  tokenIntervalMs?: number;
 }
 
 export interface RequestPathOptions {
@@ -223,7 +229,7 @@ export class ActiveRequest {
       const params = capMaxTokens(this.#resolveGrammar(request.params), this.#limits.maxTokens);
       checkRequestLimits(request.input, params, this.#limits);
       result = checkResult(
-        await this.#backend.complete({ id: this.id, input: request.input, params, raw: request.raw }, onTokens === null ? null : sink, abort.signal, onTokens === null ? undefined : direct),
+        await this.#backend.complete({ id: this.id, input: request.input, params, raw: request.raw, ...(request.tokenIntervalMs !== undefined ? { eventIntervalMs: request.tokenIntervalMs } : {}) }, onTokens === null ? null : sink, abort.signal, onTokens === null ? undefined : direct),
       );
       if (timedOut && result.finishReason === 'cancelled') throw timeout();
       this.#timingsFromResult(result);

@@ -5,7 +5,7 @@ export type { ModelHostOptions } from './model-host.js';
 export { EventOutbox } from './event-outbox.js';
 export { RelayWriter } from './relay-writer.js';
 export type { RelayWriterOptions } from './relay-writer.js';
-export { DEFAULT_RELAY_INTERVAL_MS, relayIntervalMs } from './relay-interval.js';
+export { DEFAULT_RELAY_INTERVAL_MS, eventInterval, relayIntervalMs } from './relay-interval.js';
 export { GrammarChecker, GrammarCheckerUnavailable } from './grammar-checker.js';
 export type { GrammarCheckerOptions } from './grammar-checker.js';
 

@@ -21,6 +21,7 @@ import type {
   ReplicaExit,
   ReplicaToHost,
 } from '@lmserve/protocol';
+import { LOOP_LAG_SAMPLE_MS } from '@lmserve/protocol';
 import { EventOutbox } from './event-outbox.js';
 import { GrammarChecker, GrammarCheckerUnavailable } from './grammar-checker.js';
 import type { ReplicaTask } from './replica.js';
@@ -58,9 +59,9 @@ export class ModelHost {
   readonly #sockets = new Map<string, Socket>();
   readonly #grammars: GrammarChecker;
   #pool: Piscina<ReplicaTask, ReplicaExit> | undefined;
-  // A 100 ms sampling timer: every wake-up of this process preempts a decode thread on a machine
-  // whose cores they fill (at 20 ms, 50 wake-ups a second for a lag figure).
-  readonly #loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 100 });
+  // One sample a second (LOOP_LAG_SAMPLE_MS says why), and only while requests are in flight: an
+  // idle host wakes for nothing but its parent watch and the replicas' quiet stats.
+  readonly #loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: LOOP_LAG_SAMPLE_MS });
   #lastProcessReport = 0;
   #processStats: HostStats['process'];
   #ready = false;
@@ -73,7 +74,6 @@ export class ModelHost {
     this.#onExit = options.onExit;
     this.#outbox = new EventOutbox((events) => this.#send({ type: 'events', events }));
     this.#grammars = new GrammarChecker({ modelPath: this.#spec.modelPath, log: this.#log });
-    this.#loopDelay.enable();
   }
 
   start(): void {
@@ -175,6 +175,7 @@ export class ModelHost {
       return;
     }
     replica.inFlight++;
+    if (this.#owner.size === 0) this.#loopDelay.enable();
     this.#owner.set(request.id, replica);
     this.#log.debug('request routed', { reqId: request.id, replica: replica.index });
     replica.port.postMessage({ type: 'generate', request });
@@ -244,6 +245,7 @@ export class ModelHost {
           replica.inFlight--;
           this.#log.debug('request finished', { reqId: id, replica: replica.index });
         }
+        if (this.#owner.size === 0) this.#loopDelay.disable();
         break;
       case 'loading': {
         replica.progress = message.progress;

@@ -14,3 +14,8 @@ export function relayIntervalMs(env: NodeJS.ProcessEnv = process.env): number {
   const n = Number(raw);
   return Number.isFinite(n) && n >= 0 && n <= 1000 ? Math.round(n) : DEFAULT_RELAY_INTERVAL_MS;
 }
+
+/** A request's own interval (the transport's choice) when it is a whole number of 0 … 1000 ms, else the host's. */
+export function eventInterval(requested: number | undefined, fallback: number): number {
+  return Number.isInteger(requested) && (requested as number) >= 0 && (requested as number) <= 1000 ? (requested as number) : fallback;
+}

@@ -29,7 +29,7 @@ import {
 } from '@lmserve/protocol';
 import { buildPrompt } from './prompt.js';
 import { RelayWriter } from './relay-writer.js';
-import { relayIntervalMs } from './relay-interval.js';
+import { eventInterval, relayIntervalMs } from './relay-interval.js';
 
 export interface ReplicaTask {
   spec: HostSpec;
@@ -37,7 +37,14 @@ export interface ReplicaTask {
   port: MessagePort;
 }
 
+/** Stats go to the host at most this often, while they change or a request runs. */
 const STATS_INTERVAL_MS = 500;
+/**
+ * While nothing changes (an idle engine), one report this often: each report wakes this thread, the
+ * host and the supervisor, and each wake-up costs a decode thread its core on a small machine.
+ * It still carries the host's process figures (CPU, memory) to the metrics.
+ */
+const STATS_QUIET_MS = 5000;
 
 function summarize(model: Model): ModelSummary {
   const { info } = model;
@@ -99,6 +106,11 @@ class Replica {
   #engine: Engine | undefined;
   #shutdown: Promise<void> | undefined;
   #stopped!: () => void;
+  #statsTimer: NodeJS.Timeout | undefined;
+  /** When the next stats check is due (performance.now()). */
+  #statsDue = 0;
+  #lastStats = '';
+  #lastStatsAt = 0;
   readonly #stoppedPromise = new Promise<void>((resolve) => (this.#stopped = resolve));
 
   constructor(spec: HostSpec, port: MessagePort, index: number) {
@@ -150,9 +162,10 @@ class Replica {
       return { type: 'stopped' };
     }
     this.#post({ type: 'ready', model: summarize(this.#model), load: loadReport(this.#spec, (performance.now() - started) / 1000, this.#model, this.#engine) });
-    const timer = setInterval(() => this.#postStats(), STATS_INTERVAL_MS);
+    this.#scheduleStats(STATS_INTERVAL_MS);
     await this.#stoppedPromise;
-    clearInterval(timer);
+    clearTimeout(this.#statsTimer);
+    this.#statsTimer = undefined;
     return { type: 'stopped' };
   }
 
@@ -160,10 +173,26 @@ class Replica {
     this.#port.postMessage(message);
   }
 
-  #postStats(): void {
+  #scheduleStats(ms: number): void {
+    clearTimeout(this.#statsTimer);
+    this.#statsDue = performance.now() + ms;
+    this.#statsTimer = setTimeout(() => {
+      const changed = this.#postStats();
+      this.#scheduleStats(changed || this.#live.size > 0 ? STATS_INTERVAL_MS : STATS_QUIET_MS);
+    }, ms);
+  }
+
+  /** Posts the engine's stats when they changed or STATS_QUIET_MS passed; true when they changed. */
+  #postStats(): boolean {
     const engine = this.#engine;
-    if (!engine || engine.disposed) return;
+    if (!engine || engine.disposed) return false;
     const s = engine.stats();
+    const key = `${s.slotsBusy} ${s.queued} ${s.kvUsedRatio} ${s.tokensGenerated}`;
+    const now = performance.now();
+    const changed = key !== this.#lastStats;
+    if (!changed && now - this.#lastStatsAt < STATS_QUIET_MS - 50) return false;
+    this.#lastStats = key;
+    this.#lastStatsAt = now;
     this.#post({
       type: 'stats',
       stats: {
@@ -175,6 +204,7 @@ class Replica {
         tokensGenerated: s.tokensGenerated,
       },
     });
+    return changed;
   }
 
   #onMessage(message: HostToReplica): void {
@@ -198,6 +228,9 @@ class Replica {
       this.#refuse(id, 'MODEL_NOT_READY', 'the model is not serving');
       return;
     }
+    // A quiet engine checks its stats every STATS_QUIET_MS: a request brings the check back to
+    // STATS_INTERVAL_MS, so its slot shows busy within that.
+    if (this.#statsTimer !== undefined && this.#statsDue - performance.now() > STATS_INTERVAL_MS) this.#scheduleStats(STATS_INTERVAL_MS);
     const stream = request.stream !== false;
     const logprobs = (request.params.logprobs ?? -1) >= 0;
     // Who carries the text: the engine itself (the decode thread collects it, and a direct
@@ -251,7 +284,7 @@ class Replica {
       const prompt = buildPrompt(this.#model as Model, this.#spec.promptTemplate, request);
       const output = direct
         ? { delivery, direct: { ...direct, fd: direct.fd as number } }
-        : { delivery, ...(delivery === 'events' && stream ? { eventIntervalMs: this.#relayIntervalMs } : {}) };
+        : { delivery, ...(delivery === 'events' && stream ? { eventIntervalMs: eventInterval(request.eventIntervalMs, this.#relayIntervalMs) } : {}) };
       this.#live.set(id, engine.submitTo(listener, { prompt, params: request.params, ...output }));
     } catch (err) {
       this.#live.delete(id);

@@ -16,6 +16,7 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { MetricsSource, RequestEnd, ServiceEvent, ServiceObserver, TransportStatus } from '@lmserve/core';
 import type { HostProcessStats, Logger, WorkerState } from '@lmserve/protocol';
+import { LOOP_LAG_SAMPLE_MS } from '@lmserve/protocol';
 import { METRICS, SUPERVISOR_PREFIX, WORKER_STATES, type MetricDefinition, type MetricName } from './definitions.js';
 import { filterFamily, renderFamilies, type MetricFamily } from './exposition.js';
 import { BucketHistogram, type HistogramSeries } from './histogram.js';
@@ -60,6 +61,7 @@ export const METRICS_CONTENT_TYPE: string = Registry.PROMETHEUS_CONTENT_TYPE;
 
 let supervisorRegistry: Registry | undefined;
 
+
 /**
  * The supervisor process's metrics (prom-client's default metrics with the `lmserve_supervisor_`
  * prefix), registered once per process whatever the number of ServiceMetrics.
@@ -67,9 +69,9 @@ let supervisorRegistry: Registry | undefined;
 export function supervisorProcessRegistry(): Registry {
   if (!supervisorRegistry) {
     const registry = new Registry();
-    // The event-loop lag sampler at 100 ms instead of prom-client's 10 ms: 100 wake-ups a second of
-    // the supervisor each preempt a decode thread when the model's threads fill the cores.
-    collectDefaultMetrics({ prefix: SUPERVISOR_PREFIX, register: registry, eventLoopMonitoringPrecision: 100 });
+    // The event-loop lag sampler once a second instead of prom-client's 10 ms (LOOP_LAG_SAMPLE_MS
+    // says why); the scrape's own `lag_seconds` probe is unaffected.
+    collectDefaultMetrics({ prefix: SUPERVISOR_PREFIX, register: registry, eventLoopMonitoringPrecision: LOOP_LAG_SAMPLE_MS });
     supervisorRegistry = registry;
   }
   return supervisorRegistry;

@@ -4,7 +4,7 @@
  * protocol, like every transport.
  */
 export { NatsTransport } from './nats-transport.js';
-export { NATS_TRANSPORT, PROBE_INTERVAL_MS, muxSibling, probeIntervalMs } from './request-reply.js';
+export { NATS_STREAM_INTERVAL_MS, NATS_TRANSPORT, PROBE_INTERVAL_MS, muxSibling, natsStreamIntervalMs, probeIntervalMs } from './request-reply.js';
 export { CANCEL_PREFIX } from './worker-binding.js';
 export { ConnectionPool, SharedConnection, errorText } from './connection.js';
 export type { ConnectionChange } from './connection.js';

@@ -11,7 +11,7 @@ import { nuid, type Msg, type NatsConnection, type Subscription } from '@nats-io
 import type { SharedConnection, ConnectionChange } from './connection.js';
 import type { JobsService } from './jobs-contract.js';
 import { startJobs } from './jobs/index.js';
-import { NATS_TRANSPORT, serveRequest, type CancelRegistry, type RequestContext } from './request-reply.js';
+import { NATS_TRANSPORT, natsStreamIntervalMs, serveRequest, type CancelRegistry, type RequestContext } from './request-reply.js';
 import { describe } from './settings.js';
 
 /** Cancel subjects: `lmserve.cancel.<binding>.<request id>`. */
@@ -145,7 +145,7 @@ export class WorkerBinding implements CancelRegistry {
     this.#nc = nc;
     for (const sub of this.#subscriptions) if (!sub.isClosed()) sub.unsubscribe();
     const { settings } = this.#worker;
-    const ctx: RequestContext = { worker: this.#worker, nc, cancels: this, log: this.#log };
+    const ctx: RequestContext = { worker: this.#worker, nc, cancels: this, log: this.#log, streamIntervalMs: natsStreamIntervalMs() };
     try {
       this.#subscriptions = [
         nc.subscribe(settings.subject, {

@@ -32,6 +32,7 @@ export type {
   SupervisorToHost,
   WorkerState,
 } from './messages.js';
+export { LOOP_LAG_SAMPLE_MS } from './messages.js';
 export { createLogger, isLogLevel } from './log.js';
 export { FrameDecoder, MAX_FRAME_BYTES, decodeFrame, encodeFrame } from './relay-frame.js';
 export type { LogLevel, Logger } from './log.js';

@@ -25,7 +25,6 @@ interface WorkerSinks {
 }
 
 /** How often dropped audit rows are counted into lmserve_audit_write_errors_total. */
-const DROP_CHECK_MS = 1000;
 
 export class Observability {
   readonly #config: SupervisorConfig;
@@ -33,7 +32,6 @@ export class Observability {
   readonly #log: Logger;
   readonly #sinks = new Map<string, WorkerSinks>();
   readonly #metrics: ServiceMetrics | null;
-  readonly #timer: NodeJS.Timeout;
   #closed = false;
 
   constructor(options: { config: SupervisorConfig; observer: ServiceObserver; log: Logger; workers: () => WorkerSnapshot[] }) {
@@ -49,8 +47,6 @@ export class Observability {
         this.#sinks.get(event.worker)?.store?.recordEvent(event);
       }
     });
-    this.#timer = setInterval(() => this.#countDropped(), DROP_CHECK_MS);
-    this.#timer.unref();
   }
 
   /** Opens (or reopens, when DB_PATH changed) the worker's audit trail. */
@@ -94,19 +90,29 @@ export class Observability {
     const sinks = this.#sinks;
     return {
       contentType: metrics.contentType,
-      text: () => metrics.modelText(sinks.get(name)?.model ?? name),
+      text: () => {
+        this.#countDropped();
+        return metrics.modelText(sinks.get(name)?.model ?? name);
+      },
     };
   }
 
   /** Every model plus the supervisor (GET /metrics on the gateway). */
   serviceMetrics(): MetricsSource | null {
-    return this.#metrics?.serviceSource() ?? null;
+    const source = this.#metrics?.serviceSource();
+    if (!source) return null;
+    return {
+      ...source,
+      text: () => {
+        this.#countDropped();
+        return source.text();
+      },
+    };
   }
 
   /** Commits every recorded row and closes the files (after the workers have stopped). */
   async close(): Promise<void> {
     this.#closed = true;
-    clearInterval(this.#timer);
     this.#countDropped();
     await Promise.all(
       [...this.#sinks.values()].map((s) =>
