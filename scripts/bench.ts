@@ -24,7 +24,7 @@ import { formatNatsRow, measureNatsRow, type NatsRowResult } from './bench/nats-
 import { machineInfo } from './bench/machine.js';
 import { parseOptions, USAGE, type BenchOptions } from './bench/options.js';
 import { batchingGain, comparisonRows, formatOverheadTable, formatTable, markdownTable, overheadRows, overheadWorst } from './bench/report.js';
-import { runRounds, summarize, warmUp, type LevelRun, type RunPlan } from './bench/runner.js';
+import { runRounds, settle, summarize, warmUp, type LevelRun, type RunPlan } from './bench/runner.js';
 import { runScenarios, type ScenarioOutcome, type ScenarioTexts } from './bench/scenarios.js';
 import { BARE_SUPERVISOR_ENV, RouteTarget, ServiceTarget } from './bench/service-target.js';
 import type { BenchTarget } from './bench/target.js';
@@ -91,6 +91,7 @@ async function costRounds(makeOurs: () => ServiceTarget, makeBare: () => Service
     try {
       for (const t of order) await t.start();
       await warmUp(order, plan);
+      await settle(order, plan);
       const runs = await runRounds(order, { ...plan, rounds: 1 });
       for (const r of runs) r.round = round;
       all.push(...runs);
@@ -156,7 +157,7 @@ async function main(options: BenchOptions): Promise<void> {
     ? []
     : options.costOnly
       ? await costRounds(makeOurs, makeBare, plan)
-      : (await warmUp(targets, plan), await runRounds(targets, plan));
+      : (await warmUp(targets, plan), log(`settled after ${Object.entries(await settle(targets, plan)).map(([t, s]) => `${t} ${s.toFixed(0)} s`).join(', ')}`), await runRounds(targets, plan));
 
   let routeTable: unknown = null;
   const labels = targets.map((t) => t.label);
@@ -174,7 +175,14 @@ async function main(options: BenchOptions): Promise<void> {
     const one = rows.find((r) => r.concurrency === 1);
     if (one && one.supervisorUsPerToken !== null) {
       process.stdout.write(`supervisor CPU per streamed token at 1 stream: ${one.supervisorUsPerToken.toFixed(0)} µs (goal: <= 50 µs); ` +
-        `CPU columns: seconds per 1,000 generated tokens, /proc/<pid>/stat utime + stime around each level, pooled over rounds\n`);
+        `CPU columns: seconds per 1,000 generated tokens around each level, pooled over rounds (the supervisor from its threads' ` +
+        `/proc/<pid>/task/*/schedstat, to the nanosecond; hosts and llama-server from /proc/<pid>/stat utime + stime)\n`);
+    }
+    const paired = rows.filter((r) => r.pairedRatio !== null);
+    if (paired.length > 0) {
+      const below = paired.filter((r) => (r.pairedRatio as number) < 1);
+      process.stdout.write(`ratio = median ours / median llama-server over rounds; per round = each round's ours / llama-server (run back to back), ` +
+        `their median in parentheses: ${below.length === 0 ? 'at least 1.0x at every level' : `below 1.0x at c=${below.map((r) => r.concurrency).join(', ')}`} (goal: >= 1.0x at every level)\n`);
     }
   }
   if (gain) {

@@ -15,10 +15,10 @@ import { randomUUID } from 'node:crypto';
 import { connect, createInbox, type NatsConnection } from '@nats-io/transport-node';
 import { jetstream } from '@nats-io/jetstream';
 import { NatsServer, natsServerAvailable } from '../lib/nats-server.js';
-import { processCpuSeconds } from '../lib/service-harness.js';
+import { processCpuSeconds, threadCpuSeconds } from '../lib/service-harness.js';
 import { HttpStreamClient } from './http-stream.js';
 import { overheadRows, markdownTable } from './report.js';
-import { runLevel, runRounds, summarize, type LevelRun } from './runner.js';
+import { runLevel, runRounds, settle, summarize, type LevelRun } from './runner.js';
 import { ServiceProcess } from './service.js';
 import { benchWorkerEnv, serviceCompletionProtocol } from './service-target.js';
 import { percentile } from './stats.js';
@@ -236,7 +236,7 @@ function measured(target: BenchTarget, service: ServiceProcess, broker: NatsServ
     },
     supervisorCpuSeconds: () => {
       const pid = service.supervisorPid;
-      return pid === undefined ? null : processCpuSeconds(pid);
+      return pid === undefined ? null : threadCpuSeconds(pid);
     },
   };
 }
@@ -306,6 +306,7 @@ export async function measureNatsRow(c: NatsRowConfig): Promise<NatsRowResult> {
     }
     // Both sides are measured on the same processes: the service and the broker.
     const targets = [measured(httpMain, service, server), measured(natsTarget, service, server)];
+    await settle(targets.slice(0, 1), { log: c.log });
     // The main table's rounds (ABBA, per-run figures), then its pairing (ratio per round).
     const runs = await runRounds(targets, { concurrency: [...c.concurrency], rounds: c.rounds, requestsPerClient: c.requestsPerClient, minRequests: c.minRequests, workload: c.workload, log: c.log });
     const summaries = summarize(runs, ['nats', 'http'], c.concurrency);

@@ -9,6 +9,13 @@ export interface ComparisonRow {
   oursTps: number | null;
   serverTps: number | null;
   ratio: number | null;
+  /**
+   * Each round's ratio (ours / llama-server in that round: the two ran back to back, in ABBA
+   * order), and their median. On a shared machine whose speed drifts between rounds this paired
+   * figure is the steadier one; `ratio` (the ratio of the medians) is kept beside it.
+   */
+  ratioRounds: number[];
+  pairedRatio: number | null;
   oursTtftP50: number | null;
   oursTtftP95: number | null;
   serverTtftP50: number | null;
@@ -38,11 +45,16 @@ export function comparisonRows(summaries: readonly LevelSummary[], ours: string,
     const serverTps = b?.tokensPerSecondMedian ?? null;
     const supervisor = a?.supervisorCpuSecondsPer1kTokens ?? null;
     const all = a?.ownCpuSecondsPer1kTokens ?? null;
+    const aRounds = a?.tokensPerSecondRounds ?? [];
+    const bRounds = b?.tokensPerSecondRounds ?? [];
+    const ratioRounds = aRounds.flatMap((x, i) => (bRounds[i] ? [x / bRounds[i]!] : []));
     return {
       concurrency: s.concurrency,
       oursTps,
       serverTps,
       ratio: oursTps !== null && serverTps ? oursTps / serverTps : null,
+      ratioRounds,
+      pairedRatio: median(ratioRounds),
       oursTtftP50: a?.ttftP50 ?? null,
       oursTtftP95: a?.ttftP95 ?? null,
       serverTtftP50: b?.ttftP50 ?? null,
@@ -73,7 +85,7 @@ export function markdownTable(header: readonly string[], body: readonly string[]
  */
 export function formatTable(rows: readonly ComparisonRow[], first = 'concurrency'): string {
   const header = [
-    first, 'ours tok/s', 'llama-server tok/s', 'ratio', 'ours TTFT p50/p95 ms', 'server TTFT p50/p95 ms', 'TTFT p50 delta ms',
+    first, 'ours tok/s', 'llama-server tok/s', 'ratio', 'per round (median)', 'ours TTFT p50/p95 ms', 'server TTFT p50/p95 ms', 'TTFT p50 delta ms',
     'CPU s/1k tok: ours supervisor / ours host / llama-server', 'supervisor µs/token', '',
   ];
   const body = rows.map((r) => [
@@ -81,6 +93,7 @@ export function formatTable(rows: readonly ComparisonRow[], first = 'concurrency
     fmt(r.oursTps, 1),
     fmt(r.serverTps, 1),
     r.ratio === null ? '-' : `${r.ratio.toFixed(2)}x`,
+    r.ratioRounds.length < 2 ? '-' : `${r.ratioRounds.map((x) => x.toFixed(2)).join(' / ')} (${(r.pairedRatio as number).toFixed(2)}x)`,
     `${fmt(r.oursTtftP50)} / ${fmt(r.oursTtftP95)}`,
     `${fmt(r.serverTtftP50)} / ${fmt(r.serverTtftP95)}`,
     r.ttftP50DeltaMs === null ? '-' : `${r.ttftP50DeltaMs >= 0 ? '+' : ''}${r.ttftP50DeltaMs.toFixed(0)}`,

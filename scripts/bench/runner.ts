@@ -131,6 +131,34 @@ export async function warmUp(targets: readonly BenchTarget[], plan: RunPlan): Pr
   }
 }
 
+/**
+ * Waits until every target is quiet: under `quietMsPerS` of CPU a second, two seconds in a row (at
+ * most `limitMs`). A service just started is not in its steady state: V8's memory reducer runs full
+ * collections some seconds after start, and those would land in the first round's figures (our
+ * supervisor used 0.23 s of CPU during the first round's llama-server level, then 0.02-0.07).
+ * Returns the seconds waited per target.
+ */
+export async function settle(targets: readonly Pick<BenchTarget, 'label' | 'cpuSeconds'>[], plan: Pick<RunPlan, 'log'>, quietMsPerS = 10, limitMs = 30_000): Promise<Record<string, number>> {
+  const waited: Record<string, number> = {};
+  for (const target of targets) {
+    const read = () => target.cpuSeconds?.() ?? null;
+    const started = performance.now();
+    let quiet = 0;
+    let last = read();
+    if (last === null) continue;
+    while (quiet < 2 && performance.now() - started < limitMs) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const now = read();
+      if (now === null) break;
+      quiet = (now - last) * 1000 < quietMsPerS ? quiet + 1 : 0;
+      last = now;
+    }
+    waited[target.label] = (performance.now() - started) / 1000;
+    if (quiet < 2) plan.log(`${target.label} did not settle under ${quietMsPerS} ms of CPU a second within ${limitMs / 1000} s; measuring anyway`);
+  }
+  return waited;
+}
+
 /** Anything whose CPU time the bench can read: a target, or a scenario's side (one or more processes). */
 export interface CpuSource {
   cpuSeconds?(): number | null;

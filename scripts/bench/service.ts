@@ -8,7 +8,7 @@
  * one cannot be), CPU accounting and the description written into the results.
  */
 import type { WorkerInfo } from '@lmserve/protocol';
-import { ServiceHarness, processCpuSeconds, sleep } from '../lib/service-harness.js';
+import { ServiceHarness, processCpuSeconds, sleep, threadCpuSeconds } from '../lib/service-harness.js';
 
 export { processCpuSeconds } from '../lib/service-harness.js';
 
@@ -111,11 +111,14 @@ export class ServiceProcess {
     return this.hostPids.reduce((sum, p) => sum + (processCpuSeconds(p) ?? 0), own);
   }
 
-  /** CPU seconds of the supervisor process alone (all its threads; not its hosts); null once stopped. */
+  /**
+   * CPU seconds of the supervisor process alone (all its threads; not its hosts), to the
+   * nanosecond (threadCpuSeconds: its threads live as long as it does); null once stopped.
+   */
   supervisorCpuSeconds(): number | null {
     const pid = this.#harness?.child?.pid;
     if (pid === undefined || this.#harness?.exitStatus) return null;
-    return processCpuSeconds(pid);
+    return threadCpuSeconds(pid);
   }
 
   describe(): Record<string, unknown> {

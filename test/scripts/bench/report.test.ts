@@ -40,3 +40,23 @@ test('a scenario gets one row per phase, labelled with it, in the order given', 
   assert.equal(rows[0]?.serverCpuPer1k, 9);
   assert.match(formatTable(rows, 'phase').split('\n')[2] ?? '', /^\| cold /);
 });
+
+test('the paired ratio is the median of the rounds\' own ratios, beside the ratio of the medians', () => {
+  // The machine slows down in round 3: the medians' ratio mixes rounds, each round's ratio does not.
+  const wall = (target: string, round: number, ms: number): LevelRun => ({
+    ...levelRun(target, round, 4, 250, { wallMs: ms, outcomes: [outcome(250, 100), outcome(250, 100), outcome(250, 100), outcome(250, 100)] }),
+    ownCpuSeconds: null,
+    supervisorCpuSeconds: null,
+  });
+  const runs = [
+    wall('ours', 0, 10_000), wall('llama-server', 0, 10_500),
+    wall('ours', 1, 10_100), wall('llama-server', 1, 10_400),
+    wall('ours', 2, 14_000), wall('llama-server', 2, 14_300),
+  ];
+  const [row] = comparisonRows(summarize(runs, ['ours', 'llama-server'], [4]), 'ours', 'llama-server');
+  assert.ok(row);
+  assert.deepEqual(row.ratioRounds.map((x) => x.toFixed(3)), ['1.050', '1.030', '1.021']);
+  assert.equal(row.pairedRatio?.toFixed(3), '1.030');
+  assert.equal(row.ratio?.toFixed(3), (10_500 / 10_100).toFixed(3), 'the medians come from different rounds');
+  assert.match(formatTable([row]).split('\n')[2] ?? '', /1\.05 \/ 1\.03 \/ 1\.02 \(1\.03x\)/);
+});
