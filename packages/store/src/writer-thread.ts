@@ -2,10 +2,8 @@
  * The writer thread of one AuditStore: it owns the SQLite connection, so no write, read or
  * prune ever runs on the caller's event loop.
  *
- * Rows arrive in batches (one message per caller turn). A batch that arrives when the last commit
- * is at least flushMs old is committed at once; otherwise it waits until flushMs after that commit
- * (or until batchRows are pending), so commits are at most one per flushMs and a quiet service
- * commits each request's row as it comes, without a timer waking this thread again. A flush, a read or a
+ * Rows arrive in batches (one message per caller turn) and wait here until flushMs has passed
+ * or batchRows are pending; then they are committed in one transaction. A flush, a read or a
  * close first commits whatever is pending, so each sees every row recorded before it.
  *
  * Failures degrade, never end the thread: when the file cannot be opened or written, the rows
@@ -26,8 +24,6 @@ class AuditWriter {
   #requests: RequestValues[] = [];
   #events: EventValues[] = [];
   #flushTimer: NodeJS.Timeout | null = null;
-  /** When the last commit began (performance.now()); commits are at least flushMs apart unless batchRows force one. */
-  #lastWrite = -Infinity;
   #retryTimer: NodeJS.Timeout | null = null;
   #pruneTimer: NodeJS.Timeout | null = null;
   #pruning: PruneCutoffs | null = null;
@@ -77,10 +73,8 @@ class AuditWriter {
     for (const r of requests) this.#requests.push(r);
     for (const e of events) this.#events.push(e);
     const pending = this.#requests.length + this.#events.length;
-    if (this.#flushTimer !== null && pending < this.#settings.batchRows) return;
-    const wait = this.#settings.flushMs - (performance.now() - this.#lastWrite);
-    if (wait <= 0 || pending >= this.#settings.batchRows) this.#write();
-    else this.#flushTimer = setTimeout(() => this.#write(), wait);
+    if (pending >= this.#settings.batchRows) this.#write();
+    else if (this.#flushTimer === null) this.#flushTimer = setTimeout(() => this.#write(), this.#settings.flushMs);
   }
 
   /** Commits everything pending in one transaction (or drops it while not recording). */
@@ -93,7 +87,6 @@ class AuditWriter {
     const events = this.#events;
     const count = requests.length + events.length;
     if (count === 0) return;
-    this.#lastWrite = performance.now();
     this.#requests = [];
     this.#events = [];
     if (this.#db !== null && !this.#db.sameFile()) {
