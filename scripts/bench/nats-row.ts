@@ -18,7 +18,7 @@ import { NatsServer, natsServerAvailable } from '../lib/nats-server.js';
 import { processCpuSeconds, threadCpuSeconds } from '../lib/service-harness.js';
 import { HttpStreamClient } from './http-stream.js';
 import { overheadRows, markdownTable } from './report.js';
-import { runLevel, runRounds, settle, summarize, type LevelRun } from './runner.js';
+import { WARM_UP_REQUESTS, runLevel, runRounds, settle, summarize, warmUp, type LevelRun } from './runner.js';
 import { ServiceProcess } from './service.js';
 import { benchWorkerEnv, serviceCompletionProtocol } from './service-target.js';
 import { percentile } from './stats.js';
@@ -306,9 +306,12 @@ export async function measureNatsRow(c: NatsRowConfig): Promise<NatsRowResult> {
     }
     // Both sides are measured on the same processes: the service and the broker.
     const targets = [measured(httpMain, service, server), measured(natsTarget, service, server)];
+    const plan = { concurrency: [...c.concurrency], rounds: c.rounds, requestsPerClient: c.requestsPerClient, minRequests: c.minRequests, workload: c.workload, log: c.log };
+    // A fresh supervisor: warm its JIT on both paths, then wait for it to go quiet.
+    await warmUp(targets, plan, WARM_UP_REQUESTS / 2);
     await settle(targets.slice(0, 1), { log: c.log });
     // The main table's rounds (ABBA, per-run figures), then its pairing (ratio per round).
-    const runs = await runRounds(targets, { concurrency: [...c.concurrency], rounds: c.rounds, requestsPerClient: c.requestsPerClient, minRequests: c.minRequests, workload: c.workload, log: c.log });
+    const runs = await runRounds(targets, plan);
     const summaries = summarize(runs, ['nats', 'http'], c.concurrency);
     const cpuOf = (concurrency: number, label: string) => summaries.find((s) => s.concurrency === concurrency)?.perTarget[label];
     const levels = overheadRows(summaries, 'nats', 'http').map((r): NatsRowLevel => ({

@@ -119,12 +119,20 @@ export function levelRun(target: string, round: number, concurrency: number, max
   };
 }
 
-/** Short requests on every target first: loads weights into the page cache, sizes compute buffers. */
-export async function warmUp(targets: readonly BenchTarget[], plan: RunPlan): Promise<void> {
+/**
+ * Warm-up requests per target. A few would load the weights and size the buffers; the rest are for
+ * our supervisor's JIT and heap: with 12 warm-up requests it still spent 24 ms of CPU per request
+ * (V8's platform threads compiling and collecting) in the 20 s after, 14.5 ms after 200, 9 ms in
+ * its steady state, and the first round of the table carried the difference.
+ */
+export const WARM_UP_REQUESTS = 256;
+
+/** Short requests on every target first: loads weights into the page cache, sizes compute buffers, warms the JIT. */
+export async function warmUp(targets: readonly BenchTarget[], plan: RunPlan, count = WARM_UP_REQUESTS): Promise<void> {
   const top = Math.max(...plan.concurrency);
   const spec = { ...plan.workload, maxTokens: Math.min(8, plan.workload.maxTokens) };
   for (const target of targets) {
-    const requests = roundRequests(spec, top, 900_000);
+    const requests = roundRequests(spec, Math.max(top, count), 900_000);
     const { outcomes } = await runLevel(target, requests, top);
     const failed = outcomes.find((o) => !o.ok);
     if (failed) throw new Error(`warm-up request to ${target.label} failed: ${failed.error}`);
