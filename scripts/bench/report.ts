@@ -4,6 +4,13 @@ import { median } from './stats.js';
 
 const fmt = (v: number | null | undefined, digits = 0) => (v === null || v === undefined ? '-' : v.toFixed(digits));
 
+/** Each round's tok/s of `a` over `b` (the two ran back to back in that round); rounds `b` lacks are skipped. */
+function roundRatios(a: LevelSummary['perTarget'][string] | undefined, b: LevelSummary['perTarget'][string] | undefined): number[] {
+  const aRounds = a?.tokensPerSecondRounds ?? [];
+  const bRounds = b?.tokensPerSecondRounds ?? [];
+  return aRounds.flatMap((x, i) => (bRounds[i] ? [x / bRounds[i]!] : []));
+}
+
 export interface ComparisonRow {
   concurrency: number;
   oursTps: number | null;
@@ -45,9 +52,7 @@ export function comparisonRows(summaries: readonly LevelSummary[], ours: string,
     const serverTps = b?.tokensPerSecondMedian ?? null;
     const supervisor = a?.supervisorCpuSecondsPer1kTokens ?? null;
     const all = a?.ownCpuSecondsPer1kTokens ?? null;
-    const aRounds = a?.tokensPerSecondRounds ?? [];
-    const bRounds = b?.tokensPerSecondRounds ?? [];
-    const ratioRounds = aRounds.flatMap((x, i) => (bRounds[i] ? [x / bRounds[i]!] : []));
+    const ratioRounds = roundRatios(a, b);
     return {
       concurrency: s.concurrency,
       oursTps,
@@ -160,9 +165,7 @@ export function overheadRows(summaries: readonly LevelSummary[], ours: string, b
     const oursTps = a?.tokensPerSecondMedian ?? null;
     const bareTps = b?.tokensPerSecondMedian ?? null;
     const ratio = oursTps !== null && bareTps ? oursTps / bareTps : null;
-    const aRounds = a?.tokensPerSecondRounds ?? [];
-    const bRounds = b?.tokensPerSecondRounds ?? [];
-    const ratioRounds = aRounds.flatMap((x, i) => (bRounds[i] ? [x / bRounds[i]!] : []));
+    const ratioRounds = roundRatios(a, b);
     const supA = a?.supervisorCpuSecondsPer1kTokens ?? null;
     const supB = b?.supervisorCpuSecondsPer1kTokens ?? null;
     const allB = b?.ownCpuSecondsPer1kTokens ?? null;

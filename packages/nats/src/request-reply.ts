@@ -51,8 +51,8 @@ export interface RequestContext {
   nc: NatsConnection;
   cancels: CancelRegistry;
   log: Logger;
-  /** The stream interval (natsStreamIntervalMs() when absent). */
-  streamIntervalMs?: number;
+  /** How long a stream's tokens may wait to go out together (natsStreamIntervalMs(), read once per binding). */
+  streamIntervalMs: number;
 }
 
 const encoder = new TextEncoder();
@@ -129,7 +129,7 @@ async function run(msg: Msg, reply: string, request: ActiveRequest, ctx: Request
       : null;
     let result;
     try {
-      const run = { input: parsed.input, params: parsed.params, raw: parsed.raw, ...(parsed.stream ? { tokenIntervalMs: ctx.streamIntervalMs ?? natsStreamIntervalMs() } : {}) };
+      const run = { input: parsed.input, params: parsed.params, raw: parsed.raw, ...(parsed.stream ? { tokenIntervalMs: ctx.streamIntervalMs } : {}) };
       result = await request.run(run, onTokens, abort.signal);
     } catch (err) {
       const error = toLmError(err);
