@@ -13,6 +13,7 @@ import {
   type GenerationParams,
   type GenerationResult,
   type Logger,
+  type PublishTarget,
 } from '@lmserve/protocol';
 import { isInlineGrammar, type DirectStream, type GrammarResolver, type ModelBackend, type TokenSink } from './backend.js';
 import { inputLength } from './generate-body.js';
@@ -29,6 +30,8 @@ export interface RunRequest {
    * host's default (LMSERVE_RELAY_INTERVAL_MS). A direct HTTP stream has its own pace.
    */
   tokenIntervalMs?: number;
+  /** A streamed NATS request's reply subject and token headers: the model host may publish the tokens itself. */
+  publish?: PublishTarget;
 }
 
 export interface RequestPathOptions {
@@ -229,7 +232,7 @@ export class ActiveRequest {
       const params = capMaxTokens(this.#resolveGrammar(request.params), this.#limits.maxTokens);
       checkRequestLimits(request.input, params, this.#limits);
       result = checkResult(
-        await this.#backend.complete({ id: this.id, input: request.input, params, raw: request.raw, ...(request.tokenIntervalMs !== undefined ? { eventIntervalMs: request.tokenIntervalMs } : {}) }, onTokens === null ? null : sink, abort.signal, onTokens === null ? undefined : direct),
+        await this.#backend.complete({ id: this.id, input: request.input, params, raw: request.raw, ...(request.tokenIntervalMs !== undefined ? { eventIntervalMs: request.tokenIntervalMs } : {}), ...(request.publish && onTokens !== null ? { publish: request.publish } : {}) }, onTokens === null ? null : sink, abort.signal, onTokens === null ? undefined : direct),
       );
       if (timedOut && result.finishReason === 'cancelled') throw timeout();
       this.#timingsFromResult(result);

@@ -30,6 +30,7 @@ import {
 import { buildPrompt } from './prompt.js';
 import { RelayWriter } from './relay-writer.js';
 import { eventInterval, relayIntervalMs } from './relay-interval.js';
+import { StreamPublisher, type PublishedStream } from './stream-publisher.js';
 
 export interface ReplicaTask {
   spec: HostSpec;
@@ -103,6 +104,10 @@ class Replica {
   readonly #relayIntervalMs = relayIntervalMs();
   /** Running generations: request id -> cancel. */
   readonly #live = new Map<string, () => void>();
+  /** This replica's NATS connection, when its worker is on NATS (HostSpec.nats). */
+  readonly #publisher: StreamPublisher | undefined;
+  /** Ends of published streams waiting for the NATS server to take their tokens. */
+  readonly #settling = new Set<Promise<void>>();
   #idle: (() => void) | undefined;
   #model: Model | undefined;
   #engine: Engine | undefined;
@@ -126,6 +131,7 @@ class Replica {
       onEnded: (ids) => this.#post({ type: 'ended', ids }),
       onError: (err) => this.#log.warn('the token relay to the supervisor failed', { error: err.message }),
     });
+    this.#publisher = spec.nats ? new StreamPublisher(spec.nats, this.#log) : undefined;
     port.on('message', (message: HostToReplica) => this.#onMessage(message));
   }
 
@@ -151,6 +157,7 @@ class Replica {
       const error = toLmError(err);
       this.#model?.dispose();
       await this.#relay.close();
+      await this.#publisher?.close();
       this.#port.close();
       return { type: 'failed', code: error.code, message: error.message };
     }
@@ -161,6 +168,7 @@ class Replica {
       this.#engine.dispose();
       this.#model.dispose();
       await this.#relay.close();
+      await this.#publisher?.close();
       return { type: 'stopped' };
     }
     this.#post({ type: 'ready', model: summarize(this.#model), load: loadReport(this.#spec, (performance.now() - started) / 1000, this.#model, this.#engine) });
@@ -242,17 +250,42 @@ class Replica {
     // step (a stream that is not direct, and any request that asked for log-probabilities).
     const direct = stream && !logprobs && request.direct?.fd !== undefined ? request.direct : undefined;
     const delivery: Delivery = direct ? 'direct' : !stream && !logprobs ? 'final' : 'events';
-    // A request that does not stream but asked for log-probabilities keeps its text here.
+    // A NATS stream whose token messages this replica publishes itself (stream-publisher.ts).
+    const published = stream && !logprobs && !direct && request.publish ? (this.#publisher?.open(request.publish, id) ?? null) : null;
+    // A request that does not stream but asked for log-probabilities keeps its text here, and
+    // so does a published stream (its `done` carries the whole text).
     const texts: string[] = [];
     let first = true;
+    /** Some of a published stream's tokens went through the relay after all (a publish failed). */
+    let relayed = false;
     const end = () => {
       this.#live.delete(id);
       if (this.#live.size === 0) this.#idle?.();
     };
+    // A published stream's end leaves once the NATS server has its tokens (the supervisor's
+    // final message must follow them); any other end leaves with its decode step.
+    const finish = (event: Parameters<RelayWriter['final']>[0]) => {
+      if (!published) {
+        this.#relay.final(event);
+        return;
+      }
+      const settling = published.settled().then(() => {
+        this.#settling.delete(settling);
+        this.#relay.final(event);
+        this.#relay.flush();
+      });
+      this.#settling.add(settling);
+    };
     const listener: GenerationListener = {
       handle: (event) => {
         if (event.type === 'tokens') {
-          if (stream) this.#relay.tokens(id, event.text, event.tokens, event.logprobs, first);
+          if (published) {
+            texts.push(event.text);
+            if (!published.tokens(event.text, event.tokens)) {
+              relayed = true;
+              this.#relay.tokens(id, event.text, event.tokens, event.logprobs, first);
+            }
+          } else if (stream) this.#relay.tokens(id, event.text, event.tokens, event.logprobs, first);
           else texts.push(event.text);
           first = false;
           return;
@@ -261,8 +294,8 @@ class Replica {
         if (event.type === 'done') {
           const { finishReason, stopString, usage, timings } = generationResult(event, '');
           this.#log.debug('generation ended', { reqId: id, finishReason, tokensIn: usage.tokensIn, tokensOut: usage.tokensOut });
-          const text = delivery === 'events' ? (stream ? undefined : texts.join('')) : (event.text ?? '');
-          this.#relay.final({
+          const text = delivery === 'events' ? (stream && !published ? undefined : texts.join('')) : (event.text ?? '');
+          finish({
             type: 'done',
             id,
             ...(text !== undefined ? { text } : {}),
@@ -271,16 +304,17 @@ class Replica {
             usage,
             timings,
             ...(event.tail ? { tail: event.tail } : {}),
+            ...(published && !relayed ? { published: true as const } : {}),
           });
         } else {
           const error = nativeEventError(event.code, event.message);
           this.#log.debug('generation failed', { reqId: id, code: error.code, reason: error.message });
-          this.#relay.final({ type: 'error', id, code: error.code, message: error.message, ...(event.tail ? { tail: event.tail } : {}) });
+          finish({ type: 'error', id, code: error.code, message: error.message, ...(event.tail ? { tail: event.tail } : {}) });
         }
       },
       fail: (err) => {
         end();
-        this.#relay.final({ type: 'error', id, code: err.code, message: err.message });
+        finish({ type: 'error', id, code: err.code, message: err.message });
         this.#relay.flush();
       },
     };
@@ -318,7 +352,10 @@ class Replica {
     await Promise.race([idle(), new Promise((resolve) => setTimeout(resolve, 5000))]);
     this.#engine?.dispose();
     this.#model?.dispose();
+    // Published streams' ends still waiting for the NATS server go out before the relay closes.
+    await Promise.allSettled([...this.#settling]);
     await this.#relay.close();
+    await this.#publisher?.close();
     this.#port.close();
     this.#stopped();
   }

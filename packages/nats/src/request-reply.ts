@@ -119,7 +119,8 @@ async function run(msg: Msg, reply: string, request: ActiveRequest, ctx: Request
   try {
     // Every token message of a request has the same headers: built once (the client encodes
     // them into each message and keeps no reference).
-    const tokenOptions = parsed.stream ? { headers: replyHeaders({ ...streamHeaders, [LM_EVENT]: 'token' }) } : null;
+    const tokenPairs = { ...streamHeaders, [LM_EVENT]: 'token' };
+    const tokenOptions = parsed.stream ? { headers: replyHeaders(tokenPairs) } : null;
     const onTokens = tokenOptions
       ? (text: string, ids: number[]) => {
           const message: TokenMessage = { id: request.id, text, tokens: ids };
@@ -129,7 +130,14 @@ async function run(msg: Msg, reply: string, request: ActiveRequest, ctx: Request
       : null;
     let result;
     try {
-      const run = { input: parsed.input, params: parsed.params, raw: parsed.raw, ...(parsed.stream ? { tokenIntervalMs: ctx.streamIntervalMs } : {}) };
+      // The model host publishes the token messages itself where it can (HostSpec.nats): then
+      // none of them wakes this process; `onTokens` publishes those it relays instead.
+      const run = {
+        input: parsed.input,
+        params: parsed.params,
+        raw: parsed.raw,
+        ...(parsed.stream ? { tokenIntervalMs: ctx.streamIntervalMs, publish: { subject: reply, headers: tokenPairs } } : {}),
+      };
       result = await request.run(run, onTokens, abort.signal);
     } catch (err) {
       const error = toLmError(err);

@@ -6,18 +6,10 @@
  * module in a printable form: `describe()` masks them.
  */
 import type { TransportSettings } from '@lmserve/core';
+import type { NatsConnectionSettings } from '@lmserve/protocol';
 
-export interface ConnectionSettings {
-  /** `scheme://host:port` of each server, without credentials. */
-  servers: string[];
-  token: string | null;
-  user: string | null;
-  password: string | null;
-  /** Paths: a creds file (user JWT + nkey seed) and an nkey seed file. */
-  creds: string | null;
-  nkeySeed: string | null;
-  tls: { ca: string | null; cert: string | null; key: string | null } | null;
-}
+/** The settings one connection is made with (the model host's replicas get them too: HostSpec.nats). */
+export type ConnectionSettings = NatsConnectionSettings;
 
 /** Credentials found in a list of server URLs, and the URLs without them. */
 export interface ParsedServers {

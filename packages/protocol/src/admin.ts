@@ -19,7 +19,8 @@ export interface WorkerInfo {
   restarts: number;
   /**
    * Requests that ended, by outcome; `direct`: streams (of any outcome) whose tokens the model
-   * host wrote to the client's connection itself instead of relaying them through the supervisor.
+   * host wrote to the client's connection itself, and NATS streams that completed with the model
+   * host publishing their token messages itself, instead of relaying them through the supervisor.
    */
   requests: { done: number; cancelled: number; failed: number; direct: number };
   /**

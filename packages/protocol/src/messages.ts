@@ -67,6 +67,37 @@ export interface HostSpec {
    * extra stdio pipes): replica i writes its generation events to relayFds[i].
    */
   relayFds: number[];
+  /**
+   * The worker's NATS connection settings, when its replicas publish NATS streams' token
+   * messages themselves (GenerateRequest.publish; LMSERVE_NATS_DIRECT=off: absent). Each replica
+   * keeps a connection of its own.
+   */
+  nats?: NatsConnectionSettings;
+}
+
+/** How to reach a NATS server (a worker's NATS_URL and credentials, parsed). */
+export interface NatsConnectionSettings {
+  /** `scheme://host:port` of each server, without credentials. */
+  servers: string[];
+  token: string | null;
+  user: string | null;
+  password: string | null;
+  /** Paths: a creds file (user JWT + nkey seed) and an nkey seed file. */
+  creds: string | null;
+  nkeySeed: string | null;
+  tls: { ca: string | null; cert: string | null; key: string | null } | null;
+}
+
+/**
+ * A NATS stream's token messages as the model host publishes them itself: each is published to
+ * `subject` with these headers and the body `{"id","text","tokens"}`, and the request's `done`
+ * (or `error`) is sent to the supervisor only once the NATS server has taken them (a flush), so
+ * the supervisor's final message follows them. Used by a replica whose own NATS connection is up
+ * (HostSpec.nats); otherwise the tokens are relayed to the supervisor as for any stream.
+ */
+export interface PublishTarget {
+  subject: string;
+  headers: Record<string, string>;
 }
 
 /**
@@ -98,6 +129,8 @@ export interface GenerateRequest {
    * `fd` is filled in by the host (its descriptor of the connection).
    */
   direct?: DirectTemplate & { fd?: number };
+  /** A streamed NATS request: the replica may publish its token messages itself (PublishTarget). */
+  publish?: PublishTarget;
 }
 
 /**
@@ -185,6 +218,8 @@ export type GenerationEvent =
       timings: Timings;
       /** A direct stream's chunks the client's connection had not taken: written before anything else. */
       tail?: string;
+      /** The model host published the stream's token messages itself (GenerateRequest.publish); `text` then has the whole text. */
+      published?: true;
     }
   | { type: 'error'; id: string; code: ErrorCode; message: string; field?: string; tail?: string };
 

@@ -1,3 +1,4 @@
+import { connectionSettings } from '@lmserve/nats';
 import type { HostSpec, LogLevel } from '@lmserve/protocol';
 import type { Placement } from './fit/memory-fit.js';
 import type { WorkerConfig } from './worker-config.js';
@@ -5,8 +6,18 @@ import type { WorkerConfig } from './worker-config.js';
 /**
  * Everything a model host needs to load and serve one worker's model. A placement from
  * llama.cpp's fit (GPU_LAYERS=auto on a GPU build) replaces GPU_LAYERS with what it chose.
+ * A worker on NATS gets its connection settings, so that its replicas publish NATS streams'
+ * tokens themselves, unless `natsDirect` is false (LMSERVE_NATS_DIRECT=off).
  */
-export function buildHostSpec(config: WorkerConfig, drainGraceMs: number, logLevel: LogLevel, relayFds: number[], placement?: Placement | null): HostSpec {
+export function buildHostSpec(
+  config: WorkerConfig,
+  drainGraceMs: number,
+  logLevel: LogLevel,
+  relayFds: number[],
+  placement?: Placement | null,
+  natsDirect = true,
+): HostSpec {
+  const nats = natsDirect ? connectionSettings(config) : null;
   const fitted = config.gpuLayers === 'auto' && placement && placement.fit !== 'off' ? placement : null;
   return {
     name: config.name,
@@ -26,5 +37,6 @@ export function buildHostSpec(config: WorkerConfig, drainGraceMs: number, logLev
     drainGraceMs,
     logLevel,
     relayFds,
+    ...(nats ? { nats } : {}),
   };
 }

@@ -486,7 +486,7 @@ export class ModelWorker implements ModelBackend {
     this.#host = host;
     this.#log.info('host started', { hostPid: host.pid, model: config.modelPath });
     this.#observer.event('host.spawned', this.name, `model host started (pid ${host.pid})`, { hostPid: host.pid, modelPath: config.modelPath });
-    host.send({ type: 'init', spec: buildHostSpec(config, this.#timings.shutdownGraceMs, this.#logLevel, host.relayFds, this.#need?.placement) });
+    host.send({ type: 'init', spec: buildHostSpec(config, this.#timings.shutdownGraceMs, this.#logLevel, host.relayFds, this.#need?.placement, this.#env.LMSERVE_NATS_DIRECT !== 'off') });
   }
 
   /** Downloads MODEL_PATH from MODEL_URL (in a thread, shared with workers of the same file), then spawns. */
@@ -586,6 +586,7 @@ export class ModelWorker implements ModelBackend {
         }
       } else if (event.type === 'done') {
         this.#writeTail(event.id, event.tail);
+        if (event.published) this.#counters.direct++;
         const { finishReason, usage, timings, stopString } = event;
         const text = event.text ?? this.#pending.get(event.id)?.texts.join('') ?? '';
         const result: GenerationResult = { text, finishReason, usage, timings };
