@@ -84,6 +84,14 @@ describe('NATS authentication and shared connections', () => {
     // keyed, twin and inurl (its URL's token parsed out: the same settings) share one; wrong never got in.
     assert.equal(ours.length, 1, JSON.stringify(ours));
     assert.equal(ours[0]?.subscriptions, 6, 'a subject and a cancel subject for each of the three workers');
+    // Each model host's replica has its own (it publishes its NATS streams' tokens), with no subscription.
+    await waitFor('the hosts connected', async () => {
+      const hosts = (await nats.connections()).filter((c) => c.name?.startsWith('lmserve-host '));
+      return hosts.length === 3 ? hosts : undefined;
+    });
+    const hosts = (await nats.connections()).filter((c) => c.name?.startsWith('lmserve-host '));
+    assert.deepEqual(hosts.map((c) => c.name).sort(), ['lmserve-host inurl 0', 'lmserve-host keyed 0', 'lmserve-host twin 0']);
+    assert.ok(hosts.every((c) => c.subscriptions === 0));
     const twin = await natsRequest(nc, 'inference.request.twin', { input: 'Hi', params: { max_tokens: 1 } });
     assert.equal(twin.body.model, 'twin');
   });

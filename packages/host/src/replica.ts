@@ -131,7 +131,7 @@ class Replica {
       onEnded: (ids) => this.#post({ type: 'ended', ids }),
       onError: (err) => this.#log.warn('the token relay to the supervisor failed', { error: err.message }),
     });
-    this.#publisher = spec.nats ? new StreamPublisher(spec.nats, this.#log) : undefined;
+    this.#publisher = spec.nats ? new StreamPublisher(spec.nats, this.#log, `lmserve-host ${spec.name} ${index}`) : undefined;
     port.on('message', (message: HostToReplica) => this.#onMessage(message));
   }
 

@@ -26,8 +26,9 @@ const encoder = new TextEncoder();
 export class StreamPublisher {
   readonly #connection: SharedConnection;
 
-  constructor(settings: NatsConnectionSettings, log: Logger) {
-    this.#connection = new SharedConnection(settings, log, () => undefined);
+  /** `name`: the client name nats-server shows for it (`lmserve-host <worker> <replica>`). */
+  constructor(settings: NatsConnectionSettings, log: Logger, name: string) {
+    this.#connection = new SharedConnection(settings, log, () => undefined, name);
     this.#connection.retain();
   }
 

@@ -39,6 +39,7 @@ export class SharedConnection {
   readonly settings: ConnectionSettings;
   readonly #log: Logger;
   readonly #onIdle: (connection: SharedConnection) => void;
+  readonly #name: string;
   readonly #listeners = new Set<ChangeListener>();
   #refs = 0;
   #nc: NatsConnection | null = null;
@@ -48,8 +49,10 @@ export class SharedConnection {
   #wake: (() => void) | null = null;
   #closing: Promise<void> | null = null;
 
-  constructor(settings: ConnectionSettings, log: Logger, onIdle: (connection: SharedConnection) => void) {
+  /** `name`: the client name the server shows (its /connz): the supervisor's are `lmserve`. */
+  constructor(settings: ConnectionSettings, log: Logger, onIdle: (connection: SharedConnection) => void, name = 'lmserve') {
     this.settings = settings;
+    this.#name = name;
     this.key = connectionKey(settings);
     this.#log = log.child({ nats: settings.servers.join(',') });
     this.#onIdle = onIdle;
@@ -226,7 +229,7 @@ export class SharedConnection {
     if (s.nkeySeed !== null) authenticators.push(nkeyAuthenticator(() => new TextEncoder().encode(readFileSync(s.nkeySeed as string, 'utf8').trim())));
     const options: NodeConnectionOptions = {
       servers: s.servers,
-      name: 'lmserve',
+      name: this.#name,
       maxReconnectAttempts: -1,
       reconnectTimeWait: RETRY_MS,
       pingInterval: 10_000,
