@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ServiceObserver, type ServiceEvent } from '@lmserve/core';
-import { HostProcess, ModelWorker, parseWorkerConfig } from '@lmserve/supervisor';
+import { DIRECT_QUEUE_LIMIT, HostProcess, ModelWorker, directQueueLimit, parseWorkerConfig } from '@lmserve/supervisor';
 import { createLogger } from '@lmserve/protocol';
 import { modelPath, tempDir } from '../helpers.js';
 
@@ -63,5 +63,16 @@ describe('a model worker', () => {
       w.complete({ id: 'test-1', input: 'x', params: {}, raw: false }, () => undefined, new AbortController().signal),
       { code: 'MODEL_NOT_READY' },
     );
+  });
+});
+
+describe('LMSERVE_DIRECT_QUEUE', () => {
+  test('an integer 0 … 64, else the default (8)', () => {
+    assert.equal(DIRECT_QUEUE_LIMIT, 8);
+    assert.equal(directQueueLimit({}), 8);
+    assert.equal(directQueueLimit({ LMSERVE_DIRECT_QUEUE: '' }), 8);
+    assert.equal(directQueueLimit({ LMSERVE_DIRECT_QUEUE: '0' }), 0);
+    assert.equal(directQueueLimit({ LMSERVE_DIRECT_QUEUE: '64' }), 64);
+    for (const bad of ['65', '-1', '2.5', 'many']) assert.equal(directQueueLimit({ LMSERVE_DIRECT_QUEUE: bad }), 8, bad);
   });
 });

@@ -169,6 +169,12 @@ export class HostProcess {
     return (this.#child as unknown as { _handleQueue?: unknown[] | null })._handleQueue == null;
   }
 
+  /** 0 when the channel is free, else 1 (a handle awaits its acknowledgement) plus the messages waiting behind it. */
+  get handleQueueDepth(): number {
+    const queue = (this.#child as unknown as { _handleQueue?: unknown[] | null })._handleQueue;
+    return queue == null ? 0 : 1 + queue.length;
+  }
+
   /**
    * Sends a message; with `socket`, the connection goes along (the host gets its own descriptor
    * of it; this process keeps its own). `onError`: the message with its socket could not be sent.

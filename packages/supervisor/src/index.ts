@@ -1,6 +1,6 @@
 export { Supervisor } from './supervisor.js';
 export type { SupervisorOptions } from './supervisor.js';
-export { ModelWorker } from './model-worker.js';
+export { DIRECT_QUEUE_LIMIT, ModelWorker, directQueueLimit } from './model-worker.js';
 export type { ModelWorkerOptions, WorkerTimings } from './model-worker.js';
 export { HostProcess } from './host-process.js';
 export type { HostExit, HostProcessOptions } from './host-process.js';
