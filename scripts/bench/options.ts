@@ -105,7 +105,7 @@ export const DEFAULTS: BenchOptions = {
   serverArgs: [],
   out: undefined,
   modelPreset: 'bench',
-  isolationRequests: 10,
+  isolationRequests: 30,
   isolationMaxTokens: 16,
   bareRow: true,
   costOnly: false,
