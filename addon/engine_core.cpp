@@ -1072,6 +1072,15 @@ void EngineCore::ReleaseDueHeld() {
     Request& request = *slot.request;
     if (Ms(request.lastEvent, now) >= request.eventIntervalMs) ReleaseHeld(request);
   }
+  // The step's events wake the JS thread anyway: tokens held for at least half their interval go
+  // with them. Streams that start at different times thus fall into one rhythm (they are released
+  // together from then on), so N held streams cost one wake-up per interval rather than up to N.
+  if (events_.empty()) return;
+  for (auto& slot : slots_) {
+    if (slot.state == SlotState::Idle || !slot.request || !slot.request->held) continue;
+    Request& request = *slot.request;
+    if (2 * Ms(request.lastEvent, now) >= request.eventIntervalMs) ReleaseHeld(request);
+  }
 }
 
 void EngineCore::DrainOnStop() {

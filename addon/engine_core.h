@@ -244,7 +244,8 @@ class EngineCore {
   void FlushDirect(bool force);
   void FlushDirect(Request& request, bool force);
   // Moves a request's held tokens event to the step's events; ReleaseDueHeld: of every request
-  // whose eventIntervalMs has passed since its last event.
+  // whose eventIntervalMs has passed since its last event, and when the step has events at all,
+  // of every request that has held its tokens for half its interval (they go along).
   void ReleaseHeld(Request& request);
   void ReleaseDueHeld();
   void UpdateStats(int32_t generatedThisStep);

@@ -261,6 +261,25 @@ describe('output delivery', () => {
     );
   });
 
+  test('eventIntervalMs: held streams started apart fall into one rhythm (their events leave in the same steps)', async () => {
+    const params: GenerationParams = { maxTokens: 400, temperature: 0.7, seed: 8, ignoreEos: true };
+    const first = run(engine, 'Rhythm one', params, 'events', undefined, { eventIntervalMs: 20 });
+    // The second starts about half an interval later: out of phase, were each held on its own clock.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const second = await run(engine, 'Rhythm two', params, 'events', undefined, { eventIntervalMs: 20 });
+    const one = await first;
+    assert.equal(one.end.type, 'done');
+    assert.equal(second.end.type, 'done');
+    assert.equal(second.tokens.reduce((n, t) => n + t.tokens.length, 0), 400);
+    // The second's events after its first and before the end of either: each within a millisecond
+    // of one of the first's (the same step's callback), bar the step where they fell in line.
+    const until = Math.min(one.times.at(-1)!, second.times.at(-1)!);
+    const middle = second.times.slice(1).filter((t) => t < until);
+    assert.ok(middle.length >= 4, `${middle.length} events to compare (${one.times.length} and ${second.times.length} events over ${(until - one.times[0]!).toFixed(0)} ms)`);
+    const together = middle.filter((t) => one.times.some((u) => Math.abs(u - t) < 1)).length;
+    assert.ok(together >= middle.length - 2, `${together} of ${middle.length} of the second's events left with the first's`);
+  });
+
   test('a bad delivery option is refused with the field named', () => {
     assert.throws(
       () => engine.submitTo({ handle: () => undefined, fail: () => undefined }, { prompt: 'x', delivery: 'direct' }),
