@@ -30,7 +30,7 @@ import {
 import { buildPrompt } from './prompt.js';
 import { RelayWriter } from './relay-writer.js';
 import { eventInterval, relayIntervalMs } from './relay-interval.js';
-import { StreamPublisher, type PublishedStream } from './stream-publisher.js';
+import { StreamPublisher } from './stream-publisher.js';
 
 export interface ReplicaTask {
   spec: HostSpec;
