@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { NatsConnection } from '@nats-io/transport-node';
-import { ServiceFixture, tinyModel } from '../service/service-fixture.js';
+import { ServiceFixture, tinyModel, waitFor } from '../service/service-fixture.js';
 import { natsConnect, natsRequest, natsStream } from './nats-client.js';
 import { NatsServer, natsServerAvailable } from './nats-server.js';
 
@@ -34,42 +34,38 @@ async function checkedStream(nc: NatsConnection, body: Record<string, any>): Pro
   return { text, output: done.body.output, tokensOut: done.body.usage.tokens_out };
 }
 
-async function startService(service: ServiceFixture, nats: NatsServer, env: Record<string, string> = {}): Promise<NatsConnection> {
-  await service.configure({ alpha: { model: tinyModel, env: { NATS_URL: nats.url, CTX_SIZE: '4096', WORKER_CONCURRENCY: '4', MAX_QUEUE: '8' } } });
-  await service.start(['--all'], { env });
-  await service.waitReady('alpha');
-  const nc = await natsConnect(nats.url);
-  // Subscribed and the replica connected: a stream published by the host proves both.
-  for (let i = 0; i < 100; i++) {
-    const reply = await natsRequest(nc, SUBJECT, '{', 2000).catch(() => null);
-    if (reply?.body) break;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return nc;
-}
-
-describe('NATS streams published by the model host', () => {
-  let nats: NatsServer;
+/** A nats-server and a supervisor with worker alpha on it (registers the describe's before/after). */
+function natsService(env: Record<string, string> = {}): { service: ServiceFixture; nc: () => NatsConnection } {
   const service = new ServiceFixture();
-  let nc: NatsConnection;
-
+  let nats: NatsServer | undefined;
+  let nc: NatsConnection | undefined;
   before(async () => {
     assert.ok(natsServerAvailable(), 'nats-server is not installed (apt-get install nats-server, or set NATS_SERVER_BIN)');
     nats = await NatsServer.start();
-    nc = await startService(service, nats);
+    await service.configure({ alpha: { model: tinyModel, env: { NATS_URL: nats.url, CTX_SIZE: '4096', WORKER_CONCURRENCY: '4', MAX_QUEUE: '8' } } });
+    await service.start(['--all'], { env });
+    await service.waitReady('alpha');
+    const client = await natsConnect(nats.url);
+    nc = client;
+    // Subscribed once a request is answered.
+    await waitFor('the NATS subscription', async () => ((await natsRequest(client, SUBJECT, '{', 2000)).body ? true : undefined));
   });
-
   after(async () => {
     await nc?.close();
     await service.cleanup();
     await nats?.dispose();
   });
+  return { service, nc: () => nc as NatsConnection };
+}
+
+describe('NATS streams published by the model host', () => {
+  const { service, nc } = natsService();
 
   test('eight concurrent streams: complete, in order before done, the plain answer, counted as direct', async () => {
     // The replica connects to NATS on its own, in the background: wait until a stream is published.
     let before = await directCount(service);
     for (let i = 0; i < 50; i++) {
-      await checkedStream(nc, { input: 'warm', params: { max_tokens: 4, ignore_eos: true } });
+      await checkedStream(nc(), { input: 'warm', params: { max_tokens: 4, ignore_eos: true } });
       const now = await directCount(service);
       if (now > before) break;
       before = now;
@@ -78,21 +74,21 @@ describe('NATS streams published by the model host', () => {
     before = await directCount(service);
     const params = { max_tokens: 300, ignore_eos: true, temperature: 0 };
     const prompts = Array.from({ length: 8 }, (_, i) => `Stream number ${i} says`);
-    const streams = await Promise.all(prompts.map((input) => checkedStream(nc, { input, params })));
+    const streams = await Promise.all(prompts.map((input) => checkedStream(nc(), { input, params })));
     for (const s of streams) assert.equal(s.tokensOut, 300);
     assert.equal(await directCount(service), before + 8, 'every stream was published by the host');
-    const plain = await natsRequest(nc, SUBJECT, { input: prompts[3], params });
+    const plain = await natsRequest(nc(), SUBJECT, { input: prompts[3], params });
     assert.equal(streams[3]!.output, plain.body.output, 'the greedy stream is the plain answer');
   });
 
   test('a cancelled published stream ends with done (finish_reason cancelled) after its tokens', async () => {
     const messages: any[] = [];
     let cancelled = false;
-    const result = await natsStream(nc, SUBJECT, { input: 'cancel me', params: { max_tokens: 3000, ignore_eos: true } }, (m) => {
+    const result = await natsStream(nc(), SUBJECT, { input: 'cancel me', params: { max_tokens: 3000, ignore_eos: true } }, (m) => {
       messages.push(m);
       if (!cancelled && m.event === 'token' && messages.length >= 3) {
         cancelled = true;
-        nc.publish(m.headers['Lm-Cancel'], '');
+        nc().publish(m.headers['Lm-Cancel'], '');
       }
     });
     const done = result.at(-1)!;
@@ -105,25 +101,11 @@ describe('NATS streams published by the model host', () => {
 });
 
 describe('LMSERVE_NATS_DIRECT=off', () => {
-  let nats: NatsServer;
-  const service = new ServiceFixture();
-  let nc: NatsConnection;
-
-  before(async () => {
-    assert.ok(natsServerAvailable(), 'nats-server is not installed (apt-get install nats-server, or set NATS_SERVER_BIN)');
-    nats = await NatsServer.start();
-    nc = await startService(service, nats, { LMSERVE_NATS_DIRECT: 'off' });
-  });
-
-  after(async () => {
-    await nc?.close();
-    await service.cleanup();
-    await nats?.dispose();
-  });
+  const { service, nc } = natsService({ LMSERVE_NATS_DIRECT: 'off' });
 
   test('streams are relayed through the supervisor, with the same messages', async () => {
     const before = await directCount(service);
-    const streams = await Promise.all([0, 1, 2].map((i) => checkedStream(nc, { input: `Relayed ${i}`, params: { max_tokens: 120, ignore_eos: true } })));
+    const streams = await Promise.all([0, 1, 2].map((i) => checkedStream(nc(), { input: `Relayed ${i}`, params: { max_tokens: 120, ignore_eos: true } })));
     for (const s of streams) assert.equal(s.tokensOut, 120);
     assert.equal(await directCount(service), before, 'no stream was published by the host');
   });

@@ -6,13 +6,12 @@
  * on a machine whose cores the decode threads fill, per-step events cost the decode speed; at
  * 20 ms a CPU-speed stream sends two or three tokens an event, a fast GPU stream several.
  */
+import { envInteger } from '@lmserve/protocol';
+
 export const DEFAULT_RELAY_INTERVAL_MS = 20;
 
 export function relayIntervalMs(env: NodeJS.ProcessEnv = process.env): number {
-  const raw = env.LMSERVE_RELAY_INTERVAL_MS;
-  if (raw === undefined || raw.trim() === '') return DEFAULT_RELAY_INTERVAL_MS;
-  const n = Number(raw);
-  return Number.isFinite(n) && n >= 0 && n <= 1000 ? Math.round(n) : DEFAULT_RELAY_INTERVAL_MS;
+  return envInteger(env, 'LMSERVE_RELAY_INTERVAL_MS', { min: 0, max: 1000, fallback: DEFAULT_RELAY_INTERVAL_MS, round: true });
 }
 
 /** A request's own interval (the transport's choice) when it is a whole number of 0 … 1000 ms, else the host's. */

@@ -5,7 +5,7 @@
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { completionBody, parseGenerateBody, type ActiveRequest, type TransportWorker } from '@lmserve/core';
-import { LmError, toLmError, type Logger } from '@lmserve/protocol';
+import { LmError, envInteger, toLmError, type Logger } from '@lmserve/protocol';
 import { errors, type Msg, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import { LM_CANCEL, LM_EVENT, LM_REQUEST_ID, errorHeaders, replyHeaders, type TokenMessage } from './wire.js';
 
@@ -17,8 +17,7 @@ export const PROBE_INTERVAL_MS = 2000;
 
 /** LMSERVE_NATS_PROBE_MS (50 … 60000), else PROBE_INTERVAL_MS: how often a requester is probed. */
 export function probeIntervalMs(env: NodeJS.ProcessEnv = process.env): number {
-  const value = Number(env.LMSERVE_NATS_PROBE_MS);
-  return Number.isInteger(value) && value >= 50 && value <= 60_000 ? value : PROBE_INTERVAL_MS;
+  return envInteger(env, 'LMSERVE_NATS_PROBE_MS', { min: 50, max: 60_000, fallback: PROBE_INTERVAL_MS });
 }
 
 /**
@@ -33,10 +32,7 @@ export const NATS_STREAM_INTERVAL_MS = 50;
 
 /** LMSERVE_NATS_STREAM_INTERVAL_MS (a whole number, 0 … 1000; 0 sends every decode step), else NATS_STREAM_INTERVAL_MS. */
 export function natsStreamIntervalMs(env: NodeJS.ProcessEnv = process.env): number {
-  const raw = env.LMSERVE_NATS_STREAM_INTERVAL_MS;
-  if (raw === undefined || raw.trim() === '') return NATS_STREAM_INTERVAL_MS;
-  const value = Number(raw);
-  return Number.isInteger(value) && value >= 0 && value <= 1000 ? value : NATS_STREAM_INTERVAL_MS;
+  return envInteger(env, 'LMSERVE_NATS_STREAM_INTERVAL_MS', { min: 0, max: 1000, fallback: NATS_STREAM_INTERVAL_MS });
 }
 
 /** Where a running request can be cancelled: the subject clients publish to, by request id. */

@@ -36,6 +36,7 @@ export type {
 } from './messages.js';
 export { LOOP_LAG_SAMPLE_MS } from './messages.js';
 export { createLogger, isLogLevel } from './log.js';
+export { envInteger } from './env-integer.js';
 export { FrameDecoder, MAX_FRAME_BYTES, decodeFrame, encodeFrame } from './relay-frame.js';
 export type { LogLevel, Logger } from './log.js';
 export type { DownloadInfo, MemoryFitInfo, SupervisorStatus, WorkerInfo } from './admin.js';

@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import type { DirectStream, ModelBackend, Readiness, ServiceObserver, TokenSink, TransportEndpoint, TransportStatus } from '@lmserve/core';
 import {
   LmError,
+  envInteger,
   toLmError,
   type GenerateRequest,
   type GenerationEvent,
@@ -85,10 +86,7 @@ export const DIRECT_QUEUE_LIMIT = 8;
  * CPU per request against 3.4 ms with 8, where all were direct, at the same TTFT.
  */
 export function directQueueLimit(env: NodeJS.ProcessEnv = process.env): number {
-  const raw = env.LMSERVE_DIRECT_QUEUE;
-  if (raw === undefined || raw.trim() === '') return DIRECT_QUEUE_LIMIT;
-  const value = Number(raw);
-  return Number.isInteger(value) && value >= 0 && value <= 64 ? value : DIRECT_QUEUE_LIMIT;
+  return envInteger(env, 'LMSERVE_DIRECT_QUEUE', { min: 0, max: 64, fallback: DIRECT_QUEUE_LIMIT });
 }
 
 export class ModelWorker implements ModelBackend {
