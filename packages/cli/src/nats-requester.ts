@@ -77,6 +77,7 @@ export async function requestStream(
     sub.unsubscribe();
   }, timeoutMs);
   let cancelSubject: string | null = null;
+  let streamed = '';
   try {
     const h = requestHeaders(apiKey);
     nc.publish(subject, JSON.stringify({ ...body, params: { ...body.params, stream: true } }), h ? { reply: inbox, headers: h } : { reply: inbox });
@@ -91,11 +92,19 @@ export async function requestStream(
         callbacks.onCancelSubject?.(cancel);
       }
       if (event === 'token') {
-        callbacks.onText?.(msg.json<TokenMessage>().text);
+        const { text } = msg.json<TokenMessage>();
+        streamed += text;
+        callbacks.onText?.(text);
         continue;
       }
       // done, error, or an error reply sent before the stream started (no Lm-Event).
-      return answerOf(msg);
+      const answer = answerOf(msg);
+      // Token messages are at most once (and, in a cluster, may trail `done`): whatever of the
+      // output they did not bring is shown from `done`, which has it whole.
+      if (answer.ok && typeof answer.body.output === 'string' && answer.body.output.length > streamed.length && answer.body.output.startsWith(streamed)) {
+        callbacks.onText?.(answer.body.output.slice(streamed.length));
+      }
+      return answer;
     }
   } finally {
     clearTimeout(timer);
