@@ -98,6 +98,32 @@ describe('NATS streams published by the model host', () => {
     assert.equal(text, done.body.output);
     assert.ok(done.body.usage.tokens_out < 3000);
   });
+
+  test('kill -9 of the model host mid-stream: the tokens it published, then an error message (MODEL_CRASHED), then a new host publishes', async () => {
+    const pid = (await service.worker('alpha')).pid;
+    assert.ok(pid);
+    let killed = false;
+    const messages = await natsStream(nc(), SUBJECT, { input: 'crash me', params: { max_tokens: 3000, ignore_eos: true } }, (m) => {
+      if (!killed && m.event === 'token' && m.body.tokens.length > 0) {
+        killed = true;
+        process.kill(pid, 'SIGKILL');
+      }
+    });
+    const last = messages.at(-1)!;
+    assert.equal(last.event, 'error', JSON.stringify(last.body));
+    assert.equal(last.body.error.code, 'MODEL_CRASHED');
+    assert.equal(last.headers['Lm-Status'], '503');
+    assert.ok(messages.slice(0, -1).every((m) => m.event === 'token'));
+    await waitFor('a new host', async () => {
+      const w = await service.worker('alpha');
+      return w.state === 'ready' && w.pid !== pid ? true : undefined;
+    }, 60_000);
+    const before = await directCount(service);
+    await waitFor('a stream published by the new host', async () => {
+      await checkedStream(nc(), { input: 'after the crash', params: { max_tokens: 8, ignore_eos: true } });
+      return (await directCount(service)) > before ? true : undefined;
+    });
+  });
 });
 
 describe('LMSERVE_NATS_DIRECT=off', () => {
