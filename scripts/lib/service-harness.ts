@@ -142,21 +142,44 @@ export function processCpuSeconds(pid: number): number | null {
  * live as long as it does. Falls back to processCpuSeconds where schedstat is missing.
  */
 export function threadCpuSeconds(pid: number): number | null {
+  const threads = threadSamples(pid);
+  if (threads === null) return processCpuSeconds(pid);
+  let ns = 0;
+  for (const t of threads.values()) ns += t.cpuNs;
+  return Number.isFinite(ns) && ns > 0 ? ns / 1e9 : processCpuSeconds(pid);
+}
+
+/** One thread of a process as the kernel counts it: its name, run time (ns) and voluntary switches (sleeps). */
+export interface ThreadSample {
+  name: string;
+  cpuNs: number;
+  voluntarySwitches: number;
+}
+
+/**
+ * Every thread of `pid` by thread id, from /proc/<pid>/task/<tid>/{comm,schedstat,status}; null
+ * where /proc/<pid>/task cannot be read (no such process, not Linux). A thread that ends while it
+ * is read is left out.
+ */
+export function threadSamples(pid: number): Map<string, ThreadSample> | null {
   let tasks: string[];
   try {
     tasks = readdirSync(`/proc/${pid}/task`);
   } catch {
-    return processCpuSeconds(pid);
+    return null;
   }
-  let ns = 0;
+  const out = new Map<string, ThreadSample>();
   for (const tid of tasks) {
     try {
-      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      const dir = `/proc/${pid}/task/${tid}`;
+      const cpuNs = Number(readFileSync(`${dir}/schedstat`, 'utf8').split(' ')[0]);
+      const switches = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`${dir}/status`, 'utf8'));
+      out.set(tid, { name: readFileSync(`${dir}/comm`, 'utf8').trim(), cpuNs, voluntarySwitches: Number(switches?.[1] ?? 0) });
     } catch {
       // The thread ended while we read.
     }
   }
-  return Number.isFinite(ns) && ns > 0 ? ns / 1e9 : processCpuSeconds(pid);
+  return out;
 }
 
 /** Waits until none of `pids` is alive; returns those that still are after `timeoutMs`. */
