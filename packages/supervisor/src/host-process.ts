@@ -161,15 +161,12 @@ export class HostProcess {
   }
 
   /**
-   * Whether a message with a socket would leave now. Node sends one handle at a time and holds
-   * every later message until the host acknowledged it, so a burst of handed-over requests would
-   * queue behind each other's round trips (measured at 16 concurrent streams: 40-80 ms of TTFT).
+   * How deep the channel is for a message with a socket: 0 when it would leave now, else 1 (a
+   * handle awaits the host's acknowledgement) plus the messages waiting behind it. Node sends one
+   * handle at a time and holds every later message until the host acknowledged it, so the n-th
+   * handed-over request of a burst waits n round trips (ModelWorker bounds it: LMSERVE_DIRECT_QUEUE).
+   * Node's private `_handleQueue`; were it renamed, this reads 0 and every stream is handed over.
    */
-  get handleChannelFree(): boolean {
-    return (this.#child as unknown as { _handleQueue?: unknown[] | null })._handleQueue == null;
-  }
-
-  /** 0 when the channel is free, else 1 (a handle awaits its acknowledgement) plus the messages waiting behind it. */
   get handleQueueDepth(): number {
     const queue = (this.#child as unknown as { _handleQueue?: unknown[] | null })._handleQueue;
     return queue == null ? 0 : 1 + queue.length;
