@@ -15,8 +15,9 @@
  * before; a publish that throws hands the rest of its stream to the relay.
  */
 import { SharedConnection } from '@lmserve/nats/connection';
+import { replyHeaders, type TokenMessage } from '@lmserve/nats/wire';
 import type { Logger, NatsConnectionSettings, PublishTarget } from '@lmserve/protocol';
-import { headers as natsHeaders, type MsgHdrs } from '@nats-io/transport-node';
+import type { MsgHdrs } from '@nats-io/transport-node';
 
 /** How long a stream's end waits for the server to confirm its token messages. */
 const SETTLE_LIMIT_MS = 2000;
@@ -36,9 +37,7 @@ export class StreamPublisher {
   open(target: PublishTarget, id: string): PublishedStream | null {
     const nc = this.#connection.nc;
     if (!this.#connection.connected || !nc || nc.isClosed()) return null;
-    const h = natsHeaders();
-    for (const [key, value] of Object.entries(target.headers)) h.set(key, value);
-    return new PublishedStream(nc, target.subject, h, id);
+    return new PublishedStream(nc, target.subject, replyHeaders(target.headers), id);
   }
 
   close(): Promise<void> {
@@ -69,10 +68,11 @@ export class PublishedStream {
   }
 
   /** Publishes one token message (`{"id","text","tokens"}`); false when it could not. */
-  tokens(text: string, ids: readonly number[]): boolean {
+  tokens(text: string, ids: number[]): boolean {
     if (this.#broken) return false;
     try {
-      this.#nc.publish(this.#subject, encoder.encode(JSON.stringify({ id: this.#id, text, tokens: ids })), { headers: this.#headers });
+      const message: TokenMessage = { id: this.#id, text, tokens: ids };
+      this.#nc.publish(this.#subject, encoder.encode(JSON.stringify(message)), { headers: this.#headers });
       return true;
     } catch {
       this.#broken = true;
