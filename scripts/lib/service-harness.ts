@@ -142,11 +142,28 @@ export function processCpuSeconds(pid: number): number | null {
  * live as long as it does. Falls back to processCpuSeconds where schedstat is missing.
  */
 export function threadCpuSeconds(pid: number): number | null {
-  const threads = threadSamples(pid);
-  if (threads === null) return processCpuSeconds(pid);
+  const tids = threadIds(pid);
+  if (tids === null) return processCpuSeconds(pid);
   let ns = 0;
-  for (const t of threads.values()) ns += t.cpuNs;
+  for (const tid of tids) ns += threadRunNs(pid, tid) ?? 0;
   return Number.isFinite(ns) && ns > 0 ? ns / 1e9 : processCpuSeconds(pid);
+}
+
+function threadIds(pid: number): string[] | null {
+  try {
+    return readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return null;
+  }
+}
+
+/** A thread's run time in ns (schedstat), or null when it ended while read. */
+function threadRunNs(pid: number, tid: string): number | null {
+  try {
+    return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+  } catch {
+    return null;
+  }
 }
 
 /** One thread of a process as the kernel counts it: its name, run time (ns) and voluntary switches (sleeps). */
@@ -157,22 +174,19 @@ export interface ThreadSample {
 }
 
 /**
- * Every thread of `pid` by thread id, from /proc/<pid>/task/<tid>/{comm,schedstat,status}; null
+ * Every thread of `pid` by thread id, from /proc/<pid>/task/<tid>/{schedstat,comm,status}; null
  * where /proc/<pid>/task cannot be read (no such process, not Linux). A thread that ends while it
  * is read is left out.
  */
 export function threadSamples(pid: number): Map<string, ThreadSample> | null {
-  let tasks: string[];
-  try {
-    tasks = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return null;
-  }
+  const tids = threadIds(pid);
+  if (tids === null) return null;
   const out = new Map<string, ThreadSample>();
-  for (const tid of tasks) {
+  for (const tid of tids) {
+    const cpuNs = threadRunNs(pid, tid);
+    if (cpuNs === null) continue;
     try {
       const dir = `/proc/${pid}/task/${tid}`;
-      const cpuNs = Number(readFileSync(`${dir}/schedstat`, 'utf8').split(' ')[0]);
       const switches = /^voluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`${dir}/status`, 'utf8'));
       out.set(tid, { name: readFileSync(`${dir}/comm`, 'utf8').trim(), cpuNs, voluntarySwitches: Number(switches?.[1] ?? 0) });
     } catch {
