@@ -58,6 +58,14 @@ int32_t IntOption(Napi::Env env, Napi::Object o, const char* name, int32_t fallb
   return static_cast<int32_t>(d);
 }
 
+bool BoolOption(Napi::Env env, Napi::Object o, const char* name, bool fallback) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  const std::string field = std::string("options.") + name;
+  if (!v.IsBoolean()) ThrowCoded(env, codes::kInvalidRequest, field + " must be a boolean", field);
+  return v.As<Napi::Boolean>().Value();
+}
+
 }  // namespace
 
 EngineOptions ParseEngineOptions(Napi::Env env, Napi::Value value) {
@@ -75,12 +83,8 @@ EngineOptions ParseEngineOptions(Napi::Env env, Napi::Value value) {
   o.maxQueue = IntOption(env, obj, "maxQueue", o.maxQueue, 0, 1 << 20);
   o.flashAttention = IntOption(env, obj, "flashAttention", o.flashAttention, -1, 1);
   if (obj.Get("kvUnified").IsBoolean()) o.kvUnified = obj.Get("kvUnified").As<Napi::Boolean>().Value();
-  Napi::Value sharing = obj.Get("prefixSharing");
-  if (sharing.IsBoolean()) {
-    o.prefixSharing = sharing.As<Napi::Boolean>().Value();
-  } else if (!sharing.IsUndefined() && !sharing.IsNull()) {
-    ThrowCoded(env, codes::kInvalidRequest, "options.prefixSharing must be a boolean", "options.prefixSharing");
-  }
+  o.prefixSharing = BoolOption(env, obj, "prefixSharing", o.prefixSharing);
+  o.swaFull = BoolOption(env, obj, "swaFull", o.swaFull);
   o.kvSize = IntOption(env, obj, "kvSize", 0, 0, 1 << 24);
   if (o.kvSize > 0 && !o.kvUnified) {
     ThrowCoded(env, codes::kInvalidRequest, "options.kvSize needs options.kvUnified", "options.kvSize");
@@ -465,6 +469,7 @@ Napi::Value AddonEngine::Options(const Napi::CallbackInfo& info) {
   o.Set("kvSize", opt.kvSize);
   o.Set("flashAttention", opt.flashAttention);
   o.Set("prefixSharing", opt.prefixSharing);
+  o.Set("swaFull", opt.swaFull);
   o.Set("memoryBytes", Napi::Number::New(env, static_cast<double>(Core(env).memoryBytes())));
   return o;
 }

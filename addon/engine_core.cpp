@@ -218,6 +218,7 @@ llama_context_params ContextParams(const EngineOptions& options) {
     cp.n_threads_batch = options.threads;
   }
   cp.kv_unified = options.kvUnified;
+  cp.swa_full = options.swaFull;
   cp.flash_attn_type = options.flashAttention < 0    ? LLAMA_FLASH_ATTN_TYPE_AUTO
                        : options.flashAttention == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
                                                      : LLAMA_FLASH_ATTN_TYPE_ENABLED;
@@ -243,6 +244,7 @@ EngineCore::EngineCore(std::shared_ptr<ModelHandle> model, const EngineOptions& 
   // history. Those models reuse only their own slot's cache.
   sharePrefixes_ = options_.prefixSharing && !llama_model_is_recurrent(model_->model()) &&
                    !llama_model_is_hybrid(model_->model());
+  swaWindow_ = options_.swaFull ? 0 : std::max(0, llama_model_n_swa(model_->model()));
   slots_.resize(static_cast<size_t>(options_.slots));
   for (size_t i = 0; i < slots_.size(); ++i) slots_[i].seqId = static_cast<int32_t>(i);
   stats_.slots = options_.slots;
@@ -509,7 +511,11 @@ void EngineCore::StartPrefill(Slot& slot) {
   Slot* donor = sharePrefixes_ ? FindDonor(slot, prompt, &copyLength) : nullptr;
   if (donor != nullptr && copyLength >= reuse + kMinSharedPrefix) {
     reuse = CopyPrefix(*donor, slot, copyLength) ? copyLength : 0;
-  } else if (!llama_memory_seq_rm(mem, slot.seqId, static_cast<llama_pos>(reuse), -1)) {
+  } else if (!llama_memory_seq_rm(mem, slot.seqId, static_cast<llama_pos>(reuse), -1) ||
+             (reuse > 0 && !WindowHolds(slot.seqId, reuse))) {
+    // A memory that cannot cut there (recurrent state), or a sliding window whose cells before
+    // `reuse` were overwritten by later positions (its layers would attend to less than the
+    // window): prefill from the start, as llama-server does.
     llama_memory_seq_rm(mem, slot.seqId, -1, -1);
     reuse = 0;
   }
@@ -518,6 +524,13 @@ void EngineCore::StartPrefill(Slot& slot) {
   slot.cachedTokens = static_cast<int32_t>(reuse);
   slot.waitSlot = -1;
   slot.state = SlotState::Prefill;
+}
+
+bool EngineCore::WindowHolds(int32_t seqId, size_t end) const {
+  // An iswa memory reports its window layers' lowest position (the full layers hold all).
+  const llama_pos lowest = llama_memory_seq_pos_min(llama_get_memory(ctx_), seqId);
+  const auto needed = static_cast<llama_pos>(end > static_cast<size_t>(swaWindow_) ? end - static_cast<size_t>(swaWindow_) : 0);
+  return lowest >= 0 && lowest <= needed;
 }
 
 EngineCore::Slot* EngineCore::FindDonor(const Slot& target, const std::vector<llama_token>& prompt, size_t* length) {
@@ -557,9 +570,9 @@ bool EngineCore::CopyPrefix(Slot& donor, Slot& target, size_t n) {
     llama_memory_seq_rm(mem, target.seqId, end, -1);
   }
   // The cells keep the donor's positions 0..n-1, which are this prompt's positions too. A
-  // memory that dropped early positions (a sliding window) does not hold the whole prefix:
-  // then the request prefills from scratch.
-  if (llama_memory_seq_pos_min(mem, target.seqId) != 0 || llama_memory_seq_pos_max(mem, target.seqId) != end - 1) {
+  // sliding window whose early cells the donor has already overwritten does not hold what the
+  // prefix's continuation attends to: then the request prefills from scratch.
+  if (!WindowHolds(target.seqId, n) || llama_memory_seq_pos_max(mem, target.seqId) != end - 1) {
     ClearCache(target);
     return false;
   }

@@ -36,6 +36,12 @@ struct EngineOptions {
   // sequence), and waits for a prefix another slot is still prefilling. false: only the
   // chosen slot's own cache is reused.
   bool prefixSharing = true;
+  // Models with sliding-window attention (gemma 2/3, gpt-oss, cohere2, ...): false (as
+  // llama-server) keeps only the window plus a batch of cells per sequence for those layers, so
+  // their KV is a fraction and their attention spans the window, not the whole context; a
+  // cached prefix is then reused only while the cells its window needs are still there. true:
+  // every position is kept for every layer.
+  bool swaFull = false;
 };
 
 // The llama_context_params an engine with `options` creates its context with.
@@ -234,6 +240,9 @@ class EngineCore {
   // keeps or clears its KV cells. Returns the request (to re-queue it, or to drop it).
   std::unique_ptr<Request> ReleaseSlot(Slot& slot, SlotCache cache);
   void ClearCache(Slot& slot);
+  // Whether the sequence's cells (after a cut at `end`) still hold what decoding from `end`
+  // attends to: all of 0..end-1, or on a sliding-window model the window before `end`.
+  bool WindowHolds(int32_t seqId, size_t end) const;
   void DrainOnStop();
   void FlushEvents();
   // Final and Direct requests: keeps a step's text (and its token, unless -1) in the request.
@@ -257,6 +266,9 @@ class EngineCore {
   llama_batch batch_{};
   int64_t memoryBytes_ = 0;
   std::vector<Slot> slots_;
+  // Positions a sliding-window layer attends back (0: none, or options_.swaFull): a sequence
+  // continued at position p needs its cells from p - swaWindow_ on (WindowHolds).
+  int32_t swaWindow_ = 0;
   bool sharePrefixes_ = false;  // options_.prefixSharing, on a memory that can copy a prefix
   uint64_t admitCounter_ = 0;
   std::vector<EngineEvent> events_;

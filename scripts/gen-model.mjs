@@ -41,9 +41,10 @@ const CHATML_TEMPLATE =
 const small = { n_embd: 64, n_layer: 2, n_head: 4, n_head_kv: 2, n_ff: 128, n_ctx: 2048 };
 
 /**
- * @typedef {{arch: 'llama'|'qwen2', vocab: string, n_embd: number, n_layer: number, n_head: number,
+ * @typedef {{arch: 'llama'|'qwen2'|'gemma3', vocab: string, n_embd: number, n_layer: number, n_head: number,
  *   n_head_kv: number, n_ff: number, n_ctx: number, rope_base: number, rms_eps: number,
- *   matType: number, fileType: number, template: string}} Preset
+ *   matType: number, fileType: number, template: string, slidingWindow?: number,
+ *   slidingWindowPattern?: number}} Preset
  * @type {Record<string, Preset>}
  */
 export const PRESETS = {
@@ -54,6 +55,14 @@ export const PRESETS = {
   'tiny-bpe': {
     arch: 'qwen2', vocab: 'ggml-vocab-qwen2.gguf', ...small, rope_base: 1000000, rms_eps: 1e-6,
     matType: GGML.F16, fileType: 1 /* MOSTLY_F16 */, template: CHATML_TEMPLATE,
+  },
+  // Gemma 3's architecture with a sliding window: layer 0 attends to the last 32 positions only
+  // (llama.cpp's iswa cache, which overwrites older cells), layer 1 to everything. For the
+  // engine's tests of prompt reuse on models whose cache forgets (gemma3, gpt-oss, ...).
+  'tiny-swa': {
+    arch: 'gemma3', vocab: 'ggml-vocab-llama-spm.gguf', ...small, rope_base: 10000, rms_eps: 1e-6,
+    matType: GGML.F32, fileType: 0 /* ALL_F32 */, template: LLAMA2_TEMPLATE,
+    slidingWindow: 32, slidingWindowPattern: 2,
   },
   bench: {
     arch: 'llama', vocab: 'ggml-vocab-llama-spm.gguf', n_embd: 768, n_layer: 12, n_head: 12,
@@ -157,6 +166,11 @@ export function modelPlan(presetName, seed = DEFAULT_SEED, llamaCppDir) {
     [`${arch}.rope.freq_base`, kv.f32(p.rope_base)],
     [`${arch}.rope.dimension_count`, kv.u32(head_dim)],
   ];
+  if (p.slidingWindow) {
+    // Every slidingWindowPattern-th layer attends to everything, the others to the window.
+    kvs.push([`${arch}.attention.sliding_window`, kv.u32(p.slidingWindow)]);
+    kvs.push([`${arch}.attention.sliding_window_pattern`, kv.u32(p.slidingWindowPattern ?? 2)]);
+  }
   for (const [k, v] of vocab.kv) if (k.startsWith('tokenizer.') && k !== 'tokenizer.chat_template') kvs.push([k, v]);
   kvs.push(['tokenizer.chat_template', kv.str(p.template)]);
 
@@ -179,6 +193,15 @@ export function modelPlan(presetName, seed = DEFAULT_SEED, llamaCppDir) {
         { name: `${b}attn_v.bias`, dims: [n_embd_kv], type: F32, init: 'b' },
       );
     }
+    if (arch === 'gemma3') {
+      // Gemma's norms of q and k per head, and norms after attention and after the FFN.
+      tensors.push(
+        { name: `${b}attn_q_norm.weight`, dims: [head_dim], type: F32, init: 'one' },
+        { name: `${b}attn_k_norm.weight`, dims: [head_dim], type: F32, init: 'one' },
+        { name: `${b}post_attention_norm.weight`, dims: [n_embd], type: F32, init: 'one' },
+        { name: `${b}post_ffw_norm.weight`, dims: [n_embd], type: F32, init: 'one' },
+      );
+    }
     tensors.push(
       { name: `${b}attn_output.weight`, dims: [n_embd, n_embd], type: M, init: 'w' },
       { name: `${b}ffn_norm.weight`, dims: [n_embd], type: F32, init: 'one' },
@@ -187,10 +210,9 @@ export function modelPlan(presetName, seed = DEFAULT_SEED, llamaCppDir) {
       { name: `${b}ffn_down.weight`, dims: [n_ff, n_embd], type: M, init: 'w' },
     );
   }
-  tensors.push(
-    { name: 'output_norm.weight', dims: [n_embd], type: F32, init: 'one' },
-    { name: 'output.weight', dims: [n_embd, n_vocab], type: M, init: 'w' },
-  );
+  tensors.push({ name: 'output_norm.weight', dims: [n_embd], type: F32, init: 'one' });
+  // Gemma ties the output projection to the token embeddings.
+  if (arch !== 'gemma3') tensors.push({ name: 'output.weight', dims: [n_embd, n_vocab], type: M, init: 'w' });
   const params = tensors.reduce((s, t) => s + t.dims.reduce((a, d) => a * d, 1), 0);
   return { preset: p, kvs, tensors, params, n_vocab, vocabPath };
 }

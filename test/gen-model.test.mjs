@@ -106,3 +106,15 @@ test('the gpu-1b preset plans a ~1.1B-parameter f16 llama with grouped-query att
   const bytes = plan.tensors.reduce((s, t) => s + tensorBytes(t.type, t.dims), 0);
   assert.ok(bytes > 2.1e9 && bytes < 2.3e9, `${bytes} bytes`);
 });
+
+test('the tiny-swa preset plans gemma3 with a 32-position window on every other layer and tied output', () => {
+  const plan = modelPlan('tiny-swa');
+  const kvs = new Map(plan.kvs);
+  assert.equal(kvs.get('general.architecture').value, 'gemma3');
+  assert.equal(kvs.get('gemma3.attention.sliding_window').value, 32);
+  assert.equal(kvs.get('gemma3.attention.sliding_window_pattern').value, 2);
+  const names = new Set(plan.tensors.map((t) => t.name));
+  for (const n of ['attn_q_norm', 'attn_k_norm', 'post_attention_norm', 'post_ffw_norm']) assert.ok(names.has(`blk.1.${n}.weight`), n);
+  assert.ok(!names.has('output.weight'), 'gemma ties the output to the token embeddings');
+  assert.ok(!modelPlan('tiny').kvs.some(([k]) => k.includes('sliding_window')));
+});

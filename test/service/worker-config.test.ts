@@ -30,6 +30,8 @@ describe('worker configuration', () => {
     assert.equal(config.threads, 0);
     assert.equal(config.contextSize, 4096);
     assert.equal(config.batchSize, 0);
+    assert.equal(config.prefixSharing, true);
+    assert.equal(config.swaFull, false);
     assert.equal(config.gpuLayers, 'auto');
     assert.equal(config.jetstream, false);
     assert.equal(config.maxQueue, 64);
@@ -48,6 +50,7 @@ describe('worker configuration', () => {
       'HTTP_ADDR=0.0.0.0:5773',
       'WORKER_CONCURRENCY=8',
       'BATCH_SIZE=256',
+      'SWA_FULL=on',
       'GPU_LAYERS=12',
       'JETSTREAM=on',
       'API_KEY="s3cret # not a comment"',
@@ -60,6 +63,7 @@ describe('worker configuration', () => {
     assert.deepEqual(config.httpAddr, { host: '0.0.0.0', port: 5773 });
     assert.equal(config.concurrency, 8);
     assert.equal(config.batchSize, 256);
+    assert.equal(config.swaFull, true);
     assert.equal(config.gpuLayers, 12);
     assert.equal(config.jetstream, true);
     assert.equal(config.apiKey, 's3cret # not a comment');
@@ -71,6 +75,7 @@ describe('worker configuration', () => {
       ['WORKER_CONCURRENCY=0', 'WORKER_CONCURRENCY'],
       ['CTX_SIZE=1.5', 'CTX_SIZE'],
       ['BATCH_SIZE=-1', 'BATCH_SIZE'],
+      ['SWA_FULL=yes', 'SWA_FULL'],
       ['MODEL_THREADS=-1', 'MODEL_THREADS'],
       ['MAX_QUEUE=lots', 'MAX_QUEUE'],
       ['GPU_LAYERS=some', 'GPU_LAYERS'],

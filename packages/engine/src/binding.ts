@@ -76,6 +76,8 @@ export interface NativeEngineOptions {
   flashAttention: -1 | 0 | 1;
   /** Whether a new request may start from a prompt prefix another slot holds or is prefilling. */
   prefixSharing: boolean;
+  /** Whether sliding-window layers keep every position (llama.cpp's swa_full). */
+  swaFull: boolean;
   /**
    * Estimated bytes the engine allocated beyond the model (f16 KV cache, logits, batch arrays;
    * not the compute buffers), reported to V8 as external memory while the engine lives.

@@ -50,6 +50,13 @@ export interface EngineOptions {
    * the same system prompt prefill it once. Default true; false reuses only the chosen slot's cache.
    */
   prefixSharing?: boolean;
+  /**
+   * Models with sliding-window attention (gemma 2/3, gpt-oss, ...): keep every position for the
+   * window layers too. Default false, as llama-server: those layers keep the window plus a batch
+   * per sequence (a fraction of the KV memory, attention over the window only), and a cached
+   * prompt is reused only while the cells its window needs are still there.
+   */
+  swaFull?: boolean;
 }
 
 /**
@@ -109,6 +116,12 @@ export function nativeEngineOptions(options: EngineOptions): NativeEngineConfig 
       throw new LmError('INVALID_REQUEST', 'options.prefixSharing must be a boolean', { field: 'options.prefixSharing' });
     }
     out.prefixSharing = options.prefixSharing;
+  }
+  if (options.swaFull !== undefined) {
+    if (typeof options.swaFull !== 'boolean') {
+      throw new LmError('INVALID_REQUEST', 'options.swaFull must be a boolean', { field: 'options.swaFull' });
+    }
+    out.swaFull = options.swaFull;
   }
   const kvSize = positiveInt('kvSize', options.kvSize, 0);
   if (kvSize !== undefined) out.kvSize = kvSize;

@@ -150,6 +150,7 @@ class Replica {
         contextSize: spec.contextSize,
         ...(spec.batchSize > 0 ? { batchSize: spec.batchSize } : {}),
         ...(spec.prefixSharing !== undefined ? { prefixSharing: spec.prefixSharing } : {}),
+        ...(spec.swaFull !== undefined ? { swaFull: spec.swaFull } : {}),
         threads: spec.threads,
         maxQueue: spec.maxQueue,
       });

@@ -56,6 +56,8 @@ export interface HostSpec {
   batchSize: number;
   /** Copy a prompt prefix another slot holds instead of prefilling it again (PREFIX_SHARING). */
   prefixSharing?: boolean;
+  /** Sliding-window layers keep every position (SWA_FULL). */
+  swaFull?: boolean;
   threads: number;
   maxQueue: number;
   promptTemplate: PromptTemplate | null;

@@ -31,6 +31,7 @@ export function buildHostSpec(
     contextSize: config.contextSize,
     batchSize: config.batchSize,
     prefixSharing: config.prefixSharing,
+    swaFull: config.swaFull,
     threads: config.threads,
     maxQueue: config.maxQueue,
     promptTemplate: config.promptTemplate,

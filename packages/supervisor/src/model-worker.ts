@@ -437,6 +437,7 @@ export class ModelWorker implements ModelBackend {
       concurrency: config.concurrency,
       replicas: config.replicas,
       batchSize: config.batchSize,
+      swaFull: config.swaFull,
       gpuLayers: config.gpuLayers,
     };
     const started = performance.now();

@@ -32,6 +32,7 @@ export const WORKER_KEYS = [
   'CTX_SIZE',
   'BATCH_SIZE',
   'PREFIX_SHARING',
+  'SWA_FULL',
   'GPU_LAYERS',
   'DB_PATH',
   'NATS_URL',
@@ -75,6 +76,11 @@ export interface WorkerConfig {
   batchSize: number;
   /** A prompt prefix held by one slot serves a new request in another (PREFIX_SHARING, default on). */
   prefixSharing: boolean;
+  /**
+   * Sliding-window models (gemma 2/3, gpt-oss, ...): their window layers keep every position
+   * (SWA_FULL=on) instead of the window plus a batch per sequence (off, the default, as llama-server).
+   */
+  swaFull: boolean;
   gpuLayers: number | 'auto';
   dbPath: string;
   /** NATS servers, comma-separated (null: no NATS for this worker). */
@@ -235,6 +241,7 @@ export function parseWorkerConfig(
     contextSize: r.int('CTX_SIZE', 4096, 64, 1 << 24),
     batchSize: r.int('BATCH_SIZE', 0, 0, 1 << 20),
     prefixSharing: r.choice('PREFIX_SHARING', 'on', ['on', 'off'] as const) === 'on',
+    swaFull: r.choice('SWA_FULL', 'off', ['on', 'off'] as const) === 'on',
     gpuLayers,
     dbPath: resolve(paths.root, r.string('DB_PATH', join(paths.dataDir, 'logs', `${name}.sqlite`))),
     ...natsSettings(r, subject, paths.root),

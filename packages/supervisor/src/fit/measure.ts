@@ -53,7 +53,12 @@ export async function measureNeed(path: string, settings: MeasureSettings, env: 
     {
       path,
       load: { gpuLayers: settings.gpuLayers === 'auto' ? -1 : settings.gpuLayers },
-      engine: { slots: settings.concurrency, contextSize: settings.contextSize, ...(settings.batchSize > 0 ? { batchSize: settings.batchSize } : {}) },
+      engine: {
+        slots: settings.concurrency,
+        contextSize: settings.contextSize,
+        ...(settings.batchSize > 0 ? { batchSize: settings.batchSize } : {}),
+        ...(settings.swaFull !== undefined ? { swaFull: settings.swaFull } : {}),
+      },
       fit: { replicas: settings.replicas, marginBytes: gpuMarginBytes(env) },
     },
     env,

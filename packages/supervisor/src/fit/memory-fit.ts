@@ -124,6 +124,8 @@ export interface FitSettings {
   concurrency: number;
   replicas: number;
   batchSize: number;
+  /** SWA_FULL (the header estimate counts every layer at the full context either way). */
+  swaFull?: boolean;
 }
 
 function num(value: GgufScalar | undefined): number | null {
