@@ -69,6 +69,14 @@ export const PRESETS = {
     n_head_kv: 12, n_ff: 2048, n_ctx: 4096, rope_base: 10000, rms_eps: 1e-5,
     matType: GGML.Q8_0, fileType: 7 /* MOSTLY_Q8_0 */, template: LLAMA2_TEMPLATE,
   },
+  // The bench model's size in Gemma 3's architecture: 5 layers of 6 attend to the last 512
+  // positions (llama.cpp's iswa cache). For measuring long prompts on sliding-window models.
+  'bench-swa': {
+    arch: 'gemma3', vocab: 'ggml-vocab-llama-spm.gguf', n_embd: 768, n_layer: 12, n_head: 12,
+    n_head_kv: 12, n_ff: 2048, n_ctx: 8192, rope_base: 1000000, rms_eps: 1e-6,
+    matType: GGML.Q8_0, fileType: 7 /* MOSTLY_Q8_0 */, template: LLAMA2_TEMPLATE,
+    slidingWindow: 512, slidingWindowPattern: 6,
+  },
   // About 1.1B parameters in TinyLlama's shape (grouped-query attention, 4 KV heads), f16: the GPU
   // benchmark's model (scripts/gpu-bench.sh). About 2.2 GB, streamed to disk in 1M-element chunks.
   'gpu-1b': {
