@@ -69,6 +69,13 @@ export const PRESETS = {
     n_head_kv: 12, n_ff: 2048, n_ctx: 4096, rope_base: 10000, rms_eps: 1e-5,
     matType: GGML.Q8_0, fileType: 7 /* MOSTLY_Q8_0 */, template: LLAMA2_TEMPLATE,
   },
+  // The bench model's size in Qwen 2's architecture with its 151,646-token BPE vocabulary: the
+  // output projection and sampling over a large vocabulary weigh more per token.
+  'bench-bpe': {
+    arch: 'qwen2', vocab: 'ggml-vocab-qwen2.gguf', n_embd: 768, n_layer: 12, n_head: 12,
+    n_head_kv: 2, n_ff: 2048, n_ctx: 4096, rope_base: 1000000, rms_eps: 1e-6,
+    matType: GGML.Q8_0, fileType: 7 /* MOSTLY_Q8_0 */, template: CHATML_TEMPLATE,
+  },
   // The bench model's size in Gemma 3's architecture: 5 layers of 6 attend to the last 512
   // positions (llama.cpp's iswa cache). For measuring long prompts on sliding-window models.
   'bench-swa': {

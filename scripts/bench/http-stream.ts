@@ -35,6 +35,11 @@ export interface StreamProtocol {
   body(request: BenchRequest): unknown;
   /** Interprets one parsed `data:` JSON payload. */
   parseEvent(data: unknown): StreamEventInfo;
+  /**
+   * The same request without streaming (`--stream off`): its body, and how to read the one JSON
+   * answer (default: parseEvent, whose `final` must then be set).
+   */
+  readonly plain?: { body(request: BenchRequest): unknown; parse?(data: unknown): StreamEventInfo };
 }
 
 export interface HttpStreamClientOptions {
@@ -43,6 +48,11 @@ export interface HttpStreamClientOptions {
   protocol: StreamProtocol;
   /** A request that takes longer fails (the benchmark must never hang). */
   timeoutMs?: number;
+  /**
+   * false: one JSON answer per request (the protocol's `plain` form), as most load tools send;
+   * the outcome then has no TTFT and no streamed events. Default true.
+   */
+  stream?: boolean;
 }
 
 /**
@@ -64,8 +74,9 @@ export class HttpStreamClient {
    * the tokens streamed within a time window, which the final usage numbers cannot tell.
    */
   run(request: BenchRequest, signal?: AbortSignal, onTokens?: (count: number) => void): Promise<RequestOutcome> {
-    const { host, port, protocol, timeoutMs = 300_000 } = this.#options;
-    const payload = Buffer.from(JSON.stringify(protocol.body(request)));
+    const { host, port, protocol, timeoutMs = 300_000, stream = true } = this.#options;
+    if (!stream && !protocol.plain) throw new Error(`${protocol.path}: this protocol has no non-streaming form`);
+    const payload = Buffer.from(JSON.stringify(stream ? protocol.body(request) : protocol.plain!.body(request)));
     const started = performance.now();
     const outcome: RequestOutcome = {
       ok: false,
@@ -95,7 +106,7 @@ export class HttpStreamClient {
           path: protocol.path,
           method: 'POST',
           agent: this.#agent,
-          headers: { 'content-type': 'application/json', 'content-length': payload.length, accept: 'text/event-stream' },
+          headers: { 'content-type': 'application/json', 'content-length': payload.length, accept: stream ? 'text/event-stream' : 'application/json' },
         },
         (res) => {
           res.setEncoding('utf8');
@@ -103,6 +114,27 @@ export class HttpStreamClient {
             let body = '';
             res.on('data', (d: string) => (body += d));
             res.on('end', () => finish(`HTTP ${res.statusCode}: ${body.slice(0, 300)}`));
+            return;
+          }
+          if (!stream) {
+            let body = '';
+            res.on('data', (d: string) => (body += d));
+            res.on('end', () => {
+              let info: StreamEventInfo;
+              try {
+                const data: unknown = JSON.parse(body);
+                info = (protocol.plain!.parse ?? protocol.parseEvent)(data);
+              } catch (err) {
+                finish(`unparsable answer: ${body.slice(0, 200)} (${(err as Error).message})`);
+                return;
+              }
+              if (info.error) return finish(info.error);
+              if (info.text) outcome.output = info.text;
+              if (info.final) Object.assign(outcome, info.final);
+              if (outcome.tokensOut !== null) onTokens?.(outcome.tokensOut);
+              finish(outcome.tokensOut === null ? 'the answer has no usage' : undefined);
+            });
+            res.on('error', (err) => finish(`response error: ${err.message}`));
             return;
           }
           let buffer = '';

@@ -18,6 +18,8 @@ export interface LlamaServerConfig {
   threads: number;
   kvUnified: boolean;
   extraArgs: readonly string[];
+  /** false: one JSON answer per request ("stream": false), as load tools send (`--stream off`). */
+  stream?: boolean;
   /**
    * Keep llama-server's host-memory prompt cache at its default (--cache-ram 8192 MiB, idle slots
    * saved on a new task) instead of --cache-ram 0: the shared-prefix scenario, whose prompts do
@@ -81,6 +83,9 @@ export const llamaCompletionProtocol: StreamProtocol = {
     }
     return info;
   },
+  plain: {
+    body: (request: BenchRequest) => ({ ...(llamaCompletionProtocol.body(request) as object), stream: false }),
+  },
 };
 
 export function llamaServerVersion(binary: string): string {
@@ -90,7 +95,7 @@ export function llamaServerVersion(binary: string): string {
 
 export class LlamaServerTarget implements BenchTarget {
   readonly label = 'llama-server';
-  readonly transport = 'HTTP POST /completion, "stream": true (SSE), a new loopback connection per request';
+  readonly transport: string;
   readonly #config: LlamaServerConfig;
   readonly #tail = new OutputTail();
   #child: ChildProcess | undefined;
@@ -101,6 +106,9 @@ export class LlamaServerTarget implements BenchTarget {
   #killOnExit = () => this.#child?.kill('SIGKILL');
 
   constructor(config: LlamaServerConfig) {
+    this.transport = config.stream === false
+      ? 'HTTP POST /completion, "stream": false (one JSON answer), a new loopback connection per request'
+      : 'HTTP POST /completion, "stream": true (SSE), a new loopback connection per request';
     this.#config = config;
   }
 
@@ -147,7 +155,7 @@ export class LlamaServerTarget implements BenchTarget {
       if (status === 200) break;
       await sleep(200);
     }
-    this.#client = new HttpStreamClient({ host: '127.0.0.1', port, protocol: llamaCompletionProtocol });
+    this.#client = new HttpStreamClient({ host: '127.0.0.1', port, protocol: llamaCompletionProtocol, stream: c.stream !== false });
   }
 
   async run(request: BenchRequest): Promise<RequestOutcome> {

@@ -8,6 +8,11 @@ export interface BenchOptions {
    * OpenAI's (POST /v1/completions with `prompt`, SSE chunks, usage from stream_options).
    */
   route: 'original' | 'openai';
+  /**
+   * The main table's requests (ours, llama-server, ours-bare; the grammar row's too): streamed
+   * (default) or one JSON answer each (`--stream off`, as most load tools send: no TTFT then).
+   */
+  stream: boolean;
   concurrency: number[];
   rounds: number;
   maxTokens: number;
@@ -89,6 +94,7 @@ export interface BenchOptions {
 export const DEFAULTS: BenchOptions = {
   ours: 'http',
   route: 'original',
+  stream: true,
   concurrency: [1, 4, 8, 16],
   rounds: 2,
   maxTokens: 128,
@@ -142,6 +148,9 @@ saturated, both served by one supervisor.
   --route original|openai  the service's API for ours, ours-bare and the grammar row: the original
                            {input, params} body (default) or OpenAI's /v1/completions with prompt
                            (same port, same raw prompt; the two-model row keeps the original)
+  --stream on|off          the main table's requests (ours, llama-server, ours-bare, the grammar
+                           row) streamed (default) or one JSON answer each ("stream": false on
+                           both sides, as most load tools send; no TTFT then)
   --concurrency 1,4,8,16   concurrent clients per level (default 1,4,8,16)
   --rounds N               A,B alternations per level; medians are reported (default 2)
   --max-tokens N           tokens generated per request, EOS ignored (default 128)
@@ -268,6 +277,12 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       case '--no-nats-row': o.natsRow = false; break;
       case '--nats-only': o.natsOnly = true; break;
       case '--route-compare': o.routeCompare = true; break;
+      case '--stream': {
+        const v = value();
+        if (v !== 'on' && v !== 'off') throw new Error(`--stream must be on or off (got "${v}")`);
+        o.stream = v === 'on';
+        break;
+      }
       case '--nats-concurrency': {
         const list = value().split(',').map((s) => int('--nats-concurrency', s.trim(), 1));
         if (list.length === 0) throw new Error('--nats-concurrency needs at least one level');
@@ -350,6 +365,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     o.bareRow = false;
     if (!explicit.has('--isolation-requests')) o.isolationRequests = 0;
   }
+  if (!o.stream && (o.ours === 'engine' || o.routeCompare)) throw new Error('--stream off needs --ours http and excludes --route-compare');
   if (o.routeCompare) {
     if (o.ours === 'engine' || o.route !== 'original') throw new Error('--route-compare needs --ours http and --route original');
     if (o.natsOnly || o.grammarOnly || o.costOnly) throw new Error('--route-compare excludes --nats-only, --grammar-only and --cost-only');

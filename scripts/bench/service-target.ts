@@ -22,6 +22,8 @@ export interface ServiceTargetConfig {
   supervisorEnv?: Record<string, string>;
   /** The API spoken: the original `{input, params}` (default) or OpenAI's completions. */
   route?: 'original' | 'openai';
+  /** false: one JSON answer per request (`--stream off`). */
+  stream?: boolean;
   log?: (line: string) => void;
 }
 
@@ -89,6 +91,12 @@ export const serviceCompletionProtocol: StreamProtocol = {
     }
     return { tokens: Array.isArray(d.tokens) ? d.tokens.length : 0, ...(typeof d.text === 'string' ? { text: d.text } : {}) };
   },
+  plain: {
+    body(request: BenchRequest) {
+      const b = serviceCompletionProtocol.body(request) as { params: Record<string, unknown> };
+      return { ...b, params: { ...b.params, stream: false } };
+    },
+  },
 };
 
 /**
@@ -129,6 +137,31 @@ export const openAiCompletionProtocol: StreamProtocol = {
       ...(text !== '' ? { text } : {}),
       ...(choice?.finish_reason ? { partial: { finishReason: choice.finish_reason } } : {}),
     };
+  },
+  plain: {
+    body(request: BenchRequest) {
+      const { stream: _stream, stream_options: _options, ...rest } = openAiCompletionProtocol.body(request) as Record<string, unknown>;
+      return { ...rest, stream: false };
+    },
+    parse(data: unknown): StreamEventInfo {
+      const d = data as {
+        error?: { code?: string; message?: string };
+        choices?: Array<{ text?: string; finish_reason?: string | null }>;
+        usage?: { prompt_tokens?: number; completion_tokens?: number; prompt_tokens_details?: { cached_tokens?: number } };
+      };
+      if (d.error) return { tokens: 0, error: `${d.error.code ?? 'ERROR'}: ${d.error.message ?? JSON.stringify(d.error)}` };
+      const choice = d.choices?.[0];
+      return {
+        tokens: 0,
+        ...(choice?.text ? { text: choice.text } : {}),
+        final: {
+          tokensOut: d.usage?.completion_tokens ?? null,
+          tokensIn: d.usage?.prompt_tokens ?? null,
+          cachedTokens: d.usage?.prompt_tokens_details?.cached_tokens ?? null,
+          finishReason: choice?.finish_reason ?? null,
+        },
+      };
+    },
   },
 };
 
@@ -214,10 +247,15 @@ export class ServiceTarget implements BenchTarget {
   constructor(config: ServiceTargetConfig) {
     this.#config = config;
     this.label = config.label ?? 'ours';
+    const plain = config.stream === false;
     this.transport =
       (config.route === 'openai'
-        ? 'HTTP POST /v1/completions in OpenAI\'s shape ("prompt", "stream": true, include_usage; SSE chunks, [DONE])'
-        : 'HTTP POST /v1/completions, "stream": true, "raw": true (SSE)') +
+        ? plain
+          ? 'HTTP POST /v1/completions in OpenAI\'s shape ("prompt", "stream": false; one JSON answer)'
+          : 'HTTP POST /v1/completions in OpenAI\'s shape ("prompt", "stream": true, include_usage; SSE chunks, [DONE])'
+        : plain
+          ? 'HTTP POST /v1/completions, "stream": false, "raw": true (one JSON answer)'
+          : 'HTTP POST /v1/completions, "stream": true, "raw": true (SSE)') +
       " to the supervisor's model port; engine in a host process (piscina worker thread); a new loopback connection per request";
     const { root, log, supervisorEnv } = config;
     this.#service = new ServiceProcess({
@@ -235,7 +273,12 @@ export class ServiceTarget implements BenchTarget {
 
   async start(): Promise<void> {
     await this.#service.start();
-    this.#client = new HttpStreamClient({ host: '127.0.0.1', port: this.#service.port('bench'), protocol: this.#config.route === 'openai' ? openAiCompletionProtocol : serviceCompletionProtocol });
+    this.#client = new HttpStreamClient({
+      host: '127.0.0.1',
+      port: this.#service.port('bench'),
+      protocol: this.#config.route === 'openai' ? openAiCompletionProtocol : serviceCompletionProtocol,
+      stream: this.#config.stream !== false,
+    });
   }
 
   async run(request: BenchRequest): Promise<RequestOutcome> {

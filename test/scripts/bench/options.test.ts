@@ -40,3 +40,12 @@ test('every level has at least --min-requests requests (8 by default, none in --
   assert.equal(parseOptions(['--quick', '--min-requests', '4']).minRequests, 4);
   assert.throws(() => parseOptions(['--min-requests', 'x']), /--min-requests/);
 });
+
+test('--stream off sends one JSON answer per request on both sides; it needs the service and excludes --route-compare', () => {
+  assert.equal(parseOptions([]).stream, true);
+  assert.equal(parseOptions(['--stream', 'off']).stream, false);
+  assert.equal(parseOptions(['--stream', 'on']).stream, true);
+  assert.throws(() => parseOptions(['--stream', 'no']), /--stream must be on or off/);
+  assert.throws(() => parseOptions(['--stream', 'off', '--ours', 'engine']), /--stream off needs --ours http/);
+  assert.throws(() => parseOptions(['--stream', 'off', '--route-compare']), /excludes --route-compare/);
+});
