@@ -529,7 +529,9 @@ void EngineCore::StartPrefill(Slot& slot) {
 bool EngineCore::WindowHolds(int32_t seqId, size_t end) const {
   // An iswa memory reports its window layers' lowest position (the full layers hold all).
   const llama_pos lowest = llama_memory_seq_pos_min(llama_get_memory(ctx_), seqId);
-  const auto needed = static_cast<llama_pos>(end > static_cast<size_t>(swaWindow_) ? end - static_cast<size_t>(swaWindow_) : 0);
+  // Without a window (or with swaFull) every position from 0 must be there.
+  const size_t window = static_cast<size_t>(swaWindow_);
+  const auto needed = static_cast<llama_pos>(window > 0 && end > window ? end - window : 0);
   return lowest >= 0 && lowest <= needed;
 }
 
