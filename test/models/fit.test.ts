@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { measureModel } from '@lmserve/engine';
 import { buildHostSpec, estimateNeed, gpuMarginBytes, judgeFit, measureNeed, parseBytes, readGgufMetadata, type MemoryNeed, type WorkerConfig } from '@lmserve/supervisor';
 import { ServiceFixture, tinyBpeModel, tinyModel, waitFor } from '../service/service-fixture.js';
+import { modelPath } from '../helpers.js';
 
 // The fixture's workers: CTX_SIZE 512, WORKER_CONCURRENCY 2, one replica, the default batch.
 const FIXTURE = { contextSize: 512, concurrency: 2, replicas: 1, batchSize: 0 };
@@ -106,6 +107,20 @@ test("the host is given the fit's placement for GPU_LAYERS=auto, and GPU_LAYERS 
   assert.deepEqual([none.gpuLayers, none.tensorSplit, none.cpuTensors], ['auto', undefined, undefined]);
   const set = buildHostSpec({ ...config, gpuLayers: 12 }, 1000, 'info', [3], placement);
   assert.deepEqual([set.gpuLayers, set.tensorSplit], [12, undefined]);
+});
+
+test("llama.cpp's sizing follows SWA_FULL: a sliding-window model's window layers keep the window, not the context", async () => {
+  // tiny-swa: gemma3, 2 layers, window 32 on layer 0. 4 slots x 2048 positions, batch 32: the
+  // window layer keeps 256 cells per sequence (32 + 32, padded to 256) instead of 2048.
+  const swaModel = await modelPath('tiny-swa');
+  const settings = { contextSize: 2048, concurrency: 4, replicas: 1, batchSize: 32, gpuLayers: 'auto' as const };
+  const windowed = await measureNeed(swaModel, settings);
+  const full = await measureNeed(swaModel, { ...settings, swaFull: true });
+  assert.equal(windowed.kvBytes, measureModel(swaModel, { gpuLayers: -1 }, { slots: 4, contextSize: 2048, batchSize: 32 }).host.contextBytes);
+  assert.ok(full.kvBytes > windowed.kvBytes * 1.5, `KV ${windowed.kvBytes} windowed, ${full.kvBytes} full`);
+  // The full layer's KV is the same either way: 2048 x 4 cells; the window layer's is an eighth.
+  const fullLayer = full.kvBytes / 2;
+  assert.ok(Math.abs(windowed.kvBytes - (fullLayer + fullLayer / 8)) <= fullLayer * 0.05, `KV ${windowed.kvBytes} against ${fullLayer * 1.125}`);
 });
 
 describe('a model larger than the memory it is given', () => {
