@@ -3,7 +3,7 @@
 // tokenizer (copied from llama.cpp's vocab-only GGUFs in <llama.cpp>/models/), a chat template and
 // seeded random weights. The models produce garbage text but load and decode like real ones.
 //
-//   node scripts/gen-model.mjs --preset tiny|tiny-bpe|bench|gpu-1b [--seed N] [--out PATH] [--force]
+//   node scripts/gen-model.mjs --preset tiny|tiny-bpe|tiny-swa|bench|bench-bpe|bench-swa|gpu-1b [--seed N] [--out PATH] [--force]
 //
 // Same preset + seed + GENERATOR_VERSION => byte-identical file. Output defaults to
 // data/models/<preset>/model.gguf; a sidecar <out>.meta.json caches the result.
