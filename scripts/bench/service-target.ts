@@ -144,23 +144,11 @@ export const openAiCompletionProtocol: StreamProtocol = {
       return { ...rest, stream: false };
     },
     parse(data: unknown): StreamEventInfo {
-      const d = data as {
-        error?: { code?: string; message?: string };
-        choices?: Array<{ text?: string; finish_reason?: string | null }>;
-        usage?: { prompt_tokens?: number; completion_tokens?: number; prompt_tokens_details?: { cached_tokens?: number } };
-      };
-      if (d.error) return { tokens: 0, error: `${d.error.code ?? 'ERROR'}: ${d.error.message ?? JSON.stringify(d.error)}` };
-      const choice = d.choices?.[0];
-      return {
-        tokens: 0,
-        ...(choice?.text ? { text: choice.text } : {}),
-        final: {
-          tokensOut: d.usage?.completion_tokens ?? null,
-          tokensIn: d.usage?.prompt_tokens ?? null,
-          cachedTokens: d.usage?.prompt_tokens_details?.cached_tokens ?? null,
-          finishReason: choice?.finish_reason ?? null,
-        },
-      };
+      // The error and the usage as in the stream's last chunk; the text and finish reason from the one choice.
+      const info = openAiCompletionProtocol.parseEvent(data);
+      if (info.error || !info.final) return info;
+      const choice = (data as { choices?: Array<{ text?: string; finish_reason?: string | null }> }).choices?.[0];
+      return { ...info, ...(choice?.text ? { text: choice.text } : {}), final: { ...info.final, finishReason: choice?.finish_reason ?? null } };
     },
   },
 };

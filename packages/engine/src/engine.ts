@@ -95,6 +95,14 @@ function positiveInt(name: string, value: unknown, min = 1): number | undefined 
   return value;
 }
 
+function optionalBoolean(name: string, value: unknown): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'boolean') {
+    throw new LmError('INVALID_REQUEST', `options.${name} must be a boolean`, { field: `options.${name}` });
+  }
+  return value;
+}
+
 /** The options createEngine takes (memoryBytes is only reported). */
 export type NativeEngineConfig = Partial<Omit<NativeEngineOptions, 'memoryBytes'>>;
 
@@ -111,18 +119,10 @@ export function nativeEngineOptions(options: EngineOptions): NativeEngineConfig 
   if (threads !== undefined) out.threads = threads;
   if (maxQueue !== undefined) out.maxQueue = maxQueue;
   if (options.kvUnified !== undefined) out.kvUnified = options.kvUnified;
-  if (options.prefixSharing !== undefined) {
-    if (typeof options.prefixSharing !== 'boolean') {
-      throw new LmError('INVALID_REQUEST', 'options.prefixSharing must be a boolean', { field: 'options.prefixSharing' });
-    }
-    out.prefixSharing = options.prefixSharing;
-  }
-  if (options.swaFull !== undefined) {
-    if (typeof options.swaFull !== 'boolean') {
-      throw new LmError('INVALID_REQUEST', 'options.swaFull must be a boolean', { field: 'options.swaFull' });
-    }
-    out.swaFull = options.swaFull;
-  }
+  const prefixSharing = optionalBoolean('prefixSharing', options.prefixSharing);
+  if (prefixSharing !== undefined) out.prefixSharing = prefixSharing;
+  const swaFull = optionalBoolean('swaFull', options.swaFull);
+  if (swaFull !== undefined) out.swaFull = swaFull;
   const kvSize = positiveInt('kvSize', options.kvSize, 0);
   if (kvSize !== undefined) out.kvSize = kvSize;
   if (options.flashAttention !== undefined) {
