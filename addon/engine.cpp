@@ -82,10 +82,11 @@ EngineOptions ParseEngineOptions(Napi::Env env, Napi::Value value) {
   if (o.threads == 0) o.threads = std::max(1, static_cast<int>(common_cpu_get_num_math()));
   o.maxQueue = IntOption(env, obj, "maxQueue", o.maxQueue, 0, 1 << 20);
   o.flashAttention = IntOption(env, obj, "flashAttention", o.flashAttention, -1, 1);
-  if (obj.Get("kvUnified").IsBoolean()) o.kvUnified = obj.Get("kvUnified").As<Napi::Boolean>().Value();
+  o.kvUnified = BoolOption(env, obj, "kvUnified", o.kvUnified);
   o.prefixSharing = BoolOption(env, obj, "prefixSharing", o.prefixSharing);
   o.swaFull = BoolOption(env, obj, "swaFull", o.swaFull);
   o.kvSize = IntOption(env, obj, "kvSize", 0, 0, 1 << 24);
+  o.promptCacheMiB = IntOption(env, obj, "promptCacheMiB", o.promptCacheMiB, 0, 1 << 24);
   if (o.kvSize > 0 && !o.kvUnified) {
     ThrowCoded(env, codes::kInvalidRequest, "options.kvSize needs options.kvUnified", "options.kvSize");
   }
@@ -445,6 +446,12 @@ Napi::Value AddonEngine::Stats(const Napi::CallbackInfo& info) {
   o.Set("prefixCopies", Napi::Number::New(env, static_cast<double>(s.prefixCopies)));
   o.Set("prefixTokensCopied", Napi::Number::New(env, static_cast<double>(s.prefixTokensCopied)));
   o.Set("prefixWaits", Napi::Number::New(env, static_cast<double>(s.prefixWaits)));
+  o.Set("promptCacheSaves", Napi::Number::New(env, static_cast<double>(s.promptCacheSaves)));
+  o.Set("promptCacheRestores", Napi::Number::New(env, static_cast<double>(s.promptCacheRestores)));
+  o.Set("promptCacheTokensRestored", Napi::Number::New(env, static_cast<double>(s.promptCacheTokensRestored)));
+  o.Set("promptCacheEvictions", Napi::Number::New(env, static_cast<double>(s.promptCacheEvictions)));
+  o.Set("promptCacheBytes", Napi::Number::New(env, static_cast<double>(s.promptCacheBytes)));
+  o.Set("promptCacheEntries", Napi::Number::New(env, static_cast<double>(s.promptCacheEntries)));
   return o;
 }
 
@@ -470,6 +477,7 @@ Napi::Value AddonEngine::Options(const Napi::CallbackInfo& info) {
   o.Set("flashAttention", opt.flashAttention);
   o.Set("prefixSharing", opt.prefixSharing);
   o.Set("swaFull", opt.swaFull);
+  o.Set("promptCacheMiB", opt.promptCacheMiB);
   o.Set("memoryBytes", Napi::Number::New(env, static_cast<double>(Core(env).memoryBytes())));
   return o;
 }

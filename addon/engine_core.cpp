@@ -41,6 +41,13 @@ size_t MinOwnReuse(const std::vector<llama_token>& prompt) { return std::max<siz
 // is worth a few tokens' compute on CPU or GPU, so 32 tokens leaves a wide margin.
 constexpr size_t kMinSharedPrefix = 32;
 
+// A saved prompt state is restored only when it gives at least this many tokens more than the
+// slot's own cache or a copy would: restoring copies the whole state (a memcpy on CPU, a host to
+// device copy on a GPU), which costs a small fraction of prefilling the tokens it gives.
+constexpr size_t kMinRestoreGain = 8;
+// Nor when the prefix it gives is less than an eighth of the state copied for it.
+constexpr size_t kMaxRestoreWaste = 8;
+
 // `text` as a JSON string, as JSON.stringify writes it after V8 decoded the UTF-8: each maximal
 // ill-formed subsequence becomes U+FFFD (the WHATWG decoder's rule), `"` `\\` and control
 // characters are escaped (\b \f \n \r \t, else \u00xx), everything else is kept.
@@ -245,6 +252,9 @@ EngineCore::EngineCore(std::shared_ptr<ModelHandle> model, const EngineOptions& 
   sharePrefixes_ = options_.prefixSharing && !llama_model_is_recurrent(model_->model()) &&
                    !llama_model_is_hybrid(model_->model());
   swaWindow_ = options_.swaFull ? 0 : std::max(0, llama_model_n_swa(model_->model()));
+  cutsAnywhere_ = !llama_model_is_recurrent(model_->model()) && !llama_model_is_hybrid(model_->model());
+  promptCacheLimit_ = static_cast<size_t>(std::max(0, options_.promptCacheMiB)) * 1024 * 1024;
+  pendingDonors_.assign(static_cast<size_t>(options_.slots), false);
   slots_.resize(static_cast<size_t>(options_.slots));
   for (size_t i = 0; i < slots_.size(); ++i) slots_[i].seqId = static_cast<int32_t>(i);
   stats_.slots = options_.slots;
@@ -448,6 +458,11 @@ void EngineCore::StartOrWait(Slot& slot) {
     own = std::min(own, prompt.size() - 1);
     size_t ready = 0;
     FindDonor(slot, prompt, &ready);
+    if (promptCacheLimit_ > 0) {
+      size_t cached = 0;
+      BestCached(prompt, &cached);
+      ready = std::max(ready, cached);
+    }
     // The prefilling slot whose prompt shares the most with this one, when that is worth a
     // wait (kMinSharedPrefix beyond the slot's own cache) and more than any slot holds now
     // (so that slot has not passed it yet). Even when most of it is already there, the request
@@ -467,6 +482,7 @@ void EngineCore::StartOrWait(Slot& slot) {
     }
     if (source != nullptr) {
       // Keep only the part of its own cache the request could still use (it holds no new cells).
+      SaveState(slot, own);
       if (!llama_memory_seq_rm(llama_get_memory(ctx_), slot.seqId, static_cast<llama_pos>(own), -1)) {
         ClearCache(slot);
       }
@@ -509,15 +525,34 @@ void EngineCore::StartPrefill(Slot& slot) {
   reuse = std::min(reuse, prompt.size() - 1);
   size_t copyLength = 0;
   Slot* donor = sharePrefixes_ ? FindDonor(slot, prompt, &copyLength) : nullptr;
-  if (donor != nullptr && copyLength >= reuse + kMinSharedPrefix) {
+  if (donor == nullptr || copyLength < reuse + kMinSharedPrefix) copyLength = 0;
+  size_t cachedLength = 0;
+  // A restore writes the slot's cells at once: not into a stream a queued copy still reads.
+  if (promptCacheLimit_ > 0 && !pendingDonors_[static_cast<size_t>(slot.seqId)]) BestCached(prompt, &cachedLength);
+  if (cachedLength < std::max(reuse, copyLength) + kMinRestoreGain) cachedLength = 0;
+  if (cachedLength > 0) {
+    SaveState(slot, 0);
+    // Saving may have dropped entries to make room: look again.
+    auto entry = BestCached(prompt, &cachedLength);
+    reuse = entry != promptCache_.end() && cachedLength >= std::max(reuse, copyLength) + kMinRestoreGain &&
+                    RestoreState(slot, entry, cachedLength)
+                ? cachedLength
+                : 0;
+    if (reuse == 0) ClearCache(slot);
+  } else if (copyLength > 0) {
+    SaveState(slot, 0);
     reuse = CopyPrefix(*donor, slot, copyLength) ? copyLength : 0;
-  } else if (!llama_memory_seq_rm(mem, slot.seqId, static_cast<llama_pos>(reuse), -1) ||
-             (reuse > 0 && !WindowHolds(slot.seqId, reuse))) {
-    // A memory that cannot cut there (recurrent state), or a sliding window whose cells before
-    // `reuse` were overwritten by later positions (its layers would attend to less than the
-    // window): prefill from the start, as llama-server does.
-    llama_memory_seq_rm(mem, slot.seqId, -1, -1);
-    reuse = 0;
+    if (reuse > 0 && !options_.kvUnified) pendingDonors_[static_cast<size_t>(donor->seqId)] = true;
+  } else {
+    SaveState(slot, reuse);
+    if (!llama_memory_seq_rm(mem, slot.seqId, static_cast<llama_pos>(reuse), -1) ||
+        (reuse > 0 && !WindowHolds(slot.seqId, reuse))) {
+      // A memory that cannot cut there (recurrent state), or a sliding window whose cells before
+      // `reuse` were overwritten by later positions (its layers would attend to less than the
+      // window): prefill from the start, as llama-server does.
+      llama_memory_seq_rm(mem, slot.seqId, -1, -1);
+      reuse = 0;
+    }
   }
   slot.cache.resize(reuse);
   slot.promptPos = reuse;
@@ -583,6 +618,112 @@ bool EngineCore::CopyPrefix(Slot& donor, Slot& target, size_t n) {
   stats_.prefixCopies++;
   stats_.prefixTokensCopied += n;
   return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host-memory prompt cache (as llama-server's --cache-ram). Slots hold what their last
+// request left; a slot picked for a prompt that shares little with it would lose that. Its state
+// is saved to host memory first, and a later prompt that starts the same way (the same system
+// prompt after other clients' requests went through every slot, the next turn of a conversation,
+// a repeated request) restores it and prefills only the rest.
+
+void EngineCore::SaveState(Slot& slot, size_t keep) {
+  if (promptCacheLimit_ == 0 || slot.cache.empty() || keep * 2 > slot.cache.size()) return;
+  for (const auto& e : promptCache_) {
+    if (e.tokens.size() >= slot.cache.size() && CommonPrefix(e.tokens, slot.cache) == slot.cache.size()) return;
+  }
+  const size_t size = llama_state_seq_get_size_ext(ctx_, slot.seqId, 0);
+  if (size == 0 || size > promptCacheLimit_) return;
+  uint64_t evicted = 0;
+  for (auto it = promptCache_.begin(); it != promptCache_.end();) {
+    // Held whole by the new entry.
+    if (CommonPrefix(it->tokens, slot.cache) == it->tokens.size()) {
+      promptCacheBytes_ -= it->state.size();
+      it = promptCache_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  while (!promptCache_.empty() && promptCacheBytes_ + size > promptCacheLimit_) {
+    promptCacheBytes_ -= promptCache_.front().state.size();
+    promptCache_.pop_front();
+    evicted++;
+  }
+  CachedPrompt entry;
+  try {
+    entry.state.resize(size);
+  } catch (const std::bad_alloc&) {
+    UpdateCacheStats(0, evicted);
+    return;
+  }
+  const size_t written = llama_state_seq_get_data_ext(ctx_, entry.state.data(), size, slot.seqId, 0);
+  if (written == 0) {
+    UpdateCacheStats(0, evicted);
+    return;
+  }
+  entry.state.resize(written);
+  entry.tokens = slot.cache;
+  promptCacheBytes_ += written;
+  promptCache_.push_back(std::move(entry));
+  UpdateCacheStats(1, evicted);
+}
+
+std::list<EngineCore::CachedPrompt>::iterator EngineCore::BestCached(const std::vector<llama_token>& prompt,
+                                                                      size_t* length) {
+  auto best = promptCache_.end();
+  size_t bestLength = 0;
+  const size_t least = MinOwnReuse(prompt);
+  for (auto it = promptCache_.begin(); it != promptCache_.end(); ++it) {
+    const size_t n = std::min(CommonPrefix(it->tokens, prompt), prompt.size() - 1);
+    if (n < least || n * kMaxRestoreWaste < it->tokens.size()) continue;
+    // A recurrent state is only ever continued from its end.
+    if (!cutsAnywhere_ && n != it->tokens.size()) continue;
+    if (n > bestLength) {
+      best = it;
+      bestLength = n;
+    }
+  }
+  *length = bestLength;
+  return best;
+}
+
+bool EngineCore::RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entry, size_t n) {
+  llama_memory_t mem = llama_get_memory(ctx_);
+  const size_t size = entry->state.size();
+  // Replaces the sequence's cells (llama.cpp removes them first); 0 when it did not load (no room
+  // in a unified cache, say), with the sequence then emptied.
+  if (llama_state_seq_set_data_ext(ctx_, entry->state.data(), size, slot.seqId, 0) != size) {
+    ClearCache(slot);
+    return false;
+  }
+  const auto end = static_cast<llama_pos>(n);
+  if (!llama_memory_seq_rm(mem, slot.seqId, end, -1) || !WindowHolds(slot.seqId, n) ||
+      llama_memory_seq_pos_max(mem, slot.seqId) != end - 1) {
+    ClearCache(slot);
+    return false;
+  }
+  slot.cache.assign(entry->tokens.begin(), entry->tokens.begin() + static_cast<std::ptrdiff_t>(n));
+  if (n == entry->tokens.size()) {
+    // The slot holds all of it now (and saves it again, with what follows, when it moves on).
+    promptCacheBytes_ -= size;
+    promptCache_.erase(entry);
+  } else {
+    promptCache_.splice(promptCache_.end(), promptCache_, entry);  // most recently used
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.promptCacheRestores++;
+  stats_.promptCacheTokensRestored += n;
+  stats_.promptCacheBytes = static_cast<int64_t>(promptCacheBytes_);
+  stats_.promptCacheEntries = static_cast<int64_t>(promptCache_.size());
+  return true;
+}
+
+void EngineCore::UpdateCacheStats(uint64_t saved, uint64_t evicted) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.promptCacheSaves += saved;
+  stats_.promptCacheEvictions += evicted;
+  stats_.promptCacheBytes = static_cast<int64_t>(promptCacheBytes_);
+  stats_.promptCacheEntries = static_cast<int64_t>(promptCache_.size());
 }
 
 void EngineCore::BuildBatch() {
@@ -659,6 +800,7 @@ bool EngineCore::DecodeBatch() {
   LogCapture capture;
   auto start = Clock::now();
   int32_t ret = llama_decode(ctx_, batch_);
+  std::fill(pendingDonors_.begin(), pendingDonors_.end(), false);  // the queued copies ran
   if (ret == 0) {
     double ms = Ms(start, Clock::now());
     decodeMsAvg_ = decodeMsAvg_ == 0 ? ms : 0.8 * decodeMsAvg_ + 0.2 * ms;
@@ -727,6 +869,7 @@ bool EngineCore::FreeSpace() {
   bool freed = false;
   for (auto& slot : slots_) {
     if (slot.state == SlotState::Idle && !slot.cache.empty()) {
+      SaveState(slot, 0);
       ClearCache(slot);
       freed = true;
     }

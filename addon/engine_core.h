@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -42,6 +43,10 @@ struct EngineOptions {
   // cached prefix is then reused only while the cells its window needs are still there. true:
   // every position is kept for every layer.
   bool swaFull = false;
+  // Host memory for prompt states (MiB; 0: none), as llama-server's --cache-ram: a slot about to
+  // drop most of what its sequence holds saves that state first, and a later request whose prompt
+  // starts with a saved one restores it instead of prefilling it again. Oldest entries go first.
+  int32_t promptCacheMiB = 0;
 };
 
 // The llama_context_params an engine with `options` creates its context with.
@@ -132,6 +137,11 @@ struct EngineStats {
   // copied (not prefilled again), and requests that waited for another slot's prefill of a
   // shared prefix before starting their own.
   uint64_t prefixCopies = 0, prefixTokensCopied = 0, prefixWaits = 0;
+  // The host-memory prompt cache (promptCacheMiB): states saved, requests that started from a
+  // restored one and the prompt tokens it gave them, entries dropped to stay in the budget, and
+  // what it holds now.
+  uint64_t promptCacheSaves = 0, promptCacheRestores = 0, promptCacheTokensRestored = 0, promptCacheEvictions = 0;
+  int64_t promptCacheBytes = 0, promptCacheEntries = 0;
 };
 
 using EventSink = std::function<void(std::vector<EngineEvent>&&)>;
@@ -218,6 +228,20 @@ class EngineCore {
   Slot* FindDonor(const Slot& target, const std::vector<llama_token>& prompt, size_t* length);
   // Replaces `target`'s sequence by `donor`'s first `n` cells. False: the target's cache is empty.
   bool CopyPrefix(Slot& donor, Slot& target, size_t n);
+  // The host-memory prompt cache. SaveState: before a slot keeps only `keep` of its cached tokens,
+  // saves its state when that drops at least half of them (and no entry already holds them).
+  // BestCached: the entry sharing the longest prefix with `prompt` (at most prompt.size() - 1
+  // tokens; worth restoring only when at least a quarter of the entry is used). RestoreState:
+  // replaces the slot's sequence by the entry's first `n` tokens; false (the slot cleared) when
+  // the state does not load or its window does not hold them.
+  struct CachedPrompt {
+    std::vector<llama_token> tokens;
+    std::vector<uint8_t> state;
+  };
+  void SaveState(Slot& slot, size_t keep);
+  std::list<CachedPrompt>::iterator BestCached(const std::vector<llama_token>& prompt, size_t* length);
+  bool RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entry, size_t n);
+  void UpdateCacheStats(uint64_t saved, uint64_t evicted);
   void BuildBatch();
   bool DecodeBatch();
   void RollbackBatch();
@@ -270,6 +294,13 @@ class EngineCore {
   // continued at position p needs its cells from p - swaWindow_ on (WindowHolds).
   int32_t swaWindow_ = 0;
   bool sharePrefixes_ = false;  // options_.prefixSharing, on a memory that can copy a prefix
+  bool cutsAnywhere_ = true;    // not recurrent or hybrid: a sequence can be cut at any position
+  // The prompt cache: oldest first, its bytes, its budget. pendingDonors_: slots whose whole
+  // stream a CopyPrefix queued for the next llama_decode (one stream per sequence), which must
+  // not be overwritten by a restore before that decode copied them.
+  std::list<CachedPrompt> promptCache_;
+  size_t promptCacheBytes_ = 0, promptCacheLimit_ = 0;
+  std::vector<bool> pendingDonors_;
   uint64_t admitCounter_ = 0;
   std::vector<EngineEvent> events_;
   EventSink sink_;

@@ -97,7 +97,7 @@ export interface ScenarioServers {
 export function singleModelSides(s: ScenarioServers, slots: number, ctxPerSlot: number, options: { hostPromptCache?: boolean } = {}) {
   const shared = { modelPath: s.modelPath, slots, ctxPerSlot, batchSize: s.batchSize, threads: s.threads };
   return {
-    ours: () => new ServiceTarget({ ...shared, root: s.root, log: s.log, label: OURS }),
+    ours: () => new ServiceTarget({ ...shared, root: s.root, log: s.log, label: OURS, hostPromptCache: options.hostPromptCache ?? false }),
     server: () => new LlamaServerTarget({ ...shared, binary: s.serverBin, kvUnified: false, extraArgs: s.serverArgs, hostPromptCache: options.hostPromptCache ?? false }),
   };
 }

@@ -24,6 +24,11 @@ export interface ServiceTargetConfig {
   route?: 'original' | 'openai';
   /** false: one JSON answer per request (`--stream off`). */
   stream?: boolean;
+  /**
+   * The host-memory prompt cache at llama-server's default size (CACHE_RAM=8192) when llama-server
+   * keeps its own (LlamaServerTarget's hostPromptCache); else CACHE_RAM=0, as its --cache-ram 0.
+   */
+  hostPromptCache?: boolean;
   log?: (line: string) => void;
 }
 
@@ -155,7 +160,7 @@ export const openAiCompletionProtocol: StreamProtocol = {
 
 /** worker.<name>.env keys that give the service the engine settings llama-server gets on its command line. */
 export function benchWorkerEnv(
-  c: Pick<ServiceTargetConfig, 'modelPath' | 'slots' | 'ctxPerSlot' | 'batchSize' | 'threads'>,
+  c: Pick<ServiceTargetConfig, 'modelPath' | 'slots' | 'ctxPerSlot' | 'batchSize' | 'threads' | 'hostPromptCache'>,
   maxQueue: number,
 ): Record<string, string> {
   return {
@@ -166,6 +171,7 @@ export function benchWorkerEnv(
     CTX_SIZE: String(c.ctxPerSlot), // per sequence; llama-server -c slots*ctxPerSlot with --no-kv-unified
     BATCH_SIZE: String(c.batchSize), // -b and -ub
     GPU_LAYERS: 'auto', // both sides' default (CPU build: nothing to offload)
+    CACHE_RAM: c.hostPromptCache ? '8192' : '0', // --cache-ram
     MAX_QUEUE: String(maxQueue),
     JETSTREAM: 'off',
   };

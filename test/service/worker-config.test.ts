@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { LmError } from '@lmserve/protocol';
-import { loadSupervisorConfig, parseWorkerConfig as parseWithEnv, type ServicePaths } from '@lmserve/supervisor';
+import { defaultCacheRamMiB, loadSupervisorConfig, parseWorkerConfig as parseWithEnv, type ServicePaths } from '@lmserve/supervisor';
 
 const dir = mkdtempSync(join(tmpdir(), 'lmserve-config-'));
 const paths: ServicePaths = { root: '/srv/lmserve', envsDir: join(dir, 'envs'), dataDir: join(dir, 'data') };
@@ -32,6 +32,7 @@ describe('worker configuration', () => {
     assert.equal(config.batchSize, 0);
     assert.equal(config.prefixSharing, true);
     assert.equal(config.swaFull, false);
+    assert.equal(config.cacheRamMiB, defaultCacheRamMiB());
     assert.equal(config.gpuLayers, 'auto');
     assert.equal(config.jetstream, false);
     assert.equal(config.maxQueue, 64);
@@ -51,6 +52,7 @@ describe('worker configuration', () => {
       'WORKER_CONCURRENCY=8',
       'BATCH_SIZE=256',
       'SWA_FULL=on',
+      'CACHE_RAM=512',
       'GPU_LAYERS=12',
       'JETSTREAM=on',
       'API_KEY="s3cret # not a comment"',
@@ -64,6 +66,7 @@ describe('worker configuration', () => {
     assert.equal(config.concurrency, 8);
     assert.equal(config.batchSize, 256);
     assert.equal(config.swaFull, true);
+    assert.equal(config.cacheRamMiB, 512);
     assert.equal(config.gpuLayers, 12);
     assert.equal(config.jetstream, true);
     assert.equal(config.apiKey, 's3cret # not a comment');
@@ -76,6 +79,8 @@ describe('worker configuration', () => {
       ['CTX_SIZE=1.5', 'CTX_SIZE'],
       ['BATCH_SIZE=-1', 'BATCH_SIZE'],
       ['SWA_FULL=yes', 'SWA_FULL'],
+      ['CACHE_RAM=lots', 'CACHE_RAM'],
+      ['CACHE_RAM=-1', 'CACHE_RAM'],
       ['MODEL_THREADS=-1', 'MODEL_THREADS'],
       ['MAX_QUEUE=lots', 'MAX_QUEUE'],
       ['GPU_LAYERS=some', 'GPU_LAYERS'],
@@ -94,6 +99,13 @@ describe('worker configuration', () => {
         line,
       );
     }
+  });
+
+  test('CACHE_RAM: auto is an eighth of the memory, at most 8192 MiB; 0 turns the prompt cache off', () => {
+    assert.equal(defaultCacheRamMiB(24 * 1024 ** 3), 3072);
+    assert.equal(defaultCacheRamMiB(256 * 1024 ** 3), 8192);
+    assert.equal(parseWorkerConfig('demo', file, 'CACHE_RAM=auto', paths).cacheRamMiB, defaultCacheRamMiB());
+    assert.equal(parseWorkerConfig('demo', file, 'CACHE_RAM=0', paths).cacheRamMiB, 0);
   });
 
   test('unknown keys are reported, not fatal', () => {

@@ -78,6 +78,8 @@ export interface NativeEngineOptions {
   prefixSharing: boolean;
   /** Whether sliding-window layers keep every position (llama.cpp's swa_full). */
   swaFull: boolean;
+  /** Host memory for saved prompt states, MiB (0: none). */
+  promptCacheMiB: number;
   /**
    * Estimated bytes the engine allocated beyond the model (f16 KV cache, logits, batch arrays;
    * not the compute buffers), reported to V8 as external memory while the engine lives.
@@ -175,6 +177,16 @@ export interface PrefixSharingStats {
   prefixTokensCopied: number;
   /** Requests that held their slot until another slot's prefill had passed the prefix they share. */
   prefixWaits: number;
+  /** Prompt states saved to host memory (promptCacheMiB), before a slot dropped most of its cache. */
+  promptCacheSaves: number;
+  /** Requests that started from a restored prompt state, and the prompt tokens it gave them. */
+  promptCacheRestores: number;
+  promptCacheTokensRestored: number;
+  /** Entries dropped (oldest first) to keep the cache within promptCacheMiB. */
+  promptCacheEvictions: number;
+  /** What the cache holds now. */
+  promptCacheBytes: number;
+  promptCacheEntries: number;
 }
 
 export interface NativeEngine {

@@ -57,6 +57,14 @@ export interface EngineOptions {
    * prompt is reused only while the cells its window needs are still there.
    */
   swaFull?: boolean;
+  /**
+   * Host memory (MiB) for prompt states, as llama-server's --cache-ram. A slot picked for a prompt
+   * that shares less than half of what it holds saves that state first; a later prompt that
+   * starts the same way (a system prompt after other requests went through every slot, a
+   * conversation's next turn, a repeated request) restores it and prefills only the rest (its
+   * usage.cachedTokens). Oldest entries leave first. Default 0: none.
+   */
+  promptCacheMiB?: number;
 }
 
 /**
@@ -118,7 +126,10 @@ export function nativeEngineOptions(options: EngineOptions): NativeEngineConfig 
   out.batchSize = batchSize ?? Math.max(512, slots ?? 4);
   if (threads !== undefined) out.threads = threads;
   if (maxQueue !== undefined) out.maxQueue = maxQueue;
-  if (options.kvUnified !== undefined) out.kvUnified = options.kvUnified;
+  const kvUnified = optionalBoolean('kvUnified', options.kvUnified);
+  if (kvUnified !== undefined) out.kvUnified = kvUnified;
+  const promptCacheMiB = positiveInt('promptCacheMiB', options.promptCacheMiB, 0);
+  if (promptCacheMiB !== undefined) out.promptCacheMiB = promptCacheMiB;
   const prefixSharing = optionalBoolean('prefixSharing', options.prefixSharing);
   if (prefixSharing !== undefined) out.prefixSharing = prefixSharing;
   const swaFull = optionalBoolean('swaFull', options.swaFull);

@@ -151,6 +151,7 @@ class Replica {
         ...(spec.batchSize > 0 ? { batchSize: spec.batchSize } : {}),
         ...(spec.prefixSharing !== undefined ? { prefixSharing: spec.prefixSharing } : {}),
         ...(spec.swaFull !== undefined ? { swaFull: spec.swaFull } : {}),
+        ...(spec.promptCacheMiB !== undefined ? { promptCacheMiB: spec.promptCacheMiB } : {}),
         threads: spec.threads,
         maxQueue: spec.maxQueue,
       });

@@ -58,6 +58,8 @@ export interface HostSpec {
   prefixSharing?: boolean;
   /** Sliding-window layers keep every position (SWA_FULL). */
   swaFull?: boolean;
+  /** Host memory (MiB) of each replica's prompt cache (CACHE_RAM over REPLICAS; 0: none). */
+  promptCacheMiB?: number;
   threads: number;
   maxQueue: number;
   promptTemplate: PromptTemplate | null;

@@ -32,6 +32,8 @@ export function buildHostSpec(
     batchSize: config.batchSize,
     prefixSharing: config.prefixSharing,
     swaFull: config.swaFull,
+    // Each replica's engine has a cache of its own: the worker's budget is theirs together.
+    promptCacheMiB: Math.floor(config.cacheRamMiB / config.replicas),
     threads: config.threads,
     maxQueue: config.maxQueue,
     promptTemplate: config.promptTemplate,

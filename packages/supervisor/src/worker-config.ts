@@ -6,6 +6,7 @@
  * files: an environment variable alone does not make a worker.
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { LmError, toLmError, type PromptTemplate } from '@lmserve/protocol';
 import { MAX_GRAMMAR_BYTES, MAX_MESSAGES, MAX_STOP_LENGTH, MAX_STOP_STRINGS, type JobsSettings } from '@lmserve/core';
@@ -33,6 +34,7 @@ export const WORKER_KEYS = [
   'BATCH_SIZE',
   'PREFIX_SHARING',
   'SWA_FULL',
+  'CACHE_RAM',
   'GPU_LAYERS',
   'DB_PATH',
   'NATS_URL',
@@ -76,6 +78,12 @@ export interface WorkerConfig {
   batchSize: number;
   /** A prompt prefix held by one slot serves a new request in another (PREFIX_SHARING, default on). */
   prefixSharing: boolean;
+  /**
+   * Host memory (MiB) for saved prompt states, split between the replicas (CACHE_RAM, as
+   * llama-server's --cache-ram; 0: none; default auto: an eighth of the machine's memory, at most
+   * 8192, llama-server's default).
+   */
+  cacheRamMiB: number;
   /**
    * Sliding-window models (gemma 2/3, gpt-oss, ...): their window layers keep every position
    * (SWA_FULL=on) instead of the window plus a batch per sequence (off, the default, as llama-server).
@@ -138,6 +146,11 @@ const NO_DEFAULTS: WorkerDefaults = { natsUrl: null };
  * turned into `_` (environment variable names cannot hold `-` or `.` portably). Worker
  * `qwen3-4b`, key CTX_SIZE: LMSERVE_QWEN3_4B_CTX_SIZE.
  */
+/** CACHE_RAM=auto: an eighth of the machine's memory, at most llama-server's default 8192 MiB. */
+export function defaultCacheRamMiB(totalBytes = totalmem()): number {
+  return Math.min(8192, Math.floor(totalBytes / (8 * 1024 * 1024)));
+}
+
 export function workerEnvPrefix(name: string): string {
   return `LMSERVE_${name.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_`;
 }
@@ -218,6 +231,9 @@ export function parseWorkerConfig(
   const gpuRaw = r.string('GPU_LAYERS', 'auto').toLowerCase();
   if (gpuRaw !== 'auto' && !/^\d+$/.test(gpuRaw)) r.fail('GPU_LAYERS', 'must be auto or a number of layers (0 = CPU only)');
   const gpuLayers = gpuRaw === 'auto' ? 'auto' : r.int('GPU_LAYERS', 0, 0, 100000);
+  const cacheRaw = r.string('CACHE_RAM', 'auto').toLowerCase();
+  if (cacheRaw !== 'auto' && !/^\d+$/.test(cacheRaw)) r.fail('CACHE_RAM', 'must be auto or MiB of host memory (0 = no prompt cache)');
+  const cacheRamMiB = cacheRaw === 'auto' ? defaultCacheRamMiB() : r.int('CACHE_RAM', 0, 0, 1 << 24);
   const subject = r.matching('SUBJECT', `inference.request.${name}`, NATS_SUBJECT, 'must be a NATS subject without wildcards');
   const sha = r.matching('MODEL_SHA256', '-', /^(-|[0-9a-fA-F]{64})$/, 'must be 64 hex digits');
   const concurrency = r.int('WORKER_CONCURRENCY', 4, 1, 256);
@@ -242,6 +258,7 @@ export function parseWorkerConfig(
     batchSize: r.int('BATCH_SIZE', 0, 0, 1 << 20),
     prefixSharing: r.choice('PREFIX_SHARING', 'on', ['on', 'off'] as const) === 'on',
     swaFull: r.choice('SWA_FULL', 'off', ['on', 'off'] as const) === 'on',
+    cacheRamMiB,
     gpuLayers,
     dbPath: resolve(paths.root, r.string('DB_PATH', join(paths.dataDir, 'logs', `${name}.sqlite`))),
     ...natsSettings(r, subject, paths.root),
