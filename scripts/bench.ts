@@ -317,7 +317,7 @@ async function main(options: BenchOptions): Promise<void> {
   }
 
   let scenarios: Record<string, ScenarioOutcome> = {};
-  if ((options.sharedPrefixRow || options.mixedRow || options.multiModelRow) && serverBin !== null && !stopping) {
+  if ((options.sharedPrefixRow || options.repeatRow || options.mixedRow || options.multiModelRow) && serverBin !== null && !stopping) {
     scenarios = await runScenarios(
       options,
       { root, serverBin, modelPath, threads: options.threads, batchSize: options.batchSize, serverArgs: options.serverArgs, log },

@@ -80,9 +80,11 @@ export interface BenchOptions {
    * and on by default; the other two take several minutes each and are opt-in.
    */
   sharedPrefixRow: boolean;
+  /** The repeated-prompts scenario (scripts/bench/repeated-prompts.ts, about two minutes, on by default). */
+  repeatRow: boolean;
   mixedRow: boolean;
   multiModelRow: boolean;
-  /** Only the scenarios given with --shared-prefix-only, --mixed-only, --multi-model-only (any of them together). */
+  /** Only the scenarios given with --shared-prefix-only, --repeat-only, --mixed-only, --multi-model-only (any of them together). */
   scenariosOnly: boolean;
   /** Approximate length of the shared-prefix scenario's common system prompt in tokens. */
   prefixTokens: number;
@@ -127,6 +129,7 @@ export const DEFAULTS: BenchOptions = {
   grammarConcurrency: [1, 8],
   grammarMaxTokens: 64,
   sharedPrefixRow: true,
+  repeatRow: true,
   mixedRow: false,
   multiModelRow: false,
   scenariosOnly: false,
@@ -204,6 +207,11 @@ run after everything else; --X-only runs only the scenarios named that way (they
                            tokens out; cold (fresh servers) then warm (every slot has the prefix)
   --shared-prefix-only     only that scenario
   --prefix-tokens N        length of its common system prompt, about (default 530)
+  --no-repeat-row          skip the repeated-prompts scenario (on by default, about two minutes):
+                           32 distinct prompts through 16 slots, sent once (not measured), then
+                           again from 1 client and from 16; both sides with their host-memory
+                           prompt caches at 8192 MiB (llama-server's default)
+  --repeat-only            only that scenario
   --mixed-row              add the mixed-lengths scenario (off by default, several minutes): 4
                            clients with ~2,000-token prompts back to back while 4 clients send
                            short requests; short TTFT and total throughput
@@ -307,11 +315,14 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       case '--grammar-max-tokens': o.grammarMaxTokens = int(flag, value(), 1); break;
       case '--shared-prefix-row': o.sharedPrefixRow = true; break;
       case '--no-shared-prefix-row': o.sharedPrefixRow = false; break;
+      case '--repeat-row': o.repeatRow = true; break;
+      case '--no-repeat-row': o.repeatRow = false; break;
       case '--mixed-row': o.mixedRow = true; break;
       case '--no-mixed-row': o.mixedRow = false; break;
       case '--multi-model-row': o.multiModelRow = true; break;
       case '--no-multi-model-row': o.multiModelRow = false; break;
       case '--shared-prefix-only':
+      case '--repeat-only':
       case '--mixed-only':
       case '--multi-model-only': only.add(flag); break;
       case '--prefix-tokens': o.prefixTokens = int(flag, value(), 16); break;
@@ -331,12 +342,13 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
     if (!explicit.has('--isolation-requests')) o.isolationRequests = 5;
   }
   if (only.size > 0) {
-    if (o.ours === 'engine') throw new Error('--shared-prefix-only, --mixed-only and --multi-model-only need --ours http');
+    if (o.ours === 'engine') throw new Error('--shared-prefix-only, --repeat-only, --mixed-only and --multi-model-only need --ours http');
     if (o.costOnly || o.grammarOnly || o.natsOnly || o.routeCompare) {
-      throw new Error('--shared-prefix-only, --mixed-only and --multi-model-only exclude --cost-only, --grammar-only, --nats-only and --route-compare');
+      throw new Error('--shared-prefix-only, --repeat-only, --mixed-only and --multi-model-only exclude --cost-only, --grammar-only, --nats-only and --route-compare');
     }
     o.scenariosOnly = true;
     o.sharedPrefixRow = only.has('--shared-prefix-only');
+    o.repeatRow = only.has('--repeat-only');
     o.mixedRow = only.has('--mixed-only');
     o.multiModelRow = only.has('--multi-model-only');
     o.bareRow = false;
@@ -347,6 +359,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
   // The other focused runs print their one table only; the scenarios need the service.
   if (o.costOnly || o.grammarOnly || o.natsOnly || o.routeCompare || o.ours === 'engine') {
     o.sharedPrefixRow = false;
+    o.repeatRow = false;
     o.mixedRow = false;
     o.multiModelRow = false;
   }

@@ -1,5 +1,5 @@
 /**
- * The scenarios of one bench run (--shared-prefix-row, --mixed-row, --multi-model-row or their
+ * The scenarios of one bench run (--shared-prefix-row, --repeat-row, --mixed-row, --multi-model-row or their
  * --X-only forms): which run, in what order, what each prints, and the JSON they leave. A failed
  * scenario is printed and recorded as `{ error }` without losing the others or the main table.
  */
@@ -7,6 +7,7 @@ import type { BenchOptions } from './options.js';
 import { measureMixedLengths, promptTokensPerSecond } from './mixed-lengths.js';
 import { measureMultiModel } from './multi-model.js';
 import { formatScenario, OURS, SERVER, type ScenarioContext, type ScenarioResult, type ScenarioServers } from './scenario.js';
+import { measureRepeatedPrompts } from './repeated-prompts.js';
 import { measureSharedPrefix } from './shared-prefix.js';
 import { median } from './stats.js';
 import type { WorkloadSpec } from './workload.js';
@@ -70,6 +71,19 @@ export async function runScenarios(
         // llama-server says how many prompt tokens each request took from its cache; ours does not.
         const cached = (phase: string) => median(r.runs.filter((x) => x.phase === phase && x.target === SERVER).flatMap((x) => x.cachedTokens));
         return [`  llama-server prompt tokens reused from its cache per request (median): cold ${fmt(cached('cold'))}, warm ${fmt(cached('warm'))}`];
+      },
+    );
+  }
+  if (options.repeatRow) {
+    const slots = 16;
+    await attempt(
+      'repeatedPrompts',
+      `repeated prompts: 32 distinct ~${options.promptTokens}-token prompts through ${slots} slots, ${workload.maxTokens} tokens out; ` +
+        `sent once (not measured), then c1 = 8 of them again from 1 client, c${slots} = all again from ${slots} clients (ratio = ours / llama-server tok/s)`,
+      () => measureRepeatedPrompts({ servers, slots, prompts: 32, singleRequests: 8, workload, promptTokens: options.promptTokens }, c),
+      (r) => {
+        const cached = (phase: string, side: string) => median(r.runs.filter((x) => x.phase === phase && x.target === side).flatMap((x) => x.cachedTokens));
+        return [`  prompt tokens reused per request (median): llama-server c1 ${fmt(cached('c1', SERVER))}, c${slots} ${fmt(cached(`c${slots}`, SERVER))}`];
       },
     );
   }

@@ -3,9 +3,10 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseOptions } from '../../../scripts/bench/options.js';
 
-test('the default run has the shared-prefix scenario and not the two heavy ones', () => {
+test('the default run has the shared-prefix and repeated-prompts scenarios and not the two heavy ones', () => {
   const o = parseOptions([]);
-  assert.deepEqual([o.sharedPrefixRow, o.mixedRow, o.multiModelRow, o.scenariosOnly], [true, false, false, false]);
+  assert.deepEqual([o.sharedPrefixRow, o.repeatRow, o.mixedRow, o.multiModelRow, o.scenariosOnly], [true, true, false, false, false]);
+  assert.equal(parseOptions(['--no-repeat-row']).repeatRow, false);
 });
 
 test('--mixed-row and --multi-model-row add the opt-in scenarios; --no-shared-prefix-row drops the default one', () => {
@@ -15,7 +16,9 @@ test('--mixed-row and --multi-model-row add the opt-in scenarios; --no-shared-pr
 
 test('the --X-only flags run the named scenarios and nothing else, and combine', () => {
   const o = parseOptions(['--mixed-only', '--multi-model-only']);
-  assert.deepEqual([o.sharedPrefixRow, o.mixedRow, o.multiModelRow, o.scenariosOnly], [false, true, true, true]);
+  assert.deepEqual([o.sharedPrefixRow, o.repeatRow, o.mixedRow, o.multiModelRow, o.scenariosOnly], [false, false, true, true, true]);
+  const r = parseOptions(['--repeat-only']);
+  assert.deepEqual([r.sharedPrefixRow, r.repeatRow, r.mixedRow, r.multiModelRow, r.scenariosOnly], [false, true, false, false, true]);
   assert.deepEqual([o.bareRow, o.grammarRow, o.natsRow, o.isolationRequests], [false, false, false, 0]);
 });
 
@@ -29,7 +32,7 @@ test('a scenario-only run excludes the other focused runs and the in-process eng
 test('the other focused runs and --ours engine run no scenario', () => {
   for (const argv of [['--cost-only'], ['--grammar-only'], ['--nats-only'], ['--route-compare'], ['--ours', 'engine', '--mixed-row']]) {
     const o = parseOptions(argv);
-    assert.deepEqual([o.sharedPrefixRow, o.mixedRow, o.multiModelRow], [false, false, false], argv.join(' '));
+    assert.deepEqual([o.sharedPrefixRow, o.repeatRow, o.mixedRow, o.multiModelRow], [false, false, false, false], argv.join(' '));
   }
 });
 
