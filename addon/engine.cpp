@@ -452,6 +452,7 @@ Napi::Value AddonEngine::Stats(const Napi::CallbackInfo& info) {
   o.Set("promptCacheEvictions", Napi::Number::New(env, static_cast<double>(s.promptCacheEvictions)));
   o.Set("promptCacheBytes", Napi::Number::New(env, static_cast<double>(s.promptCacheBytes)));
   o.Set("promptCacheEntries", Napi::Number::New(env, static_cast<double>(s.promptCacheEntries)));
+  o.Set("promptCacheMs", s.promptCacheMs);
   return o;
 }
 

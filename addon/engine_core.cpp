@@ -629,6 +629,7 @@ bool EngineCore::CopyPrefix(Slot& donor, Slot& target, size_t n) {
 
 void EngineCore::SaveState(Slot& slot, size_t keep) {
   if (promptCacheLimit_ == 0 || slot.cache.empty() || keep * 2 > slot.cache.size()) return;
+  const auto start = Clock::now();
   for (const auto& e : promptCache_) {
     if (e.tokens.size() >= slot.cache.size() && CommonPrefix(e.tokens, slot.cache) == slot.cache.size()) return;
   }
@@ -653,19 +654,19 @@ void EngineCore::SaveState(Slot& slot, size_t keep) {
   try {
     entry.state.resize(size);
   } catch (const std::bad_alloc&) {
-    UpdateCacheStats(0, evicted);
+    UpdateCacheStats(0, evicted, Ms(start, Clock::now()));
     return;
   }
   const size_t written = llama_state_seq_get_data_ext(ctx_, entry.state.data(), size, slot.seqId, 0);
   if (written == 0) {
-    UpdateCacheStats(0, evicted);
+    UpdateCacheStats(0, evicted, Ms(start, Clock::now()));
     return;
   }
   entry.state.resize(written);
   entry.tokens = slot.cache;
   promptCacheBytes_ += written;
   promptCache_.push_back(std::move(entry));
-  UpdateCacheStats(1, evicted);
+  UpdateCacheStats(1, evicted, Ms(start, Clock::now()));
 }
 
 std::list<EngineCore::CachedPrompt>::iterator EngineCore::BestCached(const std::vector<llama_token>& prompt,
@@ -688,6 +689,7 @@ std::list<EngineCore::CachedPrompt>::iterator EngineCore::BestCached(const std::
 }
 
 bool EngineCore::RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entry, size_t n) {
+  const auto start = Clock::now();
   llama_memory_t mem = llama_get_memory(ctx_);
   const size_t size = entry->state.size();
   // Replaces the sequence's cells (llama.cpp removes them first); 0 when it did not load (no room
@@ -711,6 +713,7 @@ bool EngineCore::RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entr
     promptCache_.splice(promptCache_.end(), promptCache_, entry);  // most recently used
   }
   std::lock_guard<std::mutex> lock(mutex_);
+  stats_.promptCacheMs += Ms(start, Clock::now());
   stats_.promptCacheRestores++;
   stats_.promptCacheTokensRestored += n;
   stats_.promptCacheBytes = static_cast<int64_t>(promptCacheBytes_);
@@ -718,8 +721,9 @@ bool EngineCore::RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entr
   return true;
 }
 
-void EngineCore::UpdateCacheStats(uint64_t saved, uint64_t evicted) {
+void EngineCore::UpdateCacheStats(uint64_t saved, uint64_t evicted, double ms) {
   std::lock_guard<std::mutex> lock(mutex_);
+  stats_.promptCacheMs += ms;
   stats_.promptCacheSaves += saved;
   stats_.promptCacheEvictions += evicted;
   stats_.promptCacheBytes = static_cast<int64_t>(promptCacheBytes_);

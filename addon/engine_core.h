@@ -142,6 +142,7 @@ struct EngineStats {
   // what it holds now.
   uint64_t promptCacheSaves = 0, promptCacheRestores = 0, promptCacheTokensRestored = 0, promptCacheEvictions = 0;
   int64_t promptCacheBytes = 0, promptCacheEntries = 0;
+  double promptCacheMs = 0;  // time the loop spent saving and restoring states
 };
 
 using EventSink = std::function<void(std::vector<EngineEvent>&&)>;
@@ -241,7 +242,7 @@ class EngineCore {
   void SaveState(Slot& slot, size_t keep);
   std::list<CachedPrompt>::iterator BestCached(const std::vector<llama_token>& prompt, size_t* length);
   bool RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entry, size_t n);
-  void UpdateCacheStats(uint64_t saved, uint64_t evicted);
+  void UpdateCacheStats(uint64_t saved, uint64_t evicted, double ms);
   void BuildBatch();
   bool DecodeBatch();
   void RollbackBatch();

@@ -187,6 +187,8 @@ export interface PrefixSharingStats {
   /** What the cache holds now. */
   promptCacheBytes: number;
   promptCacheEntries: number;
+  /** Milliseconds the decode loop spent saving and restoring states (no step runs meanwhile). */
+  promptCacheMs: number;
 }
 
 export interface NativeEngine {
