@@ -99,7 +99,7 @@ describe('request ends', () => {
         ...w,
         transport: transports[Math.floor(rnd() * transports.length)] as string,
         status,
-        usage: { tokensIn: Math.floor(rnd() * 500), tokensOut: reached ? Math.floor(rnd() * 300) : 0, cachedTokens: 0 },
+        usage: ((tokensIn) => ({ tokensIn, tokensOut: reached ? Math.floor(rnd() * 300) : 0, cachedTokens: Math.floor(rnd() * tokensIn) }))(Math.floor(rnd() * 500)),
         timings: {
           queueMs: reached ? Math.round(rnd() * 20000) / 10 : null,
           ttftMs: reached && rnd() < 0.8 ? Math.round(rnd() * 900000) / 100 : null,
@@ -130,6 +130,7 @@ describe('request ends', () => {
         );
       }
       assert.equal(valueOf(all, 'lmserve_prompt_tokens_total', labels), mine.reduce((a, e) => a + e.usage.tokensIn, 0));
+      assert.equal(valueOf(all, 'lmserve_prompt_cached_tokens_total', labels) ?? 0, mine.reduce((a, e) => a + e.usage.cachedTokens, 0));
       assert.equal(valueOf(all, 'lmserve_generation_tokens_total', labels), mine.reduce((a, e) => a + e.usage.tokensOut, 0));
       checkHistogram(
         all,
@@ -159,9 +160,10 @@ describe('request ends', () => {
     let exp = await scrapeModel(metrics, 'm');
     assert.equal(valueOf(exp, 'lmserve_generation_tokens_total', labels), 4);
     assert.equal(valueOf(exp, 'lmserve_prompt_tokens_total', labels), 10);
+    assert.equal(valueOf(exp, 'lmserve_prompt_cached_tokens_total', labels), 3);
     observer.publishRequest(requestEnd({ ...labels, status: 'completed', usage: { tokensIn: 1, tokensOut: 250, cachedTokens: 0 } }));
     // Hostile ends: no throw, nothing counted from the broken fields.
-    observer.publishRequest(requestEnd({ ...labels, usage: { tokensIn: NaN, tokensOut: -3, cachedTokens: 0 }, timings: { queueMs: NaN, ttftMs: -1, totalMs: Infinity }, interTokenMs: [NaN, -5, Infinity] }));
+    observer.publishRequest(requestEnd({ ...labels, usage: { tokensIn: NaN, tokensOut: -3, cachedTokens: NaN }, timings: { queueMs: NaN, ttftMs: -1, totalMs: Infinity }, interTokenMs: [NaN, -5, Infinity] }));
     observer.publishRequest({ ...requestEnd(labels), usage: undefined, timings: undefined, interTokenMs: undefined } as unknown as RequestEnd);
     observer.publishRequest({ ...requestEnd(labels), worker: undefined, model: null, transport: 42, status: {} } as unknown as RequestEnd);
     observer.publishRequest(null as unknown as RequestEnd);
@@ -169,6 +171,7 @@ describe('request ends', () => {
     exp = await scrapeModel(metrics, 'm');
     assert.equal(valueOf(exp, 'lmserve_generation_tokens_total', labels), 254);
     assert.equal(valueOf(exp, 'lmserve_prompt_tokens_total', labels), 11);
+    assert.equal(valueOf(exp, 'lmserve_prompt_cached_tokens_total', labels), 3, 'ends with cachedTokens 0 or broken add nothing');
     assert.equal(valueOf(exp, 'lmserve_requests_total', { ...labels, status: 'completed' }), 3, 'the hostile completed ends are still requests');
     assert.equal(valueOf(exp, 'lmserve_time_to_first_token_seconds_count', labels), 2, 'ttft -1 is not observed');
     assert.equal(valueOf(exp, 'lmserve_inter_token_latency_seconds_count', labels), 4);

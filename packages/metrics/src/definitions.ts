@@ -75,6 +75,13 @@ const DEFINITIONS = [
     source: 'request',
   },
   {
+    name: 'lmserve_prompt_cached_tokens_total',
+    type: 'counter',
+    labels: MW,
+    help: "Prompt tokens of ended requests that came from a cache instead of a prefill (usage.cachedTokens): the slot's own cells, another slot's copy, or the host-memory prompt cache (CACHE_RAM).",
+    source: 'request',
+  },
+  {
     name: 'lmserve_generation_tokens_total',
     type: 'counter',
     labels: MW,

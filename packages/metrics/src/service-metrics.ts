@@ -132,6 +132,7 @@ export class ServiceMetrics {
 
   readonly #requestsTotal: Counter<string>;
   readonly #promptTokens: Counter<string>;
+  readonly #cachedTokens: Counter<string>;
   readonly #generationTokens: Counter<string>;
   readonly #ttft: BucketHistogram;
   readonly #interToken: BucketHistogram;
@@ -190,6 +191,7 @@ export class ServiceMetrics {
 
     this.#requestsTotal = counter('lmserve_requests_total');
     this.#promptTokens = counter('lmserve_prompt_tokens_total');
+    this.#cachedTokens = counter('lmserve_prompt_cached_tokens_total');
     this.#generationTokens = counter('lmserve_generation_tokens_total');
     this.#ttft = histogram('lmserve_time_to_first_token_seconds');
     this.#interToken = histogram('lmserve_inter_token_latency_seconds');
@@ -304,6 +306,8 @@ export class ServiceMetrics {
 
     const tokensIn = finite(end.usage?.tokensIn);
     if (tokensIn !== null && tokensIn >= 0) this.#promptTokens.inc(series.labels, tokensIn);
+    const cached = finite(end.usage?.cachedTokens);
+    if (cached !== null && cached >= 0) this.#cachedTokens.inc(series.labels, cached);
     const tokensOut = finite(end.usage?.tokensOut);
     if (tokensOut !== null && tokensOut >= 0) this.#generationTokens.inc(series.labels, tokensOut);
 
