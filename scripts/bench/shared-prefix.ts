@@ -10,7 +10,8 @@
  * - warm: then `requestsPerClient` more requests per client, back to back: each slot already holds
  *   the prefix, so only the question is new.
  *
- * Both sides keep their default prompt caching: ours reuses a slot's KV prefix; llama-server gets
+ * Both sides keep their default prompt caching: ours reuses a slot's KV prefix (and its host-memory
+ * prompt cache, CACHE_RAM=8192, as llama-server's); llama-server gets
  * `cache_prompt: true` (its /completion default) and its default host-memory cache (--cache-ram
  * 8192, idle slots saved on a new task), unlike the main table's --cache-ram 0: here prompts repeat,
  * and what a user gets from each side's caching is the point. Raw prompts on both sides ("raw": true
