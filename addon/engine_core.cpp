@@ -1,6 +1,7 @@
 #include "engine_core.h"
 
 #include <algorithm>
+#include <new>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -639,30 +640,25 @@ void EngineCore::SaveState(Slot& slot, size_t keep) {
   for (auto it = promptCache_.begin(); it != promptCache_.end();) {
     // Held whole by the new entry.
     if (CommonPrefix(it->tokens, slot.cache) == it->tokens.size()) {
-      promptCacheBytes_ -= it->state.size();
+      promptCacheBytes_ -= it->size;
       it = promptCache_.erase(it);
     } else {
       ++it;
     }
   }
   while (!promptCache_.empty() && promptCacheBytes_ + size > promptCacheLimit_) {
-    promptCacheBytes_ -= promptCache_.front().state.size();
+    promptCacheBytes_ -= promptCache_.front().size;
     promptCache_.pop_front();
     evicted++;
   }
   CachedPrompt entry;
-  try {
-    entry.state.resize(size);
-  } catch (const std::bad_alloc&) {
-    UpdateCacheStats(0, evicted, Ms(start, Clock::now()));
-    return;
-  }
-  const size_t written = llama_state_seq_get_data_ext(ctx_, entry.state.data(), size, slot.seqId, 0);
+  entry.state.reset(new (std::nothrow) uint8_t[size]);
+  const size_t written = entry.state ? llama_state_seq_get_data_ext(ctx_, entry.state.get(), size, slot.seqId, 0) : 0;
   if (written == 0) {
     UpdateCacheStats(0, evicted, Ms(start, Clock::now()));
     return;
   }
-  entry.state.resize(written);
+  entry.size = written;
   entry.tokens = slot.cache;
   promptCacheBytes_ += written;
   promptCache_.push_back(std::move(entry));
@@ -691,10 +687,10 @@ std::list<EngineCore::CachedPrompt>::iterator EngineCore::BestCached(const std::
 bool EngineCore::RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entry, size_t n) {
   const auto start = Clock::now();
   llama_memory_t mem = llama_get_memory(ctx_);
-  const size_t size = entry->state.size();
+  const size_t size = entry->size;
   // Replaces the sequence's cells (llama.cpp removes them first); 0 when it did not load (no room
   // in a unified cache, say), with the sequence then emptied.
-  if (llama_state_seq_set_data_ext(ctx_, entry->state.data(), size, slot.seqId, 0) != size) {
+  if (llama_state_seq_set_data_ext(ctx_, entry->state.get(), size, slot.seqId, 0) != size) {
     ClearCache(slot);
     return false;
   }

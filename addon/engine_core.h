@@ -237,7 +237,8 @@ class EngineCore {
   // the state does not load or its window does not hold them.
   struct CachedPrompt {
     std::vector<llama_token> tokens;
-    std::vector<uint8_t> state;
+    std::unique_ptr<uint8_t[]> state;  // not value-initialized: llama.cpp writes every byte
+    size_t size = 0;
   };
   void SaveState(Slot& slot, size_t keep);
   std::list<CachedPrompt>::iterator BestCached(const std::vector<llama_token>& prompt, size_t* length);

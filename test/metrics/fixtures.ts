@@ -41,6 +41,7 @@ export function snapshot(overrides: Partial<WorkerSnapshot> & Pick<WorkerSnapsho
     queued: 0,
     inFlight: 0,
     kvUsedRatio: 0,
+    promptCacheBytes: 6_400_000,
     restarts: 0,
     host: { pid: 4242, cpuSecondsTotal: 1.5, residentBytes: 200_000_000, heapUsedBytes: 30_000_000, eventLoopLagSeconds: 0.002 },
     transports: { nats: { connected: true }, jobs: { connected: true, pending: 3 } },

@@ -7,7 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { ServiceFixture, tinyModel } from './service-fixture.js';
+import type { WorkerInfo } from '@lmserve/protocol';
+import { ServiceFixture, tinyModel, waitFor } from './service-fixture.js';
 
 const PROMPT =
   'The museum has four galleries: ships, lighthouses, maps and the fishing fleet. '.repeat(4) + 'Which gallery shows the oldest map?';
@@ -43,10 +44,10 @@ describe('CACHE_RAM: the host-memory prompt cache of a worker', () => {
     return (await res.json()) as Completion;
   }
 
-  async function cachedMetric(worker: string): Promise<number> {
+  async function metric(worker: string, name: string): Promise<number> {
     const text = await (await fetch(service.url(worker, '/metrics'))).text();
-    const line = text.split('\n').find((l) => l.startsWith('lmserve_prompt_cached_tokens_total{') && l.includes(`worker="${worker}"`));
-    assert.ok(line, `lmserve_prompt_cached_tokens_total for ${worker}`);
+    const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(`worker="${worker}"`));
+    assert.ok(line, `${name} for ${worker}`);
     return Number(line.split(' ').pop());
   }
 
@@ -63,7 +64,25 @@ describe('CACHE_RAM: the host-memory prompt cache of a worker', () => {
     // Everything but the last prompt token, whose logits give the first output token.
     assert.equal(restored.prompt_tokens_details.cached_tokens, restored.prompt_tokens - 1);
     assert.equal(results.uncached!.usage.prompt_tokens_details.cached_tokens, 0);
-    assert.equal(await cachedMetric('cached'), restored.prompt_tokens - 1);
-    assert.equal(await cachedMetric('uncached'), 0);
+    assert.equal(await metric('cached', 'lmserve_prompt_cached_tokens_total'), restored.prompt_tokens - 1);
+    assert.equal(await metric('uncached', 'lmserve_prompt_cached_tokens_total'), 0);
+
+    // What the caches hold, in /admin/workers and the metrics (the hosts report every half second).
+    const info = (name: string) =>
+      waitFor(`${name}'s prompt cache in /admin/workers`, async () => {
+        const w = (await service.worker(name)) as WorkerInfo;
+        return w.prompt_cache && (name === 'uncached' || w.prompt_cache.restores >= 1) ? w.prompt_cache : undefined;
+      });
+    const cached = await info('cached');
+    assert.equal(cached.budget_mib, 64);
+    assert.equal(cached.restores, 1);
+    assert.equal(cached.tokens_restored, restored.prompt_tokens - 1);
+    // Both prompts: the first (saved when the other took the slot; restored in part, so it stays)
+    // and the other (saved when the first came back).
+    assert.equal(cached.entries, 2);
+    assert.ok(cached.bytes > 0);
+    assert.deepEqual(await info('uncached'), { budget_mib: 0, bytes: 0, entries: 0, restores: 0, tokens_restored: 0 });
+    assert.equal(await metric('cached', 'lmserve_prompt_cache_bytes'), cached.bytes);
+    assert.equal(await metric('uncached', 'lmserve_prompt_cache_bytes'), 0);
   });
 });

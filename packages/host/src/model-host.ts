@@ -291,7 +291,7 @@ export class ModelHost {
   }
 
   #totalStats(): HostStats {
-    const total: HostStats = { replicas: 0, slots: 0, slotsBusy: 0, queued: 0, kvUsedRatio: 0, tokensGenerated: 0 };
+    const total: HostStats = { replicas: 0, slots: 0, slotsBusy: 0, queued: 0, kvUsedRatio: 0, tokensGenerated: 0, promptCache: { bytes: 0, entries: 0, restores: 0, tokensRestored: 0 } };
     for (const { stats } of this.#replicas) {
       if (!stats) continue;
       total.replicas += 1;
@@ -300,6 +300,13 @@ export class ModelHost {
       total.queued += stats.queued;
       total.kvUsedRatio += stats.kvUsedRatio;
       total.tokensGenerated += stats.tokensGenerated;
+      const cache = stats.promptCache;
+      if (cache && total.promptCache) {
+        total.promptCache.bytes += cache.bytes;
+        total.promptCache.entries += cache.entries;
+        total.promptCache.restores += cache.restores;
+        total.promptCache.tokensRestored += cache.tokensRestored;
+      }
     }
     if (total.replicas > 0) total.kvUsedRatio /= total.replicas;
     return total;

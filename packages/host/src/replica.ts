@@ -216,6 +216,7 @@ class Replica {
         queued: s.queued,
         kvUsedRatio: s.kvUsedRatio,
         tokensGenerated: s.tokensGenerated,
+        promptCache: { bytes: s.promptCacheBytes, entries: s.promptCacheEntries, restores: s.promptCacheRestores, tokensRestored: s.promptCacheTokensRestored },
       },
     });
     return changed;

@@ -165,6 +165,13 @@ const DEFINITIONS = [
     source: 'workers',
   },
   {
+    name: 'lmserve_prompt_cache_bytes',
+    type: 'gauge',
+    labels: MW,
+    help: 'Host memory the worker\'s prompt caches hold (saved prompt states, CACHE_RAM), all replicas.',
+    source: 'workers',
+  },
+  {
     name: 'lmserve_worker_up',
     type: 'gauge',
     labels: MW,

@@ -37,6 +37,8 @@ export interface WorkerSnapshot {
   /** Requests the supervisor sent to the worker and has not seen end. */
   inFlight: number;
   kvUsedRatio: number;
+  /** Host memory the worker's prompt caches hold (`lmserve_prompt_cache_bytes`); absent or null: no report. */
+  promptCacheBytes?: number | null;
   restarts: number;
   /** The host process's last report (HostStats.process); null when there is no host or no report yet. */
   host: HostProcessStats | null;
@@ -215,6 +217,7 @@ export class ServiceMetrics {
     perWorker('lmserve_slots_busy', (w) => finite(w.slotsBusy));
     perWorker('lmserve_slots_capacity', (w) => finite(w.slotsTotal));
     perWorker('lmserve_kv_cache_usage_ratio', (w) => finite(w.kvUsedRatio));
+    perWorker('lmserve_prompt_cache_bytes', (w) => finite(w.promptCacheBytes));
     perWorker('lmserve_worker_up', (w) => (w.up === true ? 1 : 0));
     perWorker('lmserve_nats_connected', (w) => {
       const nats = transport(w, 'nats');

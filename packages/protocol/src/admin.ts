@@ -30,6 +30,12 @@ export interface WorkerInfo {
   transports: Record<string, { connected: boolean; [key: string]: unknown }>;
   /** The model file's download while one runs (state `downloading`) or after it failed; else null. */
   download?: DownloadInfo | null;
+  /**
+   * The host-memory prompt cache (CACHE_RAM): its budget, what it holds now, and the requests that
+   * started from a restored state and the prompt tokens it gave them since the host started; null
+   * while no host reported it.
+   */
+  prompt_cache?: { budget_mib: number; bytes: number; entries: number; restores: number; tokens_restored: number } | null;
   /** The last fit-before-load check: what the model needs against the memory free for it. */
   memory?: MemoryFitInfo | null;
   /** How the running host loaded the model (backend, devices, layers on the GPU); null when none is loaded. */

@@ -192,8 +192,19 @@ export interface HostStats {
   queued: number;
   kvUsedRatio: number;
   tokensGenerated: number;
+  /** The host-memory prompt caches (CACHE_RAM), summed over the replicas; absent from older hosts. */
+  promptCache?: PromptCacheStats;
   /** The host process itself (added by the host, not by replicas). */
   process?: HostProcessStats;
+}
+
+/** What the engines' host-memory prompt caches hold and gave (engine stats promptCache*). */
+export interface PromptCacheStats {
+  bytes: number;
+  entries: number;
+  /** Requests that started from a restored state, and the prompt tokens it gave them (since the host started). */
+  restores: number;
+  tokensRestored: number;
 }
 
 /** Resource use of a model host process, sent with its stats. */

@@ -236,6 +236,7 @@ export class ModelWorker implements ModelBackend {
       queued: this.#stats?.queued ?? 0,
       inFlight: this.#pending.size,
       kvUsedRatio: this.#stats?.kvUsedRatio ?? 0,
+      promptCacheBytes: this.#host ? (this.#stats?.promptCache?.bytes ?? null) : null,
       restarts: this.#restarts,
       host: this.#host ? (this.#stats?.process ?? null) : null,
       transports: this.transportStatus(),
@@ -264,6 +265,15 @@ export class ModelWorker implements ModelBackend {
       requests: { ...this.#counters },
       transports: this.transportStatus(),
       download: this.#download?.info() ?? null,
+      prompt_cache: this.#host && this.#stats?.promptCache
+        ? {
+            budget_mib: this.config?.cacheRamMiB ?? 0,
+            bytes: this.#stats.promptCache.bytes,
+            entries: this.#stats.promptCache.entries,
+            restores: this.#stats.promptCache.restores,
+            tokens_restored: this.#stats.promptCache.tokensRestored,
+          }
+        : null,
       memory: this.#fit ? fitInfo(this.#fit) : null,
       load: this.#load && this.#host
         ? {
