@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { LmError } from '@lmserve/protocol';
-import { defaultCacheRamMiB, loadSupervisorConfig, parseWorkerConfig as parseWithEnv, type ServicePaths } from '@lmserve/supervisor';
+import { totalmem } from 'node:os';
+import { defaultCacheRamMiB, usableMemoryBytes, loadSupervisorConfig, parseWorkerConfig as parseWithEnv, type ServicePaths } from '@lmserve/supervisor';
 
 const dir = mkdtempSync(join(tmpdir(), 'lmserve-config-'));
 const paths: ServicePaths = { root: '/srv/lmserve', envsDir: join(dir, 'envs'), dataDir: join(dir, 'data') };
@@ -106,6 +107,8 @@ describe('worker configuration', () => {
     assert.equal(defaultCacheRamMiB(256 * 1024 ** 3), 8192);
     assert.equal(parseWorkerConfig('demo', file, 'CACHE_RAM=auto', paths).cacheRamMiB, defaultCacheRamMiB());
     assert.equal(parseWorkerConfig('demo', file, 'CACHE_RAM=0', paths).cacheRamMiB, 0);
+    // A container's memory limit, when there is one below the machine's memory, is the base.
+    assert.ok(usableMemoryBytes() > 0 && usableMemoryBytes() <= totalmem());
   });
 
   test('unknown keys are reported, not fatal', () => {

@@ -5,7 +5,7 @@ export type { ModelWorkerOptions, WorkerTimings } from './model-worker.js';
 export { HostProcess } from './host-process.js';
 export type { HostExit, HostProcessOptions } from './host-process.js';
 export { SHARED_CPU_SPIN_COUNT, asJsonLine, hostEnvironment } from './host-process.js';
-export { defaultCacheRamMiB, loadWorkerConfig, parseWorkerConfig, workerFiles, workerEnvPrefix, isConfigError, WORKER_KEYS } from './worker-config.js';
+export { defaultCacheRamMiB, usableMemoryBytes, loadWorkerConfig, parseWorkerConfig, workerFiles, workerEnvPrefix, isConfigError, WORKER_KEYS } from './worker-config.js';
 export type { WorkerDefaults } from './worker-config.js';
 export type { Environment } from './config-values.js';
 export { buildHostSpec } from './host-spec.js';

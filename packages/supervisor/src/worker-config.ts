@@ -80,8 +80,8 @@ export interface WorkerConfig {
   prefixSharing: boolean;
   /**
    * Host memory (MiB) for saved prompt states, split between the replicas (CACHE_RAM, as
-   * llama-server's --cache-ram; 0: none; default auto: an eighth of the machine's memory, at most
-   * 8192, llama-server's default).
+   * llama-server's --cache-ram; 0: none; default auto: an eighth of the machine's memory or of the
+   * container's limit, at most 8192, llama-server's default).
    */
   cacheRamMiB: number;
   /**
@@ -146,8 +146,19 @@ const NO_DEFAULTS: WorkerDefaults = { natsUrl: null };
  * turned into `_` (environment variable names cannot hold `-` or `.` portably). Worker
  * `qwen3-4b`, key CTX_SIZE: LMSERVE_QWEN3_4B_CTX_SIZE.
  */
-/** CACHE_RAM=auto: an eighth of the machine's memory, at most llama-server's default 8192 MiB. */
-export function defaultCacheRamMiB(totalBytes = totalmem()): number {
+/**
+ * The memory this process may use: the machine's, or less where a cgroup (a container's memory
+ * limit) constrains it (process.constrainedMemory: undefined or 0 when there is no limit, a huge
+ * number when the limit is "max").
+ */
+export function usableMemoryBytes(): number {
+  const machine = totalmem();
+  const constrained = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.();
+  return constrained && constrained > 0 && constrained < machine ? constrained : machine;
+}
+
+/** CACHE_RAM=auto: an eighth of the memory (the container's limit if lower), at most llama-server's default 8192 MiB. */
+export function defaultCacheRamMiB(totalBytes = usableMemoryBytes()): number {
   return Math.min(8192, Math.floor(totalBytes / (8 * 1024 * 1024)));
 }
 
