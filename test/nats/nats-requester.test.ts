@@ -32,7 +32,7 @@ describe('requestStream', () => {
         const output = JSON.parse(msg.string()).input === 'whole' ? 'Hello' : 'Hello world';
         service.publish(msg.reply!, JSON.stringify({ id: 'nats-1', text: 'Hel', tokens: [1] }), { headers: h('token') });
         service.publish(msg.reply!, JSON.stringify({ id: 'nats-1', text: 'lo', tokens: [2] }), { headers: h('token') });
-        const done = { id: 'nats-1', model: 'm', output, finish_reason: 'length', usage: { tokens_in: 1, tokens_out: 3 }, timings: { ttft_ms: 1, dur_ms: 2 } };
+        const done = { id: 'nats-1', model: 'm', output, finish_reason: 'length', usage: { tokens_in: 1, tokens_out: 3, cached_tokens: 0 }, timings: { ttft_ms: 1, dur_ms: 2 } };
         service.publish(msg.reply!, JSON.stringify(done), { headers: h('done') });
       },
     });

@@ -62,7 +62,10 @@ describe('NATS request/reply', () => {
     assert.equal(reply.body.model, 'alpha');
     assert.equal(reply.body.output, http.body.output, 'greedy decoding gives the same text over both transports');
     assert.equal(reply.body.finish_reason, 'length');
-    assert.deepEqual(reply.body.usage, http.body.usage);
+    assert.deepEqual([reply.body.usage.tokens_in, reply.body.usage.tokens_out], [http.body.usage.tokens_in, http.body.usage.tokens_out]);
+    // The HTTP request came second: its prompt was still in the slot the NATS one used.
+    assert.equal(reply.body.usage.cached_tokens, 0);
+    assert.equal(http.body.usage.cached_tokens, http.body.usage.tokens_in - 1);
     assert.equal(typeof reply.body.timings.ttft_ms, 'number');
     const audit = await row('alpha', reply.body.id);
     assert.equal(audit.transport, 'nats');

@@ -64,7 +64,17 @@ describe('CACHE_RAM: the host-memory prompt cache of a worker', () => {
     // Everything but the last prompt token, whose logits give the first output token.
     assert.equal(restored.prompt_tokens_details.cached_tokens, restored.prompt_tokens - 1);
     assert.equal(results.uncached!.usage.prompt_tokens_details.cached_tokens, 0);
-    assert.equal(await metric('cached', 'lmserve_prompt_cached_tokens_total'), restored.prompt_tokens - 1);
+    // Our own API says it too: the prompt is in the slot now (raw, as OpenAI's prompt is sent).
+    const native = await fetch(service.url('cached', '/v1/completions'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ input: PROMPT, params: { raw: true, max_tokens: 8, temperature: 0, ignore_eos: true } }),
+    });
+    const nativeBody = (await native.json()) as { output: string; usage: { tokens_in: number; cached_tokens: number } };
+    assert.equal(nativeBody.output, results.cached!.choices[0]!.text);
+    assert.equal(nativeBody.usage.tokens_in, restored.prompt_tokens);
+    assert.equal(nativeBody.usage.cached_tokens, restored.prompt_tokens - 1);
+    assert.equal(await metric('cached', 'lmserve_prompt_cached_tokens_total'), 2 * (restored.prompt_tokens - 1));
     assert.equal(await metric('uncached', 'lmserve_prompt_cached_tokens_total'), 0);
 
     // What the caches hold, in /admin/workers and the metrics (the hosts report every half second).

@@ -9,7 +9,8 @@ export interface CompletionBody {
   model: string;
   output: string;
   finish_reason: GenerationResult['finishReason'];
-  usage: { tokens_in: number; tokens_out: number };
+  /** cached_tokens: prompt tokens a cache gave instead of a prefill (own slot, another slot, CACHE_RAM). */
+  usage: { tokens_in: number; tokens_out: number; cached_tokens: number };
   timings: { ttft_ms: number; dur_ms: number };
 }
 
@@ -19,7 +20,7 @@ export function completionBody(id: string, model: string, result: GenerationResu
     model,
     output: result.text,
     finish_reason: result.finishReason,
-    usage: { tokens_in: result.usage.tokensIn, tokens_out: result.usage.tokensOut },
+    usage: { tokens_in: result.usage.tokensIn, tokens_out: result.usage.tokensOut, cached_tokens: result.usage.cachedTokens },
     timings: { ttft_ms: result.timings.ttftMs, dur_ms: result.timings.totalMs },
   };
 }
