@@ -250,10 +250,9 @@ EngineCore::EngineCore(std::shared_ptr<ModelHandle> model, const EngineOptions& 
   memoryBytes_ = EstimateMemory(model_->model(), ctx_, options_.batchSize);
   // Recurrent state cannot be cut at a position: a copied prefix would carry the donor's whole
   // history. Those models reuse only their own slot's cache.
-  sharePrefixes_ = options_.prefixSharing && !llama_model_is_recurrent(model_->model()) &&
-                   !llama_model_is_hybrid(model_->model());
-  swaWindow_ = options_.swaFull ? 0 : std::max(0, llama_model_n_swa(model_->model()));
   cutsAnywhere_ = !llama_model_is_recurrent(model_->model()) && !llama_model_is_hybrid(model_->model());
+  sharePrefixes_ = options_.prefixSharing && cutsAnywhere_;
+  swaWindow_ = options_.swaFull ? 0 : std::max(0, llama_model_n_swa(model_->model()));
   promptCacheLimit_ = static_cast<size_t>(std::max(0, options_.promptCacheMiB)) * 1024 * 1024;
   pendingDonors_.assign(static_cast<size_t>(options_.slots), false);
   slots_.resize(static_cast<size_t>(options_.slots));
@@ -530,13 +529,12 @@ void EngineCore::StartPrefill(Slot& slot) {
   size_t cachedLength = 0;
   // A restore writes the slot's cells at once: not into a stream a queued copy still reads.
   if (promptCacheLimit_ > 0 && !pendingDonors_[static_cast<size_t>(slot.seqId)]) BestCached(prompt, &cachedLength);
-  if (cachedLength < std::max(reuse, copyLength) + kMinRestoreGain) cachedLength = 0;
-  if (cachedLength > 0) {
+  const size_t leastRestore = std::max(reuse, copyLength) + kMinRestoreGain;
+  if (cachedLength >= leastRestore) {
     SaveState(slot, 0);
     // Saving may have dropped entries to make room: look again.
     auto entry = BestCached(prompt, &cachedLength);
-    reuse = entry != promptCache_.end() && cachedLength >= std::max(reuse, copyLength) + kMinRestoreGain &&
-                    RestoreState(slot, entry, cachedLength)
+    reuse = entry != promptCache_.end() && cachedLength >= leastRestore && RestoreState(slot, entry, cachedLength)
                 ? cachedLength
                 : 0;
     if (reuse == 0) ClearCache(slot);
@@ -655,14 +653,14 @@ void EngineCore::SaveState(Slot& slot, size_t keep) {
   entry.state.reset(new (std::nothrow) uint8_t[size]);
   const size_t written = entry.state ? llama_state_seq_get_data_ext(ctx_, entry.state.get(), size, slot.seqId, 0) : 0;
   if (written == 0) {
-    UpdateCacheStats(0, evicted, Ms(start, Clock::now()));
+    UpdateCacheStats(Ms(start, Clock::now()), 0, evicted);
     return;
   }
   entry.size = written;
   entry.tokens = slot.cache;
   promptCacheBytes_ += written;
   promptCache_.push_back(std::move(entry));
-  UpdateCacheStats(1, evicted, Ms(start, Clock::now()));
+  UpdateCacheStats(Ms(start, Clock::now()), 1, evicted);
 }
 
 std::list<EngineCore::CachedPrompt>::iterator EngineCore::BestCached(const std::vector<llama_token>& prompt,
@@ -708,20 +706,19 @@ bool EngineCore::RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entr
   } else {
     promptCache_.splice(promptCache_.end(), promptCache_, entry);  // most recently used
   }
-  std::lock_guard<std::mutex> lock(mutex_);
-  stats_.promptCacheMs += Ms(start, Clock::now());
-  stats_.promptCacheRestores++;
-  stats_.promptCacheTokensRestored += n;
-  stats_.promptCacheBytes = static_cast<int64_t>(promptCacheBytes_);
-  stats_.promptCacheEntries = static_cast<int64_t>(promptCache_.size());
+  UpdateCacheStats(Ms(start, Clock::now()), 0, 0, n);
   return true;
 }
 
-void EngineCore::UpdateCacheStats(uint64_t saved, uint64_t evicted, double ms) {
+void EngineCore::UpdateCacheStats(double ms, uint64_t saved, uint64_t evicted, size_t restoredTokens) {
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.promptCacheMs += ms;
   stats_.promptCacheSaves += saved;
   stats_.promptCacheEvictions += evicted;
+  if (restoredTokens > 0) {
+    stats_.promptCacheRestores++;
+    stats_.promptCacheTokensRestored += restoredTokens;
+  }
   stats_.promptCacheBytes = static_cast<int64_t>(promptCacheBytes_);
   stats_.promptCacheEntries = static_cast<int64_t>(promptCache_.size());
 }

@@ -243,7 +243,8 @@ class EngineCore {
   void SaveState(Slot& slot, size_t keep);
   std::list<CachedPrompt>::iterator BestCached(const std::vector<llama_token>& prompt, size_t* length);
   bool RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entry, size_t n);
-  void UpdateCacheStats(uint64_t saved, uint64_t evicted, double ms);
+  // Adds to the cache's counters (a restore: restoredTokens > 0) and sets what it holds now.
+  void UpdateCacheStats(double ms, uint64_t saved, uint64_t evicted, size_t restoredTokens = 0);
   void BuildBatch();
   bool DecodeBatch();
   void RollbackBatch();

@@ -29,6 +29,10 @@ const LONG_MAX_TOKENS = 16;
 
 const fmt = (v: number | null | undefined, digits = 0) => (v === null || v === undefined ? '-' : v.toFixed(digits));
 
+/** The median of the prompt tokens one side reported taking from its cache per request, in one phase. */
+const cachedMedian = (r: ScenarioResult, phase: string, side: string) =>
+  median(r.runs.filter((x) => x.phase === phase && x.target === side).flatMap((x) => x.cachedTokens));
+
 export async function runScenarios(
   options: BenchOptions,
   servers: ScenarioServers,
@@ -67,11 +71,8 @@ export async function runScenarios(
         requestsPerClient: options.requestsPerClient,
         workload,
       }, c),
-      (r) => {
-        // llama-server says how many prompt tokens each request took from its cache; ours does not.
-        const cached = (phase: string) => median(r.runs.filter((x) => x.phase === phase && x.target === SERVER).flatMap((x) => x.cachedTokens));
-        return [`  llama-server prompt tokens reused from its cache per request (median): cold ${fmt(cached('cold'))}, warm ${fmt(cached('warm'))}`];
-      },
+      // llama-server says how many prompt tokens each request took from its cache; ours does not.
+      (r) => [`  llama-server prompt tokens reused from its cache per request (median): cold ${fmt(cachedMedian(r, 'cold', SERVER))}, warm ${fmt(cachedMedian(r, 'warm', SERVER))}`],
     );
   }
   if (options.repeatRow) {
@@ -81,10 +82,7 @@ export async function runScenarios(
       `repeated prompts: 32 distinct ~${options.promptTokens}-token prompts through ${slots} slots, ${workload.maxTokens} tokens out; ` +
         `sent once (not measured), then c1 = 8 of them again from 1 client, c${slots} = all again from ${slots} clients (ratio = ours / llama-server tok/s)`,
       () => measureRepeatedPrompts({ servers, slots, prompts: 32, singleRequests: 8, workload, promptTokens: options.promptTokens }, c),
-      (r) => {
-        const cached = (phase: string, side: string) => median(r.runs.filter((x) => x.phase === phase && x.target === side).flatMap((x) => x.cachedTokens));
-        return [`  prompt tokens reused per request (median): llama-server c1 ${fmt(cached('c1', SERVER))}, c${slots} ${fmt(cached(`c${slots}`, SERVER))}`];
-      },
+      (r) => [`  prompt tokens reused per request (median): llama-server c1 ${fmt(cachedMedian(r, 'c1', SERVER))}, c${slots} ${fmt(cachedMedian(r, `c${slots}`, SERVER))}`],
     );
   }
   if (options.mixedRow) {

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { test, describe, before, after } from 'node:test';
 import { setImmediate as tick } from 'node:timers/promises';
-import { loadModel, type Engine, type EngineOptions, type Generation, type Model } from '@lmserve/engine';
-import type { GenerationParams, GenerationResult } from '@lmserve/protocol';
+import { loadModel, type Engine, type EngineOptions, type Model } from '@lmserve/engine';
+import type { GenerationParams } from '@lmserve/protocol';
 import { modelPath } from '../helpers.js';
+import { coldRun, run } from './generation-helpers.js';
 
 // A system prompt of a few hundred tokens that every request below starts with.
 const SYSTEM =
@@ -12,17 +13,6 @@ const SYSTEM =
   'Tickets are sold at the entrance.\n';
 const question = (i: number) => `User: question ${i}, which gallery shows item ${i * 7}?\nAssistant:`;
 const GREEDY: GenerationParams = { maxTokens: 16, temperature: 0, ignoreEos: true };
-
-interface Run {
-  tokens: number[];
-  result: GenerationResult;
-}
-
-async function run(generation: Generation): Promise<Run> {
-  const tokens: number[] = [];
-  for await (const chunk of generation) tokens.push(...chunk.tokens);
-  return { tokens, result: await generation.result };
-}
 
 function commonPrefix(a: readonly number[], b: readonly number[]): number {
   let i = 0;
@@ -49,14 +39,8 @@ for (const kvUnified of [false, true]) {
       return e;
     };
     // The reference: the same request alone in a fresh engine that shares nothing.
-    const cold = async (prompt: string, params = GREEDY) => {
-      const e = await model.createEngine({ slots: 1, contextSize: 1024, kvUnified, prefixSharing: false });
-      try {
-        return await run(e.submit({ prompt, params }));
-      } finally {
-        e.dispose();
-      }
-    };
+    const cold = (prompt: string, params = GREEDY) =>
+      coldRun(model, { slots: 1, contextSize: 1024, kvUnified, prefixSharing: false }, { prompt, params });
     before(async () => {
       model = await loadModel(await modelPath('tiny'));
     });

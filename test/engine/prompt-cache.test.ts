@@ -7,9 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { test, describe, before, after } from 'node:test';
-import { loadModel, type Engine, type EngineOptions, type Generation, type Model } from '@lmserve/engine';
-import type { GenerationParams, GenerationResult, TokenLogprob } from '@lmserve/protocol';
+import { loadModel, type Engine, type EngineOptions, type Model } from '@lmserve/engine';
+import type { GenerationParams } from '@lmserve/protocol';
 import { modelPath } from '../helpers.js';
+import { assertSameAnswer, coldRun, run } from './generation-helpers.js';
 
 const SYSTEM =
   'System: you are the assistant of the harbour museum. Answer briefly and name the gallery. ' +
@@ -17,30 +18,6 @@ const SYSTEM =
 const question = (i: number) => `User: question ${i}, which gallery shows item ${i * 7}?\nAssistant:`;
 const OTHER = (i: number) => `Completely different text number ${i}: the weather report for the coast, wind from the west.`;
 const GREEDY: GenerationParams = { maxTokens: 12, temperature: 0, ignoreEos: true, logprobs: 1 };
-
-interface Run {
-  tokens: number[];
-  logprobs: TokenLogprob[];
-  result: GenerationResult;
-}
-
-async function run(generation: Generation): Promise<Run> {
-  const tokens: number[] = [];
-  const logprobs: TokenLogprob[] = [];
-  for await (const chunk of generation) {
-    tokens.push(...chunk.tokens);
-    logprobs.push(...(chunk.logprobs ?? []));
-  }
-  return { tokens, logprobs, result: await generation.result };
-}
-
-function assertSameAnswer(got: Run, expected: Run): void {
-  assert.deepEqual(got.tokens, expected.tokens);
-  got.logprobs.forEach((entry, i) => {
-    const want = expected.logprobs[i]!;
-    assert.ok(Math.abs(entry.logprob - want.logprob) < 1e-3, `token ${i}: logprob ${entry.logprob} against ${want.logprob}`);
-  });
-}
 
 for (const kvUnified of [false, true]) {
   describe(`prompt cache in host memory (kvUnified: ${kvUnified})`, () => {
@@ -51,14 +28,8 @@ for (const kvUnified of [false, true]) {
       engines.push(e);
       return e;
     };
-    const cold = async (prompt: string | number[], params = GREEDY) => {
-      const e = await model.createEngine({ slots: 1, contextSize: 1024, kvUnified, prefixSharing: false });
-      try {
-        return await run(e.submit({ prompt, params }));
-      } finally {
-        e.dispose();
-      }
-    };
+    const cold = (prompt: string | number[]) =>
+      coldRun(model, { slots: 1, contextSize: 1024, kvUnified, prefixSharing: false }, { prompt, params: GREEDY });
     before(async () => {
       model = await loadModel(await modelPath('tiny'));
     });
@@ -170,14 +141,7 @@ describe('prompt cache on a sliding-window model', () => {
     // A long answer: the window layer (32 positions, 256 cells) overwrote the prompt's cells.
     const long = await run(e.submit({ prompt, params: { maxTokens: 380, temperature: 0, ignoreEos: true } }));
     await run(e.submit({ prompt: OTHER(1), params: GREEDY }));
-    const cold = async (p: number[]) => {
-      const c = await model.createEngine({ slots: 1, contextSize: 2048, batchSize: 32 });
-      try {
-        return await run(c.submit({ prompt: p, params: GREEDY }));
-      } finally {
-        c.dispose();
-      }
-    };
+    const cold = (p: number[]) => coldRun(model, { slots: 1, contextSize: 2048, batchSize: 32 }, { prompt: p, params: GREEDY });
     // The prompt alone: its window cells are gone from the saved state, so after the restore the
     // engine finds them missing and prefills it all.
     const short = await run(e.submit({ prompt, params: GREEDY }));

@@ -8,41 +8,16 @@
  */
 import assert from 'node:assert/strict';
 import { test, describe, before, after } from 'node:test';
-import { loadModel, type Engine, type EngineOptions, type Generation, type Model } from '@lmserve/engine';
-import type { GenerationParams, GenerationResult, TokenLogprob } from '@lmserve/protocol';
+import { loadModel, type Engine, type EngineOptions, type Model } from '@lmserve/engine';
+import type { GenerationParams } from '@lmserve/protocol';
 import { modelPath } from '../helpers.js';
+import { assertSameAnswer, run, type Run } from './generation-helpers.js';
 
 const PROMPT = 'The harbour town woke slowly that morning. Fishermen checked their nets while the baker pulled the first loaves from a stone oven.';
 const GREEDY: GenerationParams = { maxTokens: 40, temperature: 0, ignoreEos: true, logprobs: 2 };
 // With batchSize 32 each sequence's window layer has 256 cells (32 + 32, padded to 256): a
 // sequence longer than that overwrites its oldest positions.
 const LONG = 600;
-
-interface Run {
-  tokens: number[];
-  logprobs: TokenLogprob[];
-  result: GenerationResult;
-}
-
-/** Same tokens, and log-probabilities equal up to float noise (a batch of two sequences sums in another order). */
-function assertSameAnswer(got: Run, expected: Run): void {
-  assert.deepEqual(got.tokens, expected.tokens);
-  assert.equal(got.logprobs.length, expected.logprobs.length);
-  got.logprobs.forEach((entry, i) => {
-    const want = expected.logprobs[i]!;
-    assert.ok(Math.abs(entry.logprob - want.logprob) < 1e-3, `token ${i}: logprob ${entry.logprob} against ${want.logprob}`);
-  });
-}
-
-async function run(generation: Generation): Promise<Run> {
-  const tokens: number[] = [];
-  const logprobs: TokenLogprob[] = [];
-  for await (const chunk of generation) {
-    tokens.push(...chunk.tokens);
-    logprobs.push(...(chunk.logprobs ?? []));
-  }
-  return { tokens, logprobs, result: await generation.result };
-}
 
 for (const kvUnified of [false, true]) {
   describe(`sliding-window attention (kvUnified: ${kvUnified})`, () => {

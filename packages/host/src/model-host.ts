@@ -15,6 +15,7 @@ import type {
   LoadReport,
   HostSpec,
   HostStats,
+  PromptCacheStats,
   HostToSupervisor,
   Logger,
   ModelSummary,
@@ -291,7 +292,8 @@ export class ModelHost {
   }
 
   #totalStats(): HostStats {
-    const total: HostStats = { replicas: 0, slots: 0, slotsBusy: 0, queued: 0, kvUsedRatio: 0, tokensGenerated: 0, promptCache: { bytes: 0, entries: 0, restores: 0, tokensRestored: 0 } };
+    const promptCache: PromptCacheStats = { bytes: 0, entries: 0, restores: 0, tokensRestored: 0 };
+    const total: HostStats = { replicas: 0, slots: 0, slotsBusy: 0, queued: 0, kvUsedRatio: 0, tokensGenerated: 0, promptCache };
     for (const { stats } of this.#replicas) {
       if (!stats) continue;
       total.replicas += 1;
@@ -300,12 +302,11 @@ export class ModelHost {
       total.queued += stats.queued;
       total.kvUsedRatio += stats.kvUsedRatio;
       total.tokensGenerated += stats.tokensGenerated;
-      const cache = stats.promptCache;
-      if (cache && total.promptCache) {
-        total.promptCache.bytes += cache.bytes;
-        total.promptCache.entries += cache.entries;
-        total.promptCache.restores += cache.restores;
-        total.promptCache.tokensRestored += cache.tokensRestored;
+      if (stats.promptCache) {
+        promptCache.bytes += stats.promptCache.bytes;
+        promptCache.entries += stats.promptCache.entries;
+        promptCache.restores += stats.promptCache.restores;
+        promptCache.tokensRestored += stats.promptCache.tokensRestored;
       }
     }
     if (total.replicas > 0) total.kvUsedRatio /= total.replicas;

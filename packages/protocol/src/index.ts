@@ -22,6 +22,7 @@ export type {
   GenerationEvent,
   HostSpec,
   HostStats,
+  PromptCacheStats,
   HostProcessStats,
   HostToReplica,
   HostToSupervisor,

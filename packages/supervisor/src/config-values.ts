@@ -96,6 +96,14 @@ export class ConfigReader {
     return Number(raw);
   }
 
+  /** `auto` (any case; also when unset) or a whole number from min to max; else fails with `expected`. */
+  autoOrInt(key: string, min: number, max: number, expected: string): 'auto' | number {
+    const raw = this.string(key, 'auto').toLowerCase();
+    if (raw === 'auto') return 'auto';
+    if (!/^\d+$/.test(raw)) this.fail(key, expected);
+    return this.int(key, 0, min, max);
+  }
+
   choice<T extends string>(key: string, fallback: T, choices: readonly T[]): T {
     const raw = this.string(key, fallback).toLowerCase();
     if (!(choices as readonly string[]).includes(raw)) this.fail(key, `must be one of ${choices.join(', ')}`);

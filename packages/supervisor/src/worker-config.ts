@@ -239,12 +239,9 @@ export function parseWorkerConfig(
   } catch {
     r.fail('HTTP_ADDR', 'must be host:port');
   }
-  const gpuRaw = r.string('GPU_LAYERS', 'auto').toLowerCase();
-  if (gpuRaw !== 'auto' && !/^\d+$/.test(gpuRaw)) r.fail('GPU_LAYERS', 'must be auto or a number of layers (0 = CPU only)');
-  const gpuLayers = gpuRaw === 'auto' ? 'auto' : r.int('GPU_LAYERS', 0, 0, 100000);
-  const cacheRaw = r.string('CACHE_RAM', 'auto').toLowerCase();
-  if (cacheRaw !== 'auto' && !/^\d+$/.test(cacheRaw)) r.fail('CACHE_RAM', 'must be auto or MiB of host memory (0 = no prompt cache)');
-  const cacheRamMiB = cacheRaw === 'auto' ? defaultCacheRamMiB() : r.int('CACHE_RAM', 0, 0, 1 << 24);
+  const gpuLayers = r.autoOrInt('GPU_LAYERS', 0, 100000, 'must be auto or a number of layers (0 = CPU only)');
+  const cacheRam = r.autoOrInt('CACHE_RAM', 0, 1 << 24, 'must be auto or MiB of host memory (0 = no prompt cache)');
+  const cacheRamMiB = cacheRam === 'auto' ? defaultCacheRamMiB() : cacheRam;
   const subject = r.matching('SUBJECT', `inference.request.${name}`, NATS_SUBJECT, 'must be a NATS subject without wildcards');
   const sha = r.matching('MODEL_SHA256', '-', /^(-|[0-9a-fA-F]{64})$/, 'must be 64 hex digits');
   const concurrency = r.int('WORKER_CONCURRENCY', 4, 1, 256);
