@@ -3,11 +3,13 @@
  * each, one with the host-memory prompt cache and one with CACHE_RAM=0. A prompt comes back after
  * another one took its slot: the first worker restores it (OpenAI's usage
  * `prompt_tokens_details.cached_tokens`, the metric `lmserve_prompt_cached_tokens_total`), the
- * second prefills it again. Both answer the same greedy text.
+ * second prefills it again. Both answer the same greedy text. A third worker keeps CACHE_RAM=auto:
+ * its budget is its share of the service's one budget.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { WorkerInfo } from '@lmserve/protocol';
+import { defaultCacheRamMiB, usableMemoryBytes } from '@lmserve/supervisor';
 import { ServiceFixture, tinyModel, waitFor } from './service-fixture.js';
 
 const PROMPT =
@@ -26,10 +28,12 @@ describe('CACHE_RAM: the host-memory prompt cache of a worker', () => {
     await service.configure({
       cached: { model: tinyModel, env: { WORKER_CONCURRENCY: '1', CACHE_RAM: '64' } },
       uncached: { model: tinyModel, env: { WORKER_CONCURRENCY: '1', CACHE_RAM: '0' } },
+      shared: { model: tinyModel, env: { WORKER_CONCURRENCY: '1' } },
     });
     await service.start(['--all']);
     await service.waitReady('cached');
     await service.waitReady('uncached');
+    await service.waitReady('shared');
   });
 
   after(() => service.cleanup());
@@ -94,5 +98,12 @@ describe('CACHE_RAM: the host-memory prompt cache of a worker', () => {
     assert.deepEqual(await info('uncached'), { budget_mib: 0, bytes: 0, entries: 0, restores: 0, tokens_restored: 0 });
     assert.equal(await metric('cached', 'lmserve_prompt_cache_bytes'), cached.bytes);
     assert.equal(await metric('uncached', 'lmserve_prompt_cache_bytes'), 0);
+  });
+
+  test('CACHE_RAM=auto: the service has one budget, an equal share for each of its workers', async () => {
+    const cache = await waitFor("shared's prompt cache in /admin/workers", async () => ((await service.worker('shared')) as WorkerInfo).prompt_cache);
+    const share = defaultCacheRamMiB(usableMemoryBytes(), 3);
+    assert.ok(share > 0 && share < defaultCacheRamMiB(), `a third of the auto budget: ${share} MiB`);
+    assert.equal(cache.budget_mib, share);
   });
 });

@@ -102,11 +102,17 @@ describe('worker configuration', () => {
     }
   });
 
-  test('CACHE_RAM: auto is an eighth of the memory, at most 8192 MiB; 0 turns the prompt cache off', () => {
+  test('CACHE_RAM: auto is an eighth of the memory, at most 8192 MiB, shared by the workers; 0 turns the prompt cache off', () => {
     assert.equal(defaultCacheRamMiB(24 * 1024 ** 3), 3072);
     assert.equal(defaultCacheRamMiB(256 * 1024 ** 3), 8192);
     assert.equal(parseWorkerConfig('demo', file, 'CACHE_RAM=auto', paths).cacheRamMiB, defaultCacheRamMiB());
     assert.equal(parseWorkerConfig('demo', file, 'CACHE_RAM=0', paths).cacheRamMiB, 0);
+    // One budget for the service: each of its workers gets an equal share.
+    assert.equal(defaultCacheRamMiB(24 * 1024 ** 3, 3), 1024);
+    assert.equal(defaultCacheRamMiB(256 * 1024 ** 3, 3), 2730);
+    const shared = parseWithEnv('demo', file, 'CACHE_RAM=auto', paths, { natsUrl: null, workers: 4 }, {});
+    assert.equal(shared.cacheRamMiB, defaultCacheRamMiB(usableMemoryBytes(), 4));
+    assert.equal(parseWithEnv('demo', file, 'CACHE_RAM=512', paths, { natsUrl: null, workers: 4 }, {}).cacheRamMiB, 512);
     // A container's memory limit, when there is one below the machine's memory, is the base.
     assert.ok(usableMemoryBytes() > 0 && usableMemoryBytes() <= totalmem());
   });

@@ -61,6 +61,8 @@ export class Supervisor implements AdminBackend {
   readonly observer: ServiceObserver;
   readonly #log: Logger;
   readonly #workers = new Map<string, WorkerEntry>();
+  /** The worker files found at start: CACHE_RAM=auto shares one budget among them. */
+  #workerFiles = 1;
   readonly #transports: Transport[];
   readonly #startedAt = Date.now();
   readonly #onShutdownRequest: (() => void) | undefined;
@@ -239,6 +241,7 @@ export class Supervisor implements AdminBackend {
 
   async #open(start: 'all' | string[]): Promise<void> {
     const files = workerFiles(this.paths.envsDir);
+    this.#workerFiles = Math.max(1, files.length);
     if (start !== 'all') {
       for (const name of start) {
         if (!files.some((f) => f.name === name)) {
@@ -347,7 +350,12 @@ export class Supervisor implements AdminBackend {
 
   /** A worker's file, its LMSERVE_<WORKER>_<KEY> variables, and the supervisor's defaults (NATS_URL). */
   #loadWorkerConfig(name: string, file: string): WorkerConfig | WorkerConfigError {
-    return loadWorkerConfig(name, file, this.paths, { natsUrl: this.config.natsUrl, nats: this.config.nats, logBodies: this.config.logBodies ? 'on' : 'off' });
+    return loadWorkerConfig(name, file, this.paths, {
+      natsUrl: this.config.natsUrl,
+      nats: this.config.nats,
+      logBodies: this.config.logBodies ? 'on' : 'off',
+      workers: this.#workerFiles,
+    });
   }
 
   #reportConfig(worker: ModelWorker): void {

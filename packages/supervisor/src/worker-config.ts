@@ -137,15 +137,12 @@ export interface WorkerDefaults {
   nats?: Partial<Record<SupervisorNatsKey, string | null>>;
   /** The supervisor's LOG_BODIES (on|off); null: on. */
   logBodies?: 'on' | 'off' | null;
+  /** The workers the supervisor runs (its worker files): CACHE_RAM=auto shares one budget among them. */
+  workers?: number;
 }
 
 const NO_DEFAULTS: WorkerDefaults = { natsUrl: null };
 
-/**
- * `LMSERVE_<WORKER>_`: the worker's name upper-cased, every character other than A-Z and 0-9
- * turned into `_` (environment variable names cannot hold `-` or `.` portably). Worker
- * `qwen3-4b`, key CTX_SIZE: LMSERVE_QWEN3_4B_CTX_SIZE.
- */
 /**
  * The memory this process may use: the machine's, or less where a cgroup (a container's memory
  * limit) constrains it (process.constrainedMemory: undefined or 0 when there is no limit, a huge
@@ -157,11 +154,20 @@ export function usableMemoryBytes(): number {
   return constrained && constrained > 0 && constrained < machine ? constrained : machine;
 }
 
-/** CACHE_RAM=auto: an eighth of the memory (the container's limit if lower), at most llama-server's default 8192 MiB. */
-export function defaultCacheRamMiB(totalBytes = usableMemoryBytes()): number {
-  return Math.min(8192, Math.floor(totalBytes / (8 * 1024 * 1024)));
+/**
+ * CACHE_RAM=auto: an eighth of the memory (the container's limit if lower), at most llama-server's
+ * default 8192 MiB, for the whole service: each of its `workers` gets an equal share, so several
+ * models on one machine do not each take an eighth.
+ */
+export function defaultCacheRamMiB(totalBytes = usableMemoryBytes(), workers = 1): number {
+  return Math.floor(Math.min(8192, Math.floor(totalBytes / (8 * 1024 * 1024))) / Math.max(1, workers));
 }
 
+/**
+ * `LMSERVE_<WORKER>_`: the worker's name upper-cased, every character other than A-Z and 0-9
+ * turned into `_` (environment variable names cannot hold `-` or `.` portably). Worker
+ * `qwen3-4b`, key CTX_SIZE: LMSERVE_QWEN3_4B_CTX_SIZE.
+ */
 export function workerEnvPrefix(name: string): string {
   return `LMSERVE_${name.toUpperCase().replace(/[^A-Z0-9]/g, '_')}_`;
 }
@@ -241,7 +247,7 @@ export function parseWorkerConfig(
   }
   const gpuLayers = r.autoOrInt('GPU_LAYERS', 0, 100000, 'must be auto or a number of layers (0 = CPU only)');
   const cacheRam = r.autoOrInt('CACHE_RAM', 0, 1 << 24, 'must be auto or MiB of host memory (0 = no prompt cache)');
-  const cacheRamMiB = cacheRam === 'auto' ? defaultCacheRamMiB() : cacheRam;
+  const cacheRamMiB = cacheRam === 'auto' ? defaultCacheRamMiB(usableMemoryBytes(), defaults.workers) : cacheRam;
   const subject = r.matching('SUBJECT', `inference.request.${name}`, NATS_SUBJECT, 'must be a NATS subject without wildcards');
   const sha = r.matching('MODEL_SHA256', '-', /^(-|[0-9a-fA-F]{64})$/, 'must be 64 hex digits');
   const concurrency = r.int('WORKER_CONCURRENCY', 4, 1, 256);
