@@ -51,9 +51,12 @@ export function directStream(res: Response, template: DirectTemplate | null, sta
       if (socket.destroyed || res.writableEnded || res.req.httpVersion !== '1.1') return false;
       start();
       if ((res as unknown as { chunkedEncoding?: boolean }).chunkedEncoding !== true) return false;
-      // Written bytes may still be corked (until the next tick) or queued: wait until the kernel has them.
+      // Written bytes may still be corked or queued: wait until the kernel has them. The response
+      // corks its socket for the rest of the tick (uncorked by a process.nextTick callback queued
+      // with the write), so one tick later they have normally left: a tick, not a turn of the
+      // event loop (setImmediate), which under load is milliseconds of other requests' I/O.
       const deadline = performance.now() + BEGIN_LIMIT_MS;
-      await new Promise((resolve) => setImmediate(resolve));
+      await new Promise((resolve) => process.nextTick(resolve));
       while (!socket.destroyed && socket.writableLength > 0 && performance.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 2));
       }
