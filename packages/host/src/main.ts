@@ -67,6 +67,9 @@ process.on('message', (message: SupervisorToHost, handle?: unknown) => {
     case 'cancel':
       host?.cancel(message.id);
       break;
+    case 'release':
+      host?.release(message.conn);
+      break;
     case 'shutdown':
       if (host) void host.shutdown(message.graceMs);
       else process.exit(0);

@@ -27,6 +27,20 @@ import { EventOutbox } from './event-outbox.js';
 import { GrammarChecker, GrammarCheckerUnavailable } from './grammar-checker.js';
 import type { ReplicaTask } from './replica.js';
 
+/**
+ * A client connection lent by the supervisor for direct streams: this process's descriptor of it,
+ * kept from the connection's first direct stream until the supervisor releases it (it closed
+ * there), so a keep-alive connection's later streams need no handle. Closed once released and no
+ * stream writes to it.
+ */
+interface LentConnection {
+  socket: Socket;
+  fd: number;
+  /** The requests whose engine may write to it (ended ones leave at `ended`). */
+  users: Set<string>;
+  released: boolean;
+}
+
 interface ReplicaHandle {
   index: number;
   port: MessagePort;
@@ -56,8 +70,12 @@ export class ModelHost {
   readonly #owner = new Map<string, ReplicaHandle>();
   /** Requests whose grammar is being checked; a cancel while checking ends them here. */
   readonly #checking = new Set<string>();
-  /** Direct streams' connections (this process's descriptors), until their request ends. */
-  readonly #sockets = new Map<string, Socket>();
+  /** Lent connections by the supervisor's number (GenerateRequest.direct.conn). */
+  readonly #connections = new Map<number, LentConnection>();
+  /** The connection each direct stream writes to. */
+  readonly #connectionOf = new Map<string, number>();
+  /** Numbers for connections that came without one (closed when their request ends). */
+  #ownConnection = 0;
   readonly #grammars: GrammarChecker;
   #pool: Piscina<ReplicaTask, ReplicaExit> | undefined;
   // One sample a second (LOOP_LAG_SAMPLE_MS says why), and only while requests are in flight: an
@@ -105,6 +123,7 @@ export class ModelHost {
    * routed once its grammar passed, both in the checker process.
    */
   generate(request: GenerateRequest, socket?: Socket): void {
+    if (!request.direct) socket?.destroy();
     this.#dispatch(request.direct ? this.#adoptDirect(request, socket) : request);
   }
 
@@ -137,28 +156,60 @@ export class ModelHost {
   /**
    * A direct stream's connection: this process only lends its descriptor to the engine, which
    * writes the chunks; it never reads from it (the supervisor does) and closes only its own
-   * descriptor when the request ends (never a shutdown(), which would end the connection).
-   * Without a usable descriptor the request streams through the relay instead.
+   * descriptor (never a shutdown(), which would end the connection), once the supervisor has
+   * released the connection and no stream writes to it. The first stream of a connection brings
+   * it (`socket`); later ones name it (`direct.conn`). Without a usable descriptor the request
+   * streams through the relay instead.
    */
   #adoptDirect(request: GenerateRequest, socket: Socket | undefined): GenerateRequest {
-    const handle = (socket as unknown as { _handle?: { fd?: number; readStop?: () => number } } | undefined)?._handle;
-    const fd = handle?.fd;
-    handle?.readStop?.();
-    if (!socket || typeof fd !== 'number' || fd < 0) {
-      socket?.destroy();
-      const { direct: _, ...rest } = request;
-      return rest;
+    const direct = request.direct!;
+    let conn = direct.conn;
+    let lent = conn === undefined ? undefined : this.#connections.get(conn);
+    if (socket) {
+      const handle = (socket as unknown as { _handle?: { fd?: number; readStop?: () => number } })._handle;
+      const fd = handle?.fd;
+      handle?.readStop?.();
+      if (typeof fd !== 'number' || fd < 0) {
+        socket.destroy();
+        return relayed(request);
+      }
+      socket.on('error', () => undefined);
+      // A number the supervisor did not give (an older supervisor): closed when the request ends.
+      const released = conn === undefined;
+      conn ??= --this.#ownConnection;
+      if (lent) this.#closeConnection(conn, lent);
+      lent = { socket, fd, users: new Set(), released };
+      this.#connections.set(conn, lent);
+    } else if (!lent || lent.released || lent.socket.destroyed) {
+      return relayed(request);
     }
-    socket.on('error', () => undefined);
-    this.#sockets.set(request.id, socket);
-    return { ...request, direct: { ...request.direct!, fd } };
+    lent.users.add(request.id);
+    this.#connectionOf.set(request.id, conn!);
+    return { ...request, direct: { ...direct, conn, fd: lent.fd } };
   }
 
+  /** A request is done with its connection (it ended, or never reached the engine). */
   #releaseSocket(id: string): void {
-    const socket = this.#sockets.get(id);
-    if (!socket) return;
-    this.#sockets.delete(id);
-    socket.destroy();
+    const conn = this.#connectionOf.get(id);
+    if (conn === undefined) return;
+    this.#connectionOf.delete(id);
+    const lent = this.#connections.get(conn);
+    if (!lent) return;
+    lent.users.delete(id);
+    if (lent.released && lent.users.size === 0) this.#closeConnection(conn, lent);
+  }
+
+  /** The supervisor's side of a lent connection closed: ours closes as soon as no stream writes to it. */
+  release(conn: number): void {
+    const lent = this.#connections.get(conn);
+    if (!lent) return;
+    lent.released = true;
+    if (lent.users.size === 0) this.#closeConnection(conn, lent);
+  }
+
+  #closeConnection(conn: number, lent: LentConnection): void {
+    if (this.#connections.get(conn) === lent) this.#connections.delete(conn);
+    lent.socket.destroy();
   }
 
   cancel(id: string): void {
@@ -222,7 +273,8 @@ export class ModelHost {
     for (const id of [...this.#checking]) this.cancel(id);
     for (const replica of this.#replicas) replica.port.postMessage({ type: 'shutdown', graceMs });
     await Promise.allSettled(this.#replicas.map((r) => r.task));
-    for (const id of [...this.#sockets.keys()]) this.#releaseSocket(id);
+    for (const [conn, lent] of [...this.#connections]) this.#closeConnection(conn, lent);
+    this.#connectionOf.clear();
     this.#outbox.flush();
     await this.#pool?.destroy();
     this.#onExit(0);
@@ -321,4 +373,10 @@ export class ModelHost {
     this.#closing = this.#pool?.destroy().catch(() => undefined) ?? Promise.resolve();
     void this.#closing.then(() => this.#onExit(1));
   }
+}
+
+/** The request without its direct stream: it streams through the relay. */
+function relayed(request: GenerateRequest): GenerateRequest {
+  const { direct: _, ...rest } = request;
+  return rest;
 }

@@ -130,9 +130,12 @@ export interface GenerateRequest {
    * connection with the `generate` message, and the engine's decode thread writes each step to
    * it as an HTTP/1.1 chunk built from this template (DirectTemplate). No `tokens` events cross
    * the hops; `done` carries the text and any bytes the connection had not taken (`tail`).
-   * `fd` is filled in by the host (its descriptor of the connection).
+   * `conn` names the connection for the host: the first stream of a connection brings it along
+   * (the message's handle), and the host keeps its descriptor for the connection's later streams
+   * until the supervisor sends `release` (the connection closed). `fd` is filled in by the host
+   * (its descriptor of the connection).
    */
-  direct?: DirectTemplate & { fd?: number };
+  direct?: DirectTemplate & { conn?: number; fd?: number };
   /** A streamed NATS request: the replica may publish its token messages itself (PublishTarget). */
   publish?: PublishTarget;
 }
@@ -243,6 +246,8 @@ export type SupervisorToHost =
   | { type: 'init'; spec: HostSpec }
   | { type: 'generate'; request: GenerateRequest }
   | { type: 'cancel'; id: string }
+  /** A direct stream's connection closed in the supervisor: the host closes its descriptor of it (once no stream writes to it). */
+  | { type: 'release'; conn: number }
   | { type: 'shutdown'; graceMs: number };
 
 /** host -> supervisor */
@@ -258,6 +263,8 @@ export type HostToSupervisor =
 export type HostToReplica =
   | { type: 'generate'; request: GenerateRequest }
   | { type: 'cancel'; id: string }
+  /** A direct stream's connection closed in the supervisor: the host closes its descriptor of it (once no stream writes to it). */
+  | { type: 'release'; conn: number }
   | { type: 'shutdown'; graceMs: number };
 
 /** replica -> host (generation events go to the supervisor directly, over the relay pipe) */

@@ -75,6 +75,9 @@ export class HostProcess {
   readonly exited: Promise<HostExit>;
   #exit: HostExit | undefined;
   #reported = false;
+  /** Connections the host holds a descriptor of (sendDirect), by the number it knows them by. */
+  readonly #lent = new WeakMap<Socket, number>();
+  #lastConnection = 0;
   /** The host's file descriptors of its relay pipes (HostSpec.relayFds). */
   readonly relayFds: number[];
 
@@ -170,6 +173,37 @@ export class HostProcess {
   get handleQueueDepth(): number {
     const queue = (this.#child as unknown as { _handleQueue?: unknown[] | null })._handleQueue;
     return queue == null ? 0 : 1 + queue.length;
+  }
+
+  /**
+   * Sends a direct stream's `generate`. The first stream of a connection sends the connection
+   * along (a handle: one at a time, each acknowledged); the host keeps its descriptor, so the
+   * connection's later streams only name it (`direct.conn`) and leave at once. When the
+   * connection closes here, the host is told to close its descriptor (`release`).
+   */
+  sendDirect(message: Extract<SupervisorToHost, { type: 'generate' }>, socket: Socket, onError: (err: Error) => void): boolean {
+    const lent = this.#lent.get(socket);
+    if (lent !== undefined) {
+      message.request.direct = { ...message.request.direct!, conn: lent };
+      return this.send(message, undefined, onError);
+    }
+    const conn = ++this.#lastConnection;
+    this.#lent.set(socket, conn);
+    socket.once('close', () => {
+      this.#lent.delete(socket);
+      this.send({ type: 'release', conn });
+    });
+    message.request.direct = { ...message.request.direct!, conn };
+    return this.send(message, socket, (err) => {
+      // The host never got it: the connection's next stream brings it again.
+      if (this.#lent.get(socket) === conn) this.#lent.delete(socket);
+      onError(err);
+    });
+  }
+
+  /** Whether a direct stream on this connection goes without a handle (the host holds it already). */
+  holds(socket: Socket): boolean {
+    return this.#lent.has(socket);
   }
 
   /**

@@ -357,8 +357,10 @@ export class ModelWorker implements ModelBackend {
     if (this.#pending.has(request.id)) throw new LmError('INTERNAL', `request id ${request.id} is already in flight`);
     // A stream the host may write itself: its headers go out first (the host writes after them).
     // Connections go to the host one at a time (each waits for the previous one's
-    // acknowledgement), so a stream is handed over only while few wait on the channel.
-    const wantsDirect = onTokens !== null && direct !== undefined && this.#directStreams && host.handleQueueDepth <= this.#directQueue;
+    // acknowledgement), so a connection's first stream is handed over only while few wait on the
+    // channel; its later ones (keep-alive) go at once, since the host keeps the connection.
+    const wantsDirect =
+      onTokens !== null && direct !== undefined && this.#directStreams && (host.holds(direct.socket) || host.handleQueueDepth <= this.#directQueue);
     // Such a stream's headers go out before the engine sees it: with every slot busy and every
     // queue full it is refused here, so it gets a 429 as any other request does (not a 200 whose
     // first event is the error). While one is on its way (#admitting), its place is held against
@@ -389,7 +391,7 @@ export class ModelWorker implements ModelBackend {
       this.#pending.set(id, pending);
       const gone = () => this.#settle(id, { error: new LmError('MODEL_CRASHED', `the model host of ${this.model} is gone`) });
       const message = { type: 'generate' as const, request: { ...request, stream: onTokens !== null, ...(handOver ? { direct: handOver.template } : {}) } };
-      if (!host.send(message, handOver?.socket, gone)) gone();
+      if (!(handOver ? host.sendDirect(message, handOver.socket, gone) : host.send(message, undefined, gone))) gone();
     });
   }
 
