@@ -7,7 +7,8 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { connect } from 'node:net';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
@@ -57,6 +58,54 @@ function ours(body: string): { text: string; ids: number[]; done: { output: stri
   }
   assert.ok(done, 'a done event');
   return { text, ids, done };
+}
+
+/**
+ * The inode of the server's end of a loopback TCP connection (Linux: /proc/net/tcp and tcp6),
+ * found by the two ports.
+ */
+function serverSocketInode(serverPort: number, clientPort: number): string | undefined {
+  const hex = (n: number) => n.toString(16).toUpperCase().padStart(4, '0');
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(table, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length > 9 && f[1]!.endsWith(`:${hex(serverPort)}`) && f[2]!.endsWith(`:${hex(clientPort)}`)) return f[9];
+    }
+  }
+  return undefined;
+}
+
+/** Whether process `pid` holds a descriptor of socket `inode`. */
+function holdsSocket(pid: number, inode: string): boolean {
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`) === `socket:[${inode}]`) return true;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return false;
+}
+
+/** Sends `count` streamed requests one after another on a raw connection; resolves with what it received. */
+async function streamOn(socket: Socket, count: number, input: string): Promise<string> {
+  let received = '';
+  const onData = (d: Buffer) => (received += d.toString('utf8'));
+  socket.on('data', onData);
+  const body = JSON.stringify({ input, params: { max_tokens: 24, temperature: 0, ignore_eos: true, raw: true, stream: true } });
+  for (let i = 0; i < count; i++) {
+    const before = received.length;
+    socket.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    while (!received.slice(before).includes('\r\n0\r\n\r\n')) await once(socket, 'data');
+  }
+  socket.off('data', onData);
+  return received;
 }
 
 /** OpenAI's SSE: the chunks (without `[DONE]`), checking it ends with `[DONE]`. */
@@ -185,9 +234,30 @@ describe('direct streams', () => {
     }
   });
 
+  test('the host keeps a keep-alive connection for its later streams and lets go when the client closes it', async () => {
+    if (process.platform !== 'linux') return;
+    const hostPid = (await service.worker('alpha')).pid!;
+    const socket = connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    try {
+      const before = await directCount();
+      const received = await streamOn(socket, 3, 'Kept');
+      assert.equal(received.match(/event: done/g)?.length, 3);
+      // All three written by the host: the first brought the connection, the others named it.
+      assert.equal((await directCount()) - before, 3);
+      const inode = serverSocketInode(port, socket.localPort!);
+      assert.ok(inode, 'the connection in /proc/net/tcp');
+      assert.ok(holdsSocket(hostPid, inode), 'the host holds its descriptor between streams');
+      socket.destroy();
+      await waitFor('the host to let go of the closed connection', async () => (holdsSocket(hostPid, inode) ? undefined : true), 5000);
+    } finally {
+      socket.destroy();
+    }
+  });
+
   test('an idle keep-alive connection that carried direct streams is closed by the server', async () => {
-    // The host holds a descriptor of the connection while it writes; it must let go at the end,
-    // or the supervisor's close after keepAliveTimeout (5 s) would send no FIN.
+    // The host keeps a descriptor of the connection until the supervisor releases it; it must
+    // let go then, or the supervisor's close after keepAliveTimeout (5 s) would send no FIN.
     const socket = connect(port, '127.0.0.1');
     await once(socket, 'connect');
     let received = '';
