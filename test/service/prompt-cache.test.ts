@@ -101,7 +101,9 @@ describe('CACHE_RAM: the host-memory prompt cache of a worker', () => {
   });
 
   test('CACHE_RAM=auto: the service has one budget, an equal share for each of its workers', async () => {
-    const cache = await waitFor("shared's prompt cache in /admin/workers", async () => ((await service.worker('shared')) as WorkerInfo).prompt_cache);
+    // A request makes the host report its stats (prompt_cache is null until the first report).
+    await complete('shared', OTHER);
+    const cache = await waitFor("shared's prompt cache in /admin/workers", async () => ((await service.worker('shared')) as WorkerInfo).prompt_cache ?? undefined, 15_000);
     const share = defaultCacheRamMiB(usableMemoryBytes(), 3);
     assert.ok(share > 0 && share < defaultCacheRamMiB(), `a third of the auto budget: ${share} MiB`);
     assert.equal(cache.budget_mib, share);
