@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #if defined(__linux__)
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #endif
@@ -254,6 +255,11 @@ EngineCore::EngineCore(std::shared_ptr<ModelHandle> model, const EngineOptions& 
   sharePrefixes_ = options_.prefixSharing && cutsAnywhere_;
   swaWindow_ = options_.swaFull ? 0 : std::max(0, llama_model_n_swa(model_->model()));
   promptCacheLimit_ = static_cast<size_t>(std::max(0, options_.promptCacheMiB)) * 1024 * 1024;
+  if (const char* v = getenv("LMSERVE_CACHE_MAP_BYTES")) {
+    char* end = nullptr;
+    const unsigned long long n = strtoull(v, &end, 10);
+    if (end != v && *end == '\0') stateMapFrom_ = n == 0 ? SIZE_MAX : static_cast<size_t>(n);
+  }
   pendingDonors_.assign(static_cast<size_t>(options_.slots), false);
   slots_.resize(static_cast<size_t>(options_.slots));
   for (size_t i = 0; i < slots_.size(); ++i) slots_[i].seqId = static_cast<int32_t>(i);
@@ -650,7 +656,7 @@ void EngineCore::SaveState(Slot& slot, size_t keep) {
     evicted++;
   }
   CachedPrompt entry;
-  entry.state.reset(new (std::nothrow) uint8_t[size]);
+  entry.state = StateBuffer::Allocate(size, stateMapFrom_);
   const size_t written = entry.state ? llama_state_seq_get_data_ext(ctx_, entry.state.get(), size, slot.seqId, 0) : 0;
   if (written == 0) {
     UpdateCacheStats(Ms(start, Clock::now()), 0, evicted);
@@ -680,6 +686,50 @@ std::list<EngineCore::CachedPrompt>::iterator EngineCore::BestCached(const std::
   }
   *length = bestLength;
   return best;
+}
+
+EngineCore::StateBuffer EngineCore::StateBuffer::Allocate(size_t size, size_t mapFrom) {
+  StateBuffer buffer;
+  // A large state is mapped with its pages populated at once: touching fresh memory page by page
+  // as llama.cpp writes it cost one fault per 4 KiB (a 4.5 MB state: ~1,100 faults). Measured on
+  // the 2-core VM, 16 clients cycling 32 prompts through 16 slots on the bench model: 96 saves
+  // and 160 restores took 345-352 ms of the decode thread with malloc, 240-258 ms mapped (a save
+  // ~3.0 against ~1.9 ms). From 1 MiB only (LMSERVE_CACHE_MAP_BYTES; 0: never), so an 8 GiB
+  // cache stays far below the process's limit of mappings (vm.max_map_count, 65,530 by default).
+#ifdef MAP_POPULATE
+  if (size >= mapFrom) {
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p != MAP_FAILED) {
+      buffer.data_ = static_cast<uint8_t*>(p);
+      buffer.mapped_ = size;
+      return buffer;
+    }
+  }
+#endif
+  buffer.data_ = static_cast<uint8_t*>(malloc(size));
+  return buffer;
+}
+
+EngineCore::StateBuffer& EngineCore::StateBuffer::operator=(StateBuffer&& other) noexcept {
+  if (this != &other) {
+    Release();
+    data_ = other.data_;
+    mapped_ = other.mapped_;
+    other.data_ = nullptr;
+    other.mapped_ = 0;
+  }
+  return *this;
+}
+
+void EngineCore::StateBuffer::Release() {
+  if (data_ == nullptr) return;
+  if (mapped_ > 0) {
+    munmap(data_, mapped_);
+  } else {
+    free(data_);
+  }
+  data_ = nullptr;
+  mapped_ = 0;
 }
 
 bool EngineCore::RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entry, size_t n) {

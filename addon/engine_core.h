@@ -235,9 +235,30 @@ class EngineCore {
   // tokens; worth restoring only when at least a quarter of the entry is used). RestoreState:
   // replaces the slot's sequence by the entry's first `n` tokens; false (the slot cleared) when
   // the state does not load or its window does not hold them.
+  // A saved state's bytes (StateBuffer::Allocate): not value-initialized, llama.cpp writes every byte.
+  class StateBuffer {
+   public:
+    StateBuffer() = default;
+    StateBuffer(const StateBuffer&) = delete;
+    StateBuffer& operator=(const StateBuffer&) = delete;
+    StateBuffer(StateBuffer&& other) noexcept : data_(other.data_), mapped_(other.mapped_) {
+      other.data_ = nullptr;
+      other.mapped_ = 0;
+    }
+    StateBuffer& operator=(StateBuffer&& other) noexcept;
+    ~StateBuffer() { Release(); }
+    static StateBuffer Allocate(size_t size, size_t mapFrom);
+    uint8_t* get() const { return data_; }
+    explicit operator bool() const { return data_ != nullptr; }
+
+   private:
+    void Release();
+    uint8_t* data_ = nullptr;
+    size_t mapped_ = 0;  // > 0: an mmap of this many bytes, else malloc'd
+  };
   struct CachedPrompt {
     std::vector<llama_token> tokens;
-    std::unique_ptr<uint8_t[]> state;  // not value-initialized: llama.cpp writes every byte
+    StateBuffer state;
     size_t size = 0;
   };
   void SaveState(Slot& slot, size_t keep);
@@ -303,6 +324,8 @@ class EngineCore {
   // not be overwritten by a restore before that decode copied them.
   std::list<CachedPrompt> promptCache_;
   size_t promptCacheBytes_ = 0, promptCacheLimit_ = 0;
+  // States from this size on are mapped with their pages populated (LMSERVE_CACHE_MAP_BYTES).
+  size_t stateMapFrom_ = size_t{1} << 20;
   std::vector<bool> pendingDonors_;
   uint64_t admitCounter_ = 0;
   std::vector<EngineEvent> events_;

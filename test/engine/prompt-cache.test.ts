@@ -63,6 +63,31 @@ for (const kvUnified of [false, true]) {
       assert.equal(stats.promptCacheSaves, 2);
     });
 
+    test('states kept in mapped memory (LMSERVE_CACHE_MAP_BYTES) restore the same answer', async () => {
+      // The engine maps states from 1 MiB on; this model's are smaller, so map every one here.
+      const saved = process.env.LMSERVE_CACHE_MAP_BYTES;
+      process.env.LMSERVE_CACHE_MAP_BYTES = '1';
+      let e: Engine;
+      try {
+        e = await engine({ promptCacheMiB: 64 });
+      } finally {
+        if (saved === undefined) delete process.env.LMSERVE_CACHE_MAP_BYTES;
+        else process.env.LMSERVE_CACHE_MAP_BYTES = saved;
+      }
+      const prompts = [SYSTEM + question(5), SYSTEM + question(6), OTHER(5)];
+      const expected = await Promise.all(prompts.map((p) => cold(p)));
+      // Each prompt replaces the one before in the lowest slot (saved first), twice round.
+      for (let round = 0; round < 2; round++) {
+        for (const [i, prompt] of prompts.entries()) {
+          const got = await run(e.submit({ prompt, params: GREEDY }));
+          assertSameAnswer(got, expected[i]!);
+          if (round === 1) assert.ok(got.result.usage.cachedTokens > 0, `prompt ${i} restored`);
+        }
+      }
+      const stats = e.stats();
+      assert.ok(stats.promptCacheRestores >= 3 && stats.promptCacheSaves >= 3, JSON.stringify(stats));
+    });
+
     test('without the cache the same sequence prefills the prompt again', async () => {
       const prompt = SYSTEM + question(2);
       const e = await engine({});
