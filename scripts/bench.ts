@@ -115,12 +115,12 @@ async function main(options: BenchOptions): Promise<void> {
   const tinyPath: string | null = options.isolationRequests > 0 ? await generateModel({ preset: 'tiny', log }) : null;
 
   const shared = { modelPath, slots: options.slots, ctxPerSlot: options.ctxPerSlot, batchSize: options.batchSize, threads: options.threads, kvUnified: options.kvUnified };
-  const ours: EngineTarget | ServiceTarget = options.ours === 'engine' ? new EngineTarget(shared) : new ServiceTarget({ ...shared, root, log, route: options.route, stream: options.stream, ...(options.costCalibrate ? { supervisorEnv: { ...BARE_SUPERVISOR_ENV } } : {}) });
-  const server = serverBin === null ? null : new LlamaServerTarget({ ...shared, binary: serverBin, extraArgs: options.serverArgs, stream: options.stream });
+  const ours: EngineTarget | ServiceTarget = options.ours === 'engine' ? new EngineTarget(shared) : new ServiceTarget({ ...shared, root, log, route: options.route, stream: options.stream, keepAlive: options.keepAlive, ...(options.costCalibrate ? { supervisorEnv: { ...BARE_SUPERVISOR_ENV } } : {}) });
+  const server = serverBin === null ? null : new LlamaServerTarget({ ...shared, binary: serverBin, extraArgs: options.serverArgs, stream: options.stream, keepAlive: options.keepAlive });
   // The same service without its audit trail and metrics, measured in the same rounds right after
   // llama-server (ours, llama-server, ours-bare per level): the main comparison keeps its A, B order.
   const bare = options.ours === 'http' && options.bareRow
-    ? new ServiceTarget({ ...shared, root, log, route: options.route, stream: options.stream, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } })
+    ? new ServiceTarget({ ...shared, root, log, route: options.route, stream: options.stream, keepAlive: options.keepAlive, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } })
     : null;
   const openai = options.routeCompare && ours instanceof ServiceTarget ? new RouteTarget(ours) : null;
   const targets: BenchTarget[] = [ours, ...(server ? [server] : []), ...(bare ? [bare] : []), ...(openai ? [openai] : [])];
@@ -151,8 +151,8 @@ async function main(options: BenchOptions): Promise<void> {
   log(`prompt: about ${promptTokens} tokens; ${options.maxTokens} generated per request; ` +
     `levels ${options.concurrency.join(',')}; ${options.rounds} rounds; ${options.requestsPerClient} requests per client, at least ${options.minRequests} per level`);
   if (!options.scenariosOnly) log(`warming up ${targets.map((t) => t.label).join(', ')}`);
-  const makeOurs = () => new ServiceTarget({ ...shared, root, log, route: options.route, stream: options.stream, ...(options.costCalibrate ? { supervisorEnv: { ...BARE_SUPERVISOR_ENV } } : {}) });
-  const makeBare = () => new ServiceTarget({ ...shared, root, log, route: options.route, stream: options.stream, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } });
+  const makeOurs = () => new ServiceTarget({ ...shared, root, log, route: options.route, stream: options.stream, keepAlive: options.keepAlive, ...(options.costCalibrate ? { supervisorEnv: { ...BARE_SUPERVISOR_ENV } } : {}) });
+  const makeBare = () => new ServiceTarget({ ...shared, root, log, route: options.route, stream: options.stream, keepAlive: options.keepAlive, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } });
   const runs = options.grammarOnly || options.natsOnly || options.scenariosOnly
     ? []
     : options.costOnly
@@ -195,7 +195,8 @@ async function main(options: BenchOptions): Promise<void> {
     options.ours === 'engine'
       ? `ours: in-process engine (no HTTP); llama-server: HTTP + SSE over loopback\n`
       : `ours: the service's model port, POST /v1/completions + ${options.stream ? 'SSE' : 'one JSON answer ("stream": false)'} over loopback (supervisor -> host process -> engine); ` +
-          `llama-server: POST /completion + ${options.stream ? 'SSE' : 'one JSON answer ("stream": false)'} over loopback\n`,
+          `llama-server: POST /completion + ${options.stream ? 'SSE' : 'one JSON answer ("stream": false)'} over loopback; ` +
+          `${options.keepAlive ? 'connections kept between requests (--keep-alive)' : 'a new connection per request'}\n`,
   );
   if (openai) {
     const routeRows = overheadRows(summarize(runs, [openai.label, ours.label], options.concurrency), openai.label, ours.label);

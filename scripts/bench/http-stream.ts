@@ -53,19 +53,27 @@ export interface HttpStreamClientOptions {
    * the outcome then has no TTFT and no streamed events. Default true.
    */
   stream?: boolean;
+  /**
+   * Keep connections open between requests, as most load tools' HTTP clients do (default: a fresh
+   * connection per request). A request whose reused connection the server had closed meanwhile
+   * is sent again once on a new one.
+   */
+  keepAlive?: boolean;
 }
 
 /**
- * Posts requests and reads their SSE streams, one fresh loopback connection per request: reused
- * keep-alive sockets that the server closed while idle (during the other side's turn) fail with
- * "socket hang up", and a connect over loopback costs far less than a millisecond.
+ * Posts requests and reads their SSE streams, by default on one fresh loopback connection per
+ * request: reused keep-alive sockets that the server closed while idle (during the other side's
+ * turn) fail with "socket hang up", and a connect over loopback costs far less than a millisecond.
+ * With `keepAlive`, connections are reused and such a failure is retried once on a new one.
  */
 export class HttpStreamClient {
   readonly #options: HttpStreamClientOptions;
-  readonly #agent = new Agent({ keepAlive: false, maxSockets: Infinity });
+  readonly #agent: Agent;
 
   constructor(options: HttpStreamClientOptions) {
     this.#options = options;
+    this.#agent = new Agent({ keepAlive: options.keepAlive === true, maxSockets: Infinity });
   }
 
   /**
@@ -73,12 +81,20 @@ export class HttpStreamClient {
    * `onTokens` hears each event's token count as it arrives: what a load generator needs to count
    * the tokens streamed within a time window, which the final usage numbers cannot tell.
    */
-  run(request: BenchRequest, signal?: AbortSignal, onTokens?: (count: number) => void): Promise<RequestOutcome> {
+  async run(request: BenchRequest, signal?: AbortSignal, onTokens?: (count: number) => void): Promise<RequestOutcome> {
+    const first = await this.#send(request, signal, onTokens);
+    // A kept connection the server closed while idle: nothing reached the server, send it again.
+    if (first.staleConnection && !signal?.aborted) return this.#send(request, signal, onTokens);
+    delete first.staleConnection;
+    return first;
+  }
+
+  #send(request: BenchRequest, signal?: AbortSignal, onTokens?: (count: number) => void): Promise<RequestOutcome & { staleConnection?: boolean }> {
     const { host, port, protocol, timeoutMs = 300_000, stream = true } = this.#options;
     if (!stream && !protocol.plain) throw new Error(`${protocol.path}: this protocol has no non-streaming form`);
     const payload = Buffer.from(JSON.stringify(stream ? protocol.body(request) : protocol.plain!.body(request)));
     const started = performance.now();
-    const outcome: RequestOutcome = {
+    const outcome: RequestOutcome & { staleConnection?: boolean } = {
       ok: false,
       ttftMs: null,
       totalMs: 0,
@@ -183,7 +199,12 @@ export class HttpStreamClient {
       req.setTimeout(timeoutMs, () => {
         req.destroy(new Error(`no answer within ${timeoutMs} ms`));
       });
-      req.on('error', (err) => finish(`request error: ${err.message}`));
+      let answered = false;
+      req.on('response', () => (answered = true));
+      req.on('error', (err) => {
+        if (req.reusedSocket && !answered) outcome.staleConnection = true;
+        finish(`request error: ${err.message}`);
+      });
       if (signal) {
         const onAbort = () => {
           finish('aborted');

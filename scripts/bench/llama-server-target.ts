@@ -20,6 +20,8 @@ export interface LlamaServerConfig {
   extraArgs: readonly string[];
   /** false: one JSON answer per request ("stream": false), as load tools send (`--stream off`). */
   stream?: boolean;
+  /** Keep connections open between requests (`--keep-alive`). */
+  keepAlive?: boolean;
   /**
    * Keep llama-server's host-memory prompt cache at its default (--cache-ram 8192 MiB, idle slots
    * saved on a new task) instead of --cache-ram 0: the shared-prefix scenario, whose prompts do
@@ -155,7 +157,7 @@ export class LlamaServerTarget implements BenchTarget {
       if (status === 200) break;
       await sleep(200);
     }
-    this.#client = new HttpStreamClient({ host: '127.0.0.1', port, protocol: llamaCompletionProtocol, stream: c.stream !== false });
+    this.#client = new HttpStreamClient({ host: '127.0.0.1', port, protocol: llamaCompletionProtocol, stream: c.stream !== false, keepAlive: c.keepAlive === true });
   }
 
   async run(request: BenchRequest): Promise<RequestOutcome> {

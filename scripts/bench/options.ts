@@ -13,6 +13,8 @@ export interface BenchOptions {
    * (default) or one JSON answer each (`--stream off`, as most load tools send: no TTFT then).
    */
   stream: boolean;
+  /** The main table's clients keep their connections between requests (`--keep-alive`). */
+  keepAlive: boolean;
   concurrency: number[];
   rounds: number;
   maxTokens: number;
@@ -97,6 +99,7 @@ export const DEFAULTS: BenchOptions = {
   ours: 'http',
   route: 'original',
   stream: true,
+  keepAlive: false,
   concurrency: [1, 4, 8, 16],
   rounds: 2,
   maxTokens: 128,
@@ -154,6 +157,9 @@ saturated, both served by one supervisor.
   --stream on|off          the main table's requests (ours, llama-server, ours-bare, the grammar
                            row) streamed (default) or one JSON answer each ("stream": false on
                            both sides, as most load tools send; no TTFT then)
+  --keep-alive             the main table's clients (ours, llama-server, ours-bare, the grammar row)
+                           keep their connections between requests, as most load tools' HTTP
+                           clients do (default: a new connection per request)
   --concurrency 1,4,8,16   concurrent clients per level (default 1,4,8,16)
   --rounds N               A,B alternations per level; medians are reported (default 2)
   --max-tokens N           tokens generated per request, EOS ignored (default 128)
@@ -285,6 +291,7 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       case '--no-nats-row': o.natsRow = false; break;
       case '--nats-only': o.natsOnly = true; break;
       case '--route-compare': o.routeCompare = true; break;
+      case '--keep-alive': o.keepAlive = true; break;
       case '--stream': {
         const v = value();
         if (v !== 'on' && v !== 'off') throw new Error(`--stream must be on or off (got "${v}")`);

@@ -24,6 +24,8 @@ export interface ServiceTargetConfig {
   route?: 'original' | 'openai';
   /** false: one JSON answer per request (`--stream off`). */
   stream?: boolean;
+  /** Keep connections open between requests (`--keep-alive`). */
+  keepAlive?: boolean;
   /**
    * The host-memory prompt cache at llama-server's default size (CACHE_RAM=8192) when llama-server
    * keeps its own (LlamaServerTarget's hostPromptCache); else CACHE_RAM=0, as its --cache-ram 0.
@@ -272,6 +274,7 @@ export class ServiceTarget implements BenchTarget {
       port: this.#service.port('bench'),
       protocol: this.#config.route === 'openai' ? openAiCompletionProtocol : serviceCompletionProtocol,
       stream: this.#config.stream !== false,
+      keepAlive: this.#config.keepAlive === true,
     });
   }
 

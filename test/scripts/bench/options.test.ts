@@ -44,6 +44,11 @@ test('every level has at least --min-requests requests (8 by default, none in --
   assert.throws(() => parseOptions(['--min-requests', 'x']), /--min-requests/);
 });
 
+test('--keep-alive keeps the main table\'s connections between requests (default: a new one per request)', () => {
+  assert.equal(parseOptions([]).keepAlive, false);
+  assert.equal(parseOptions(['--keep-alive']).keepAlive, true);
+});
+
 test('--stream off sends one JSON answer per request on both sides; it needs the service and excludes --route-compare', () => {
   assert.equal(parseOptions([]).stream, true);
   assert.equal(parseOptions(['--stream', 'off']).stream, false);

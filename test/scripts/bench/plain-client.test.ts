@@ -62,6 +62,33 @@ describe('bench requests without streaming', () => {
     });
   }
 
+  test('keep-alive (--keep-alive): requests one after another share a connection and read the same', async () => {
+    const port = service.port('bench');
+    const kept = new HttpStreamClient({ host: '127.0.0.1', port, protocol: serviceCompletionProtocol, keepAlive: true });
+    const fresh = new HttpStreamClient({ host: '127.0.0.1', port, protocol: serviceCompletionProtocol });
+    const connections = new Set<string>();
+    const { Agent } = await import('node:http');
+    const spy = (Agent.prototype as unknown as { createConnection: (...args: unknown[]) => unknown }).createConnection;
+    try {
+      const expected = await fresh.run(request);
+      assert.equal(expected.ok, true, expected.error);
+      (Agent.prototype as unknown as { createConnection: (...args: unknown[]) => unknown }).createConnection = function (this: unknown, ...args: unknown[]) {
+        connections.add(String(connections.size));
+        return spy.apply(this, args);
+      };
+      for (let i = 0; i < 3; i++) {
+        const got = await kept.run(request);
+        assert.equal(got.ok, true, got.error);
+        assert.equal(got.output, expected.output);
+      }
+      assert.equal(connections.size, 1, 'one connection for three requests');
+    } finally {
+      (Agent.prototype as unknown as { createConnection: (...args: unknown[]) => unknown }).createConnection = spy;
+      kept.close();
+      fresh.close();
+    }
+  });
+
   test('an error answer is the outcome\'s error', async () => {
     const client = new HttpStreamClient({ host: '127.0.0.1', port: service.port('bench'), protocol: serviceCompletionProtocol, stream: false });
     try {
