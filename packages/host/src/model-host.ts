@@ -74,7 +74,7 @@ export class ModelHost {
   readonly #connections = new Map<number, LentConnection>();
   /** The connection each direct stream writes to. */
   readonly #connectionOf = new Map<string, number>();
-  /** Numbers for connections that came without one (closed when their request ends). */
+  /** Numbers for connections that came without a usable one (closed when their request ends). */
   #ownConnection = 0;
   readonly #grammars: GrammarChecker;
   #pool: Piscina<ReplicaTask, ReplicaExit> | undefined;
@@ -174,12 +174,13 @@ export class ModelHost {
         return relayed(request);
       }
       socket.on('error', () => undefined);
-      // A number the supervisor did not give (an older supervisor): closed when the request ends.
-      const released = conn === undefined;
-      conn ??= --this.#ownConnection;
-      if (lent) this.#closeConnection(conn, lent);
+      // Without a number (an older supervisor), or with one already in use here (never sent
+      // twice by the supervisor), the connection gets its own and closes when the request ends.
+      const released = conn === undefined || lent !== undefined;
+      const key = released ? --this.#ownConnection : conn!;
+      conn = key;
       lent = { socket, fd, users: new Set(), released };
-      this.#connections.set(conn, lent);
+      this.#connections.set(key, lent);
     } else if (!lent || lent.released || lent.socket.destroyed) {
       return relayed(request);
     }
