@@ -1,7 +1,6 @@
 #include "engine_core.h"
 
 #include <algorithm>
-#include <new>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -656,7 +655,7 @@ void EngineCore::SaveState(Slot& slot, size_t keep) {
     evicted++;
   }
   CachedPrompt entry;
-  entry.state = StateBuffer::Allocate(size, stateMapFrom_);
+  entry.state = AllocateState(size, stateMapFrom_);
   const size_t written = entry.state ? llama_state_seq_get_data_ext(ctx_, entry.state.get(), size, slot.seqId, 0) : 0;
   if (written == 0) {
     UpdateCacheStats(Ms(start, Clock::now()), 0, evicted);
@@ -688,8 +687,7 @@ std::list<EngineCore::CachedPrompt>::iterator EngineCore::BestCached(const std::
   return best;
 }
 
-EngineCore::StateBuffer EngineCore::StateBuffer::Allocate(size_t size, size_t mapFrom) {
-  StateBuffer buffer;
+EngineCore::StateBuffer EngineCore::AllocateState(size_t size, size_t mapFrom) {
   // A large state is mapped with its pages populated at once: touching fresh memory page by page
   // as llama.cpp writes it cost one fault per 4 KiB (a 4.5 MB state: ~1,100 faults). Measured on
   // the 2-core VM, 16 clients cycling 32 prompts through 16 slots on the bench model: 96 saves
@@ -699,37 +697,20 @@ EngineCore::StateBuffer EngineCore::StateBuffer::Allocate(size_t size, size_t ma
 #ifdef MAP_POPULATE
   if (size >= mapFrom) {
     void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (p != MAP_FAILED) {
-      buffer.data_ = static_cast<uint8_t*>(p);
-      buffer.mapped_ = size;
-      return buffer;
-    }
+    if (p != MAP_FAILED) return StateBuffer(static_cast<uint8_t*>(p), StateFree{size});
   }
 #endif
-  buffer.data_ = static_cast<uint8_t*>(malloc(size));
-  return buffer;
+  return StateBuffer(static_cast<uint8_t*>(malloc(size)), StateFree{0});
 }
 
-EngineCore::StateBuffer& EngineCore::StateBuffer::operator=(StateBuffer&& other) noexcept {
-  if (this != &other) {
-    Release();
-    data_ = other.data_;
-    mapped_ = other.mapped_;
-    other.data_ = nullptr;
-    other.mapped_ = 0;
+void EngineCore::StateFree::operator()(uint8_t* p) const {
+#ifdef MAP_POPULATE
+  if (mapped > 0) {
+    munmap(p, mapped);
+    return;
   }
-  return *this;
-}
-
-void EngineCore::StateBuffer::Release() {
-  if (data_ == nullptr) return;
-  if (mapped_ > 0) {
-    munmap(data_, mapped_);
-  } else {
-    free(data_);
-  }
-  data_ = nullptr;
-  mapped_ = 0;
+#endif
+  free(p);
 }
 
 bool EngineCore::RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entry, size_t n) {

@@ -229,33 +229,20 @@ class EngineCore {
   Slot* FindDonor(const Slot& target, const std::vector<llama_token>& prompt, size_t* length);
   // Replaces `target`'s sequence by `donor`'s first `n` cells. False: the target's cache is empty.
   bool CopyPrefix(Slot& donor, Slot& target, size_t n);
+  // A saved state's bytes (AllocateState): not value-initialized, llama.cpp writes every byte;
+  // from `mapFrom` bytes on its own populated mapping (`mapped` bytes), else malloc'd.
+  struct StateFree {
+    size_t mapped;  // no initializer here: unique_ptr value-initializes it (0) in this nested type
+    void operator()(uint8_t* p) const;
+  };
+  using StateBuffer = std::unique_ptr<uint8_t, StateFree>;
+  static StateBuffer AllocateState(size_t size, size_t mapFrom);
   // The host-memory prompt cache. SaveState: before a slot keeps only `keep` of its cached tokens,
   // saves its state when that drops at least half of them (and no entry already holds them).
   // BestCached: the entry sharing the longest prefix with `prompt` (at most prompt.size() - 1
   // tokens; worth restoring only when at least a quarter of the entry is used). RestoreState:
   // replaces the slot's sequence by the entry's first `n` tokens; false (the slot cleared) when
   // the state does not load or its window does not hold them.
-  // A saved state's bytes (StateBuffer::Allocate): not value-initialized, llama.cpp writes every byte.
-  class StateBuffer {
-   public:
-    StateBuffer() = default;
-    StateBuffer(const StateBuffer&) = delete;
-    StateBuffer& operator=(const StateBuffer&) = delete;
-    StateBuffer(StateBuffer&& other) noexcept : data_(other.data_), mapped_(other.mapped_) {
-      other.data_ = nullptr;
-      other.mapped_ = 0;
-    }
-    StateBuffer& operator=(StateBuffer&& other) noexcept;
-    ~StateBuffer() { Release(); }
-    static StateBuffer Allocate(size_t size, size_t mapFrom);
-    uint8_t* get() const { return data_; }
-    explicit operator bool() const { return data_ != nullptr; }
-
-   private:
-    void Release();
-    uint8_t* data_ = nullptr;
-    size_t mapped_ = 0;  // > 0: an mmap of this many bytes, else malloc'd
-  };
   struct CachedPrompt {
     std::vector<llama_token> tokens;
     StateBuffer state;

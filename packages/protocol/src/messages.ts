@@ -263,8 +263,6 @@ export type HostToSupervisor =
 export type HostToReplica =
   | { type: 'generate'; request: GenerateRequest }
   | { type: 'cancel'; id: string }
-  /** A direct stream's connection closed in the supervisor: the host closes its descriptor of it (once no stream writes to it). */
-  | { type: 'release'; conn: number }
   | { type: 'shutdown'; graceMs: number };
 
 /** replica -> host (generation events go to the supervisor directly, over the relay pipe) */

@@ -182,18 +182,15 @@ export class HostProcess {
    * connection closes here, the host is told to close its descriptor (`release`).
    */
   sendDirect(message: Extract<SupervisorToHost, { type: 'generate' }>, socket: Socket, onError: (err: Error) => void): boolean {
-    const lent = this.#lent.get(socket);
-    if (lent !== undefined) {
-      message.request.direct = { ...message.request.direct!, conn: lent };
-      return this.send(message, undefined, onError);
-    }
-    const conn = ++this.#lastConnection;
+    const held = this.#lent.get(socket);
+    const conn = held ?? ++this.#lastConnection;
+    message.request.direct = { ...message.request.direct!, conn };
+    if (held !== undefined) return this.send(message, undefined, onError);
     this.#lent.set(socket, conn);
     socket.once('close', () => {
       this.#lent.delete(socket);
       this.send({ type: 'release', conn });
     });
-    message.request.direct = { ...message.request.direct!, conn };
     return this.send(message, socket, (err) => {
       // The host never got it: the connection's next stream brings it again.
       if (this.#lent.get(socket) === conn) this.#lent.delete(socket);
