@@ -115,12 +115,17 @@ async function main(options: BenchOptions): Promise<void> {
   const tinyPath: string | null = options.isolationRequests > 0 ? await generateModel({ preset: 'tiny', log }) : null;
 
   const shared = { modelPath, slots: options.slots, ctxPerSlot: options.ctxPerSlot, batchSize: options.batchSize, threads: options.threads, kvUnified: options.kvUnified };
-  const ours: EngineTarget | ServiceTarget = options.ours === 'engine' ? new EngineTarget(shared) : new ServiceTarget({ ...shared, root, log, route: options.route, stream: options.stream, keepAlive: options.keepAlive, ...(options.costCalibrate ? { supervisorEnv: { ...BARE_SUPERVISOR_ENV } } : {}) });
-  const server = serverBin === null ? null : new LlamaServerTarget({ ...shared, binary: serverBin, extraArgs: options.serverArgs, stream: options.stream, keepAlive: options.keepAlive });
+  // How our targets are driven: the same on ours and ours-bare (and the stream and connection
+  // settings on llama-server).
+  const client = { route: options.route, stream: options.stream, keepAlive: options.keepAlive };
+  const makeOurs = () => new ServiceTarget({ ...shared, root, log, ...client, ...(options.costCalibrate ? { supervisorEnv: { ...BARE_SUPERVISOR_ENV } } : {}) });
+  const makeBare = () => new ServiceTarget({ ...shared, root, log, ...client, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } });
+  const ours: EngineTarget | ServiceTarget = options.ours === 'engine' ? new EngineTarget(shared) : makeOurs();
+  const server = serverBin === null ? null : new LlamaServerTarget({ ...shared, binary: serverBin, extraArgs: options.serverArgs, stream: client.stream, keepAlive: client.keepAlive });
   // The same service without its audit trail and metrics, measured in the same rounds right after
   // llama-server (ours, llama-server, ours-bare per level): the main comparison keeps its A, B order.
   const bare = options.ours === 'http' && options.bareRow
-    ? new ServiceTarget({ ...shared, root, log, route: options.route, stream: options.stream, keepAlive: options.keepAlive, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } })
+    ? makeBare()
     : null;
   const openai = options.routeCompare && ours instanceof ServiceTarget ? new RouteTarget(ours) : null;
   const targets: BenchTarget[] = [ours, ...(server ? [server] : []), ...(bare ? [bare] : []), ...(openai ? [openai] : [])];
@@ -151,8 +156,6 @@ async function main(options: BenchOptions): Promise<void> {
   log(`prompt: about ${promptTokens} tokens; ${options.maxTokens} generated per request; ` +
     `levels ${options.concurrency.join(',')}; ${options.rounds} rounds; ${options.requestsPerClient} requests per client, at least ${options.minRequests} per level`);
   if (!options.scenariosOnly) log(`warming up ${targets.map((t) => t.label).join(', ')}`);
-  const makeOurs = () => new ServiceTarget({ ...shared, root, log, route: options.route, stream: options.stream, keepAlive: options.keepAlive, ...(options.costCalibrate ? { supervisorEnv: { ...BARE_SUPERVISOR_ENV } } : {}) });
-  const makeBare = () => new ServiceTarget({ ...shared, root, log, route: options.route, stream: options.stream, keepAlive: options.keepAlive, label: 'ours-bare', supervisorEnv: { ...BARE_SUPERVISOR_ENV } });
   const runs = options.grammarOnly || options.natsOnly || options.scenariosOnly
     ? []
     : options.costOnly

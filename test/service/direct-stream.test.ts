@@ -93,12 +93,11 @@ function holdsSocket(pid: number, inode: string): boolean {
   return false;
 }
 
-/** Sends `count` streamed requests one after another on a raw connection; resolves with what it received. */
-async function streamOn(socket: Socket, count: number, input: string): Promise<string> {
+/** Sends `count` requests with `body` one after another on a raw connection; resolves with what it received. */
+async function streamOn(socket: Socket, count: number, body: string): Promise<string> {
   let received = '';
-  const onData = (d: Buffer) => (received += d.toString('utf8'));
+  const onData = (d: Buffer | string) => (received += d.toString());
   socket.on('data', onData);
-  const body = JSON.stringify({ input, params: { max_tokens: 24, temperature: 0, ignore_eos: true, raw: true, stream: true } });
   for (let i = 0; i < count; i++) {
     const before = received.length;
     socket.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
@@ -241,7 +240,7 @@ describe('direct streams', () => {
     await once(socket, 'connect');
     try {
       const before = await directCount();
-      const received = await streamOn(socket, 3, 'Kept');
+      const received = await streamOn(socket, 3, JSON.stringify({ input: 'Kept', params: { ...greedy, raw: true, stream: true } }));
       assert.equal(received.match(/event: done/g)?.length, 3);
       // All three written by the host: the first brought the connection, the others named it.
       assert.equal((await directCount()) - before, 3);
@@ -260,16 +259,9 @@ describe('direct streams', () => {
     // let go then, or the supervisor's close after keepAliveTimeout (5 s) would send no FIN.
     const socket = connect(port, '127.0.0.1');
     await once(socket, 'connect');
-    let received = '';
     socket.setEncoding('utf8');
-    socket.on('data', (d: string) => (received += d));
     const ended = once(socket, 'end');
-    const body = JSON.stringify({ input: 'Idle', params: { ...greedy, raw: true, stream: true } });
-    for (let i = 0; i < 2; i++) {
-      const before = received.length;
-      socket.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
-      while (!received.slice(before).includes('\r\n0\r\n\r\n')) await once(socket, 'data');
-    }
+    const received = await streamOn(socket, 2, JSON.stringify({ input: 'Idle', params: { ...greedy, raw: true, stream: true } }));
     assert.equal(received.match(/event: done/g)?.length, 2);
     const started = Date.now();
     const timer = setTimeout(() => socket.destroy(new Error('no FIN within 9 s of the last response')), 9000);
