@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { WorkerInfo } from '@lmserve/protocol';
 import { defaultCacheRamMiB, usableMemoryBytes } from '@lmserve/supervisor';
+import { parseExposition, valueOf } from '../metrics/exposition.js';
 import { ServiceFixture, tinyModel, waitFor } from './service-fixture.js';
 
 const PROMPT =
@@ -49,10 +50,9 @@ describe('CACHE_RAM: the host-memory prompt cache of a worker', () => {
   }
 
   async function metric(worker: string, name: string): Promise<number> {
-    const text = await (await fetch(service.url(worker, '/metrics'))).text();
-    const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(`worker="${worker}"`));
-    assert.ok(line, `${name} for ${worker}`);
-    return Number(line.split(' ').pop());
+    const value = valueOf(parseExposition(await (await fetch(service.url(worker, '/metrics'))).text()), name, { worker });
+    assert.ok(value !== undefined, `${name} for ${worker}`);
+    return value;
   }
 
   test('a prompt whose only slot served another request since is restored, not prefilled', async () => {
