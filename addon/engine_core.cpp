@@ -561,6 +561,7 @@ void EngineCore::StartPrefill(Slot& slot) {
   slot.cache.resize(reuse);
   slot.promptPos = reuse;
   slot.cachedTokens = static_cast<int32_t>(reuse);
+  slot.promptLength = prompt.size();
   slot.waitSlot = -1;
   slot.state = SlotState::Prefill;
 }
@@ -633,6 +634,13 @@ bool EngineCore::CopyPrefix(Slot& donor, Slot& target, size_t n) {
 
 void EngineCore::SaveState(Slot& slot, size_t keep) {
   if (promptCacheLimit_ == 0 || slot.cache.empty() || keep * 2 > slot.cache.size()) return;
+  // The same prompt again (a repeated request, a retry, another answer to the same question):
+  // the slot keeps all of it but its last token, which is decoded again for its logits; what it
+  // drops is the last answer only. llama-server does not save a slot it picked for its
+  // similarity either. Saving it cost every such admission a ~2-3 ms copy of the whole state on
+  // the decode thread (16 clients cycling 32 prompts: most admissions), for an entry whose
+  // prompt the slot still holds.
+  if (keep > 0 && keep + 1 >= slot.promptLength) return;
   const auto start = Clock::now();
   for (const auto& e : promptCache_) {
     if (e.tokens.size() >= slot.cache.size() && CommonPrefix(e.tokens, slot.cache) == slot.cache.size()) return;

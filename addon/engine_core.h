@@ -192,6 +192,9 @@ class EngineCore {
     llama_token pending = -1;        // sampled, not yet decoded
     int32_t generated = 0;
     int32_t cachedTokens = 0;
+    // The prompt length of the last request that prefilled here (kept after it ends): what
+    // `cache` holds beyond it is only that request's output.
+    size_t promptLength = 0;
     std::unique_ptr<TextStream> text;
     Clock::time_point admitted, firstToken, promptDone;
     uint64_t admitOrder = 0;
@@ -238,7 +241,8 @@ class EngineCore {
   using StateBuffer = std::unique_ptr<uint8_t, StateFree>;
   static StateBuffer AllocateState(size_t size, size_t mapFrom);
   // The host-memory prompt cache. SaveState: before a slot keeps only `keep` of its cached tokens,
-  // saves its state when that drops at least half of them (and no entry already holds them).
+  // saves its state when that drops at least half of them, unless it keeps its last request's
+  // whole prompt (only that request's output would be saved) or an entry already holds them.
   // BestCached: the entry sharing the longest prefix with `prompt` (at most prompt.size() - 1
   // tokens; worth restoring only when at least a quarter of the entry is used). RestoreState:
   // replaces the slot's sequence by the entry's first `n` tokens; false (the slot cleared) when

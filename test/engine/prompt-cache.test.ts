@@ -124,6 +124,27 @@ for (const kvUnified of [false, true]) {
       assert.equal(e.stats().promptCacheSaves, 0);
     });
 
+    test('the same short prompt again keeps its slot and saves nothing, though most of the slot was the answer', async () => {
+      const e = await engine({ promptCacheMiB: 64 });
+      const prompt = question(6);
+      const long: GenerationParams = { ...GREEDY, maxTokens: 48 };
+      const n = model.tokenize(prompt).length;
+      assert.ok(48 > n, `the answer (48 tokens) must outweigh the prompt (${n}) for this test`);
+      const first = await run(e.submit({ prompt, params: long }));
+      // The slot keeps n - 1 of its n + 47 cells: more than half is dropped, all of it the old answer.
+      const again = await run(e.submit({ prompt, params: long }));
+      assert.equal(again.result.usage.cachedTokens, n - 1);
+      assertSameAnswer(again, first);
+      assert.equal(e.stats().promptCacheSaves, 0);
+      // A different prompt in the same slot still saves what the slot held.
+      await run(e.submit({ prompt: OTHER(6), params: GREEDY }));
+      assert.equal(e.stats().promptCacheSaves, 1);
+      const back = await run(e.submit({ prompt, params: long }));
+      assert.equal(back.result.usage.cachedTokens, n - 1);
+      assertSameAnswer(back, first);
+      assert.equal(e.stats().promptCacheRestores, 1);
+    });
+
     test('the cache stays within its budget, dropping the oldest entries', async () => {
       const e = await engine({ promptCacheMiB: 1 });
       const prompt = (i: number) => `${i} `.repeat(3) + SYSTEM + question(10 + i);
