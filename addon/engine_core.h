@@ -242,7 +242,8 @@ class EngineCore {
   static StateBuffer AllocateState(size_t size, size_t mapFrom);
   // The host-memory prompt cache. SaveState: before a slot keeps only `keep` of its cached tokens,
   // saves its state when that drops at least half of them, unless it keeps its last request's
-  // whole prompt (only that request's output would be saved) or an entry already holds them.
+  // whole prompt (only that request's output would be saved) or an entry already holds that
+  // prompt (then only another answer to it would be).
   // BestCached: the entry sharing the longest prefix with `prompt` (at most prompt.size() - 1
   // tokens; worth restoring only when at least a quarter of the entry is used). RestoreState:
   // replaces the slot's sequence by the entry's first `n` tokens; false (the slot cleared) when

@@ -145,6 +145,27 @@ for (const kvUnified of [false, true]) {
       assert.equal(e.stats().promptCacheRestores, 1);
     });
 
+    test('a prompt that comes back with another answer is not saved twice, and is still restored', async () => {
+      const e = await engine({ slots: 1, promptCacheMiB: 64 });
+      const prompt = SYSTEM + question(7);
+      const n = model.tokenize(prompt).length;
+      const sampled = (seed: number): GenerationParams => ({ maxTokens: 24, temperature: 1, seed, ignoreEos: true });
+      const first = await run(e.submit({ prompt, params: sampled(1) }));
+      await run(e.submit({ prompt: OTHER(7), params: GREEDY })); // saves the prompt and its first answer
+      assert.equal(e.stats().promptCacheSaves, 1);
+      const second = await run(e.submit({ prompt, params: sampled(2) })); // restored; saves OTHER(7) first
+      assert.equal(second.result.usage.cachedTokens, n - 1);
+      assert.notDeepEqual(second.tokens, first.tokens, 'the two seeds must give two answers for this test');
+      assert.equal(e.stats().promptCacheSaves, 2);
+      // The slot now holds the prompt with its second answer; the cache already has the prompt.
+      await run(e.submit({ prompt: 'Zebra crossings, tram lines and the timetable of the night buses.', params: GREEDY }));
+      assert.equal(e.stats().promptCacheSaves, 2);
+      assert.equal(e.stats().promptCacheEntries, 2);
+      const third = await run(e.submit({ prompt, params: GREEDY }));
+      assert.equal(third.result.usage.cachedTokens, n - 1);
+      assertSameAnswer(third, await cold(prompt));
+    });
+
     test('the cache stays within its budget, dropping the oldest entries', async () => {
       const e = await engine({ promptCacheMiB: 1 });
       const prompt = (i: number) => `${i} `.repeat(3) + SYSTEM + question(10 + i);
