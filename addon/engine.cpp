@@ -450,6 +450,7 @@ Napi::Value AddonEngine::Stats(const Napi::CallbackInfo& info) {
   o.Set("promptCacheRestores", Napi::Number::New(env, static_cast<double>(s.promptCacheRestores)));
   o.Set("promptCacheTokensRestored", Napi::Number::New(env, static_cast<double>(s.promptCacheTokensRestored)));
   o.Set("promptCacheEvictions", Napi::Number::New(env, static_cast<double>(s.promptCacheEvictions)));
+  o.Set("promptCacheAllocations", Napi::Number::New(env, static_cast<double>(s.promptCacheAllocations)));
   o.Set("promptCacheBytes", Napi::Number::New(env, static_cast<double>(s.promptCacheBytes)));
   o.Set("promptCacheEntries", Napi::Number::New(env, static_cast<double>(s.promptCacheEntries)));
   o.Set("promptCacheMs", s.promptCacheMs);

@@ -141,6 +141,7 @@ struct EngineStats {
   // restored one and the prompt tokens it gave them, entries dropped to stay in the budget, and
   // what it holds now.
   uint64_t promptCacheSaves = 0, promptCacheRestores = 0, promptCacheTokensRestored = 0, promptCacheEvictions = 0;
+  uint64_t promptCacheAllocations = 0;  // new state buffers (a save may write a dropped entry's instead)
   int64_t promptCacheBytes = 0, promptCacheEntries = 0;
   double promptCacheMs = 0;  // time the loop spent saving and restoring states
 };
@@ -251,8 +252,19 @@ class EngineCore {
   struct CachedPrompt {
     std::vector<llama_token> tokens;
     StateBuffer state;
-    size_t size = 0;
+    size_t size = 0;      // bytes of state written
+    size_t capacity = 0;  // bytes of the buffer (what the budget counts)
   };
+  struct SpareState {
+    StateBuffer state;
+    size_t capacity = 0;
+  };
+  // Removes an entry, keeping its buffer (still counted in promptCacheBytes_) for the next save.
+  std::list<CachedPrompt>::iterator DropEntry(std::list<CachedPrompt>::iterator entry);
+  // A buffer of at least `size` bytes for a new entry (its size in `capacity`): the smallest
+  // spare one that fits, else a new one within the budget, after freeing spares and evicting
+  // the oldest entries (whose buffer is taken when it fits); null when there is no room.
+  StateBuffer TakeState(size_t size, size_t* capacity, uint64_t* evicted);
   void SaveState(Slot& slot, size_t keep);
   std::list<CachedPrompt>::iterator BestCached(const std::vector<llama_token>& prompt, size_t* length);
   bool RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entry, size_t n);
@@ -315,7 +327,9 @@ class EngineCore {
   // stream a CopyPrefix queued for the next llama_decode (one stream per sequence), which must
   // not be overwritten by a restore before that decode copied them.
   std::list<CachedPrompt> promptCache_;
-  size_t promptCacheBytes_ = 0, promptCacheLimit_ = 0;
+  std::vector<SpareState> spareStates_;  // buffers of dropped entries, written again by later saves
+  uint64_t stateAllocations_ = 0;
+  size_t promptCacheBytes_ = 0, promptCacheLimit_ = 0;  // entries' and spares' buffers
   // States from this size on are mapped with their pages populated (LMSERVE_CACHE_MAP_BYTES).
   size_t stateMapFrom_ = size_t{1} << 20;
   std::vector<bool> pendingDonors_;

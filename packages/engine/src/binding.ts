@@ -184,7 +184,12 @@ export interface PrefixSharingStats {
   promptCacheTokensRestored: number;
   /** Entries dropped (oldest first) to keep the cache within promptCacheMiB. */
   promptCacheEvictions: number;
-  /** What the cache holds now. */
+  /**
+   * State buffers allocated. A save writes the buffer of an entry the cache dropped (restored
+   * whole, held by a newer entry, evicted) when one is large enough, so at most promptCacheSaves.
+   */
+  promptCacheAllocations: number;
+  /** What the cache holds now: the entries' buffers and those kept for later saves. */
   promptCacheBytes: number;
   promptCacheEntries: number;
   /** Milliseconds the decode loop spent saving and restoring states (no step runs meanwhile). */
