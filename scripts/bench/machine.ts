@@ -36,8 +36,11 @@ export function machineInfo(root: string, modelPath: string): Record<string, unk
   const cpuList = cpus();
   let llamaCommit = 'unknown';
   try {
-    llamaCommit = execFileSync('git', ['-C', join(root, 'deps', 'llama.cpp'), 'rev-parse', 'HEAD'], { encoding: 'utf8' }).trim();
-  } catch { /* not a git checkout */ }
+    llamaCommit = execFileSync('git', ['-C', join(root, 'deps', 'llama.cpp'), 'rev-parse', 'HEAD'], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).trim();
+  } catch { /* not a git checkout (scripts/gpu-bench.sh's bundle carries the source without .git) */ }
   const metaPath = `${modelPath}.meta.json`;
   const meta = existsSync(metaPath) ? (JSON.parse(readFileSync(metaPath, 'utf8')) as Record<string, unknown>) : {};
   return {
