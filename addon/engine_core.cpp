@@ -695,13 +695,12 @@ EngineCore::StateBuffer EngineCore::TakeState(size_t size, size_t* capacity, uin
   for (auto it = spareStates_.begin(); it != spareStates_.end(); ++it) {
     if (it->capacity >= size && (fits == spareStates_.end() || it->capacity < fits->capacity)) fits = it;
   }
-  auto take = [&](std::vector<SpareState>::iterator it) {
-    StateBuffer state = std::move(it->state);
-    *capacity = it->capacity;
-    spareStates_.erase(it);
+  if (fits != spareStates_.end()) {
+    StateBuffer state = std::move(fits->state);
+    *capacity = fits->capacity;
+    spareStates_.erase(fits);
     return state;
-  };
-  if (fits != spareStates_.end()) return take(fits);
+  }
   // Room for a new buffer: spare buffers go first (largest first), then the oldest entries.
   std::sort(spareStates_.begin(), spareStates_.end(), [](const SpareState& a, const SpareState& b) { return a.capacity < b.capacity; });
   // A new buffer is an eighth larger than this state (in whole pages), so that a later state a
@@ -712,9 +711,17 @@ EngineCore::StateBuffer EngineCore::TakeState(size_t size, size_t* capacity, uin
       promptCacheBytes_ -= spareStates_.back().capacity;
       spareStates_.pop_back();
     } else if (!promptCache_.empty()) {
-      DropEntry(promptCache_.begin());
+      CachedPrompt& oldest = promptCache_.front();
       (*evicted)++;
-      if (spareStates_.back().capacity >= size) return take(spareStates_.end() - 1);
+      if (oldest.capacity >= size) {
+        // Its buffer stays counted, now for the new entry.
+        StateBuffer state = std::move(oldest.state);
+        *capacity = oldest.capacity;
+        promptCache_.pop_front();
+        return state;
+      }
+      promptCacheBytes_ -= oldest.capacity;
+      promptCache_.pop_front();
     } else {
       break;
     }
