@@ -274,6 +274,38 @@ describe('direct streams', () => {
     assert.ok(Date.now() - started >= 4000, `closed after ${Date.now() - started} ms`);
   });
 
+  test('an idle lent connection gets its FIN from the supervisor, even while the host holds its descriptor', async () => {
+    // The supervisor's close of an idle connection must reach the client at once: a client that
+    // sends its next request in the gap before the host lets go of its descriptor would get a
+    // reset instead of a FIN (a FIN tells a keep-alive pool not to use the connection). A stopped
+    // host cannot let go at all, so the FIN can only come from the supervisor's own shutdown.
+    if (process.platform !== 'linux') return;
+    const hostPid = (await service.worker('alpha')).pid!;
+    const socket = connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.setEncoding('utf8');
+    const ended = once(socket, 'end');
+    const received = await streamOn(socket, 1, JSON.stringify({ input: 'Stopped', params: { ...greedy, raw: true, stream: true } }));
+    assert.equal(received.match(/event: done/g)?.length, 1);
+    const inode = serverSocketInode(port, socket.localPort!);
+    assert.ok(inode, 'the connection in /proc/net/tcp');
+    process.kill(hostPid, 'SIGSTOP');
+    const started = Date.now();
+    const timer = setTimeout(() => socket.destroy(new Error('no FIN within 9 s of the last response while the host was stopped')), 9000);
+    try {
+      await ended;
+      assert.ok(Date.now() - started >= 4000, `closed after ${Date.now() - started} ms`);
+      assert.ok(holdsSocket(hostPid, inode), 'the stopped host still holds its descriptor');
+    } finally {
+      clearTimeout(timer);
+      process.kill(hostPid, 'SIGCONT');
+      socket.destroy();
+    }
+    await waitFor('the host to let go of the closed connection', async () => (holdsSocket(hostPid, inode) ? undefined : true), 5000);
+    const res = await post(port, '/v1/completions', { input: 'After', params: { ...greedy, raw: true, stream: true } });
+    assert.equal(ours(res.body).done.usage.tokens_out, greedy.max_tokens);
+  });
+
   test('log-probabilities are relayed (the host writes no chunk format for them)', async () => {
     const before = await directCount();
     const res = await post(port, '/v1/completions', { input: 'Hi', params: { ...greedy, raw: true, stream: true, logprobs: 2 } });
