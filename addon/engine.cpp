@@ -87,6 +87,7 @@ EngineOptions ParseEngineOptions(Napi::Env env, Napi::Value value) {
   o.swaFull = BoolOption(env, obj, "swaFull", o.swaFull);
   o.kvSize = IntOption(env, obj, "kvSize", 0, 0, 1 << 24);
   o.promptCacheMiB = IntOption(env, obj, "promptCacheMiB", o.promptCacheMiB, 0, 1 << 24);
+  o.bestLogitsOnly = BoolOption(env, obj, "bestLogitsOnly", o.bestLogitsOnly);
   if (o.kvSize > 0 && !o.kvUnified) {
     ThrowCoded(env, codes::kInvalidRequest, "options.kvSize needs options.kvUnified", "options.kvSize");
   }
@@ -406,7 +407,8 @@ Napi::Value AddonEngine::Submit(const Napi::CallbackInfo& info) {
   int32_t tokensIn = static_cast<int32_t>(request->prompt.size());
   // TokenizeText, BuildSampler and EngineCore::Submit throw CodedError; the method runs
   // through RunCoded (CodedMethod), which hands them to JS with their code.
-  request->sampler = BuildSampler(core.model()->model(), request->params, &core.model()->grammarCache());
+  request->sampler = BuildSampler(core.model()->model(), request->params, &core.model()->grammarCache(),
+                                  core.options().bestLogitsOnly);
   core.Submit(std::move(request));
   events_->SetActive(env, +1);
   Napi::Object out = Napi::Object::New(env);
@@ -438,6 +440,7 @@ Napi::Value AddonEngine::Stats(const Napi::CallbackInfo& info) {
   o.Set("requestsDone", Napi::Number::New(env, static_cast<double>(s.requestsDone)));
   o.Set("decodeSteps", Napi::Number::New(env, static_cast<double>(s.decodeSteps)));
   o.Set("grammarFastSamples", Napi::Number::New(env, static_cast<double>(s.grammarFastSamples)));
+  o.Set("bestLogitsSamples", Napi::Number::New(env, static_cast<double>(s.bestLogitsSamples)));
   o.Set("grammarFullSamples", Napi::Number::New(env, static_cast<double>(s.grammarFullSamples)));
   o.Set("grammarKnownStates", Napi::Number::New(env, static_cast<double>(s.grammarKnownStates)));
   o.Set("grammarSkippedSteps", Napi::Number::New(env, static_cast<double>(s.grammarSkippedSteps)));
@@ -480,6 +483,7 @@ Napi::Value AddonEngine::Options(const Napi::CallbackInfo& info) {
   o.Set("prefixSharing", opt.prefixSharing);
   o.Set("swaFull", opt.swaFull);
   o.Set("promptCacheMiB", opt.promptCacheMiB);
+  o.Set("bestLogitsOnly", opt.bestLogitsOnly);
   o.Set("memoryBytes", Napi::Number::New(env, static_cast<double>(Core(env).memoryBytes())));
   return o;
 }

@@ -1004,6 +1004,7 @@ bool EngineCore::FreeSpace() {
 }
 
 void EngineCore::SampleAndEmit() {
+  uint64_t fromBest = 0;
   for (auto& slot : slots_) {
     if (slot.batchIndex < 0 || slot.state == SlotState::Idle) continue;
     if (slot.state == SlotState::Prefill) {
@@ -1027,6 +1028,8 @@ void EngineCore::SampleAndEmit() {
         if (sampler.constrained()) {
           std::lock_guard<std::mutex> lock(mutex_);
           stats_.grammarFastSamples++;
+        } else if (sampler.readsBestOnly()) {
+          fromBest++;
         }
       } else if (sampler.SampleKnown(logits, &token)) {
         // A state the grammar has been in before: its allowed tokens are known, no grammar pass.
@@ -1054,6 +1057,10 @@ void EngineCore::SampleAndEmit() {
       continue;
     }
     EmitToken(slot, token, llama_get_logits_ith(ctx_, slot.batchIndex));
+  }
+  if (fromBest > 0) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stats_.bestLogitsSamples += fromBest;
   }
 }
 

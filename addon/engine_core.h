@@ -47,6 +47,11 @@ struct EngineOptions {
   // drop most of what its sequence holds saves that state first, and a later request whose prompt
   // starts with a saved one restores it instead of prefilling it again. Oldest entries go first.
   int32_t promptCacheMiB = 0;
+  // A sampler whose chain starts with top-k (or is greedy) and has no penalties reads only the
+  // k best logits of each step (one pass over the row) instead of building llama.cpp's
+  // candidate array of the whole vocabulary. false: always the whole array, as llama.cpp's
+  // common sampler (the same choices: this is for comparisons and tests).
+  bool bestLogitsOnly = true;
 };
 
 // The llama_context_params an engine with `options` creates its context with.
@@ -128,6 +133,8 @@ struct EngineStats {
   // chain's choice) or sampled again with the grammar over the whole vocabulary; of the latter,
   // those in a grammar state whose allowed tokens were already known (no grammar pass).
   uint64_t grammarFastSamples = 0, grammarFullSamples = 0, grammarKnownStates = 0;
+  // Tokens sampled from the best logits only (EngineOptions::bestLogitsOnly).
+  uint64_t bestLogitsSamples = 0;
   // Decode steps a constrained sequence sat out because its full grammar sampling (on the
   // sampling thread) was not done in time; the other sequences did not wait for it.
   uint64_t grammarSkippedSteps = 0;

@@ -9,6 +9,12 @@
 #include <limits>
 #include <type_traits>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#elif defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
+
 #include "errors.h"
 #include "log_capture.h"
 // llama.cpp's grammar parser (an internal header of the pinned source, reached through its
@@ -781,8 +787,8 @@ bool GrammarStatesEnabled() {
 // SequenceSampler
 
 SequenceSampler::SequenceSampler(SamplerPtr chain, std::vector<llama_logit_bias> biases,
-                                 std::shared_ptr<GrammarProgram> program, int32_t nVocab)
-    : chain_(std::move(chain)), program_(std::move(program)), nVocab_(nVocab) {
+                                 std::shared_ptr<GrammarProgram> program, int32_t nVocab, int32_t candidateLimit)
+    : chain_(std::move(chain)), program_(std::move(program)), nVocab_(nVocab), candidateLimit_(candidateLimit) {
   std::sort(biases.begin(), biases.end(), [](const llama_logit_bias& a, const llama_logit_bias& b) { return a.token < b.token; });
   for (const auto& b : biases) {
     if (b.token < 0 || b.token >= nVocab_) continue;
@@ -795,8 +801,68 @@ SequenceSampler::SequenceSampler(SamplerPtr chain, std::vector<llama_logit_bias>
   if (program_) {
     grammar_ = program_->Instantiate();
     table_ = BuildRuleTable(*grammar_);
+    candidateLimit_ = 0;  // the grammar's resample reads every logit
   }
-  cur_.resize(static_cast<size_t>(nVocab_));
+  if (candidateLimit_ > 0) {
+    for (const auto& b : biases_) biasedIds_.push_back(b.token);
+  } else {
+    cur_.resize(static_cast<size_t>(nVocab_));
+  }
+}
+
+void BestLogits(const float* logits, int32_t n, int32_t k, const std::vector<llama_token>& skip,
+                std::vector<llama_token_data>* out) {
+  out->clear();
+  if (k <= 0) return;
+  // A min-heap on the logit: front() is the k-th best so far.
+  const auto heapOrder = [](const llama_token_data& a, const llama_token_data& b) { return a.logit > b.logit; };
+  const auto skipped = [&](llama_token id) { return !skip.empty() && std::binary_search(skip.begin(), skip.end(), id); };
+  int32_t i = 0;
+  for (; i < n && static_cast<int32_t>(out->size()) < k; ++i) {
+    if (!skipped(i)) out->push_back(llama_token_data{i, logits[i], 0.0f});
+  }
+  if (out->empty()) return;
+  std::make_heap(out->begin(), out->end(), heapOrder);
+  float threshold = out->front().logit;
+  const auto consider = [&](int32_t id) {
+    const float v = logits[id];
+    if (!(v > threshold) || skipped(id)) return;
+    std::pop_heap(out->begin(), out->end(), heapOrder);
+    out->back() = llama_token_data{id, v, 0.0f};
+    std::push_heap(out->begin(), out->end(), heapOrder);
+    threshold = out->front().logit;
+  };
+  if (static_cast<int32_t>(out->size()) < k) return;  // fewer than k ids at all
+#if defined(__SSE2__)
+  for (; i < n && (i & 15) != 0; ++i) consider(i);
+  for (; i + 16 <= n; i += 16) {
+    const __m128 t = _mm_set1_ps(threshold);
+    const __m128 a = _mm_cmpgt_ps(_mm_loadu_ps(logits + i), t);
+    const __m128 b = _mm_cmpgt_ps(_mm_loadu_ps(logits + i + 4), t);
+    const __m128 c = _mm_cmpgt_ps(_mm_loadu_ps(logits + i + 8), t);
+    const __m128 d = _mm_cmpgt_ps(_mm_loadu_ps(logits + i + 12), t);
+    if (_mm_movemask_ps(_mm_or_ps(_mm_or_ps(a, b), _mm_or_ps(c, d))) == 0) continue;
+    for (int32_t j = i; j < i + 16; ++j) consider(j);
+  }
+#elif defined(__ARM_NEON)
+  for (; i < n && (i & 15) != 0; ++i) consider(i);
+  for (; i + 16 <= n; i += 16) {
+    const float32x4_t t = vdupq_n_f32(threshold);
+    const uint32x4_t a = vorrq_u32(vcgtq_f32(vld1q_f32(logits + i), t), vcgtq_f32(vld1q_f32(logits + i + 4), t));
+    const uint32x4_t b = vorrq_u32(vcgtq_f32(vld1q_f32(logits + i + 8), t), vcgtq_f32(vld1q_f32(logits + i + 12), t));
+    if (vmaxvq_u32(vorrq_u32(a, b)) == 0) continue;
+    for (int32_t j = i; j < i + 16; ++j) consider(j);
+  }
+#endif
+  for (; i < n; ++i) consider(i);
+}
+
+llama_token_data_array SequenceSampler::FillBest(const float* logits) {
+  BestLogits(logits, nVocab_, candidateLimit_, biasedIds_, &cur_);
+  for (const auto& b : biases_) cur_.push_back(llama_token_data{b.token, logits[b.token] + b.bias, 0.0f});
+  // Ascending ids, as in Fill: where logits are equal, the chain then picks as it would there.
+  std::sort(cur_.begin(), cur_.end(), [](const llama_token_data& a, const llama_token_data& b) { return a.id < b.id; });
+  return llama_token_data_array{cur_.data(), cur_.size(), -1, false};
 }
 
 llama_token_data_array SequenceSampler::Fill(const float* logits) {
@@ -817,7 +883,7 @@ llama_token SequenceSampler::Choose(llama_token_data_array* cur) {
 }
 
 bool SequenceSampler::SampleFast(const float* logits, llama_token* token) {
-  llama_token_data_array cur = Fill(logits);
+  llama_token_data_array cur = candidateLimit_ > 0 ? FillBest(logits) : Fill(logits);
   llama_sampler_apply(chain_.get(), &cur);
   if (cur.selected < 0 || cur.selected >= static_cast<int64_t>(cur.size)) {
     throw CodedError(codes::kInternal, "the sampler chain selected no token");
@@ -900,7 +966,7 @@ const float* SequenceSampler::KeepLogits(const float* logits) {
 }
 
 std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const GenerationParams& p,
-                                              GrammarCache* grammars) {
+                                              GrammarCache* grammars, bool bestLogitsOnly) {
   const llama_vocab* vocab = llama_model_get_vocab(model);
   const int32_t nVocab = llama_vocab_n_tokens(vocab);
   std::shared_ptr<GrammarProgram> program;
@@ -926,7 +992,15 @@ std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const Ge
       if (llama_vocab_is_eog(vocab, id)) biases.push_back({id, -std::numeric_limits<float>::infinity()});
     }
   }
-  if (p.repeatPenalty != 1.0f || p.presencePenalty != 0.0f || p.frequencyPenalty != 0.0f) {
+  const bool penalties = p.repeatPenalty != 1.0f || p.presencePenalty != 0.0f || p.frequencyPenalty != 0.0f;
+  // The chain's first step after the biases keeps the top k (greedy: 1); llama.cpp's top-k
+  // sorts partially up to 128 and buckets beyond, so larger k gain little here.
+  int32_t candidateLimit = 0;
+  if (bestLogitsOnly && !penalties) {
+    if (p.temperature <= 0.0f) candidateLimit = 1;
+    else if (p.topK > 0 && p.topK <= 128) candidateLimit = p.topK;
+  }
+  if (penalties) {
     llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(nVocab, p.repeatLastN, p.repeatPenalty,
                                                                       p.frequencyPenalty, p.presencePenalty));
   }
@@ -939,7 +1013,8 @@ std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const Ge
     llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(p.temperature));
     llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(p.seed));
   }
-  return std::make_unique<SequenceSampler>(std::move(chain), std::move(biases), std::move(program), nVocab);
+  return std::make_unique<SequenceSampler>(std::move(chain), std::move(biases), std::move(program), nVocab,
+                                           candidateLimit);
 }
 
 }  // namespace lmserve

@@ -258,10 +258,15 @@ class SequenceSampler {
   // `biases` (logit bias and EOG bans): added to the logits as they are read, as the chain's
   // first sampler would (applied here so that a resample over the allowed tokens finds each
   // token's bias by a merge, not by a search per token).
+  // `candidateLimit` > 0: the chain's first step keeps only this many candidates (top-k, or 1
+  // for greedy) and nothing before it reads the others (no penalties), so the chain gets only
+  // the `candidateLimit` best logits (and every biased token) instead of the whole vocabulary.
   SequenceSampler(SamplerPtr chain, std::vector<llama_logit_bias> biases, std::shared_ptr<GrammarProgram> program,
-                  int32_t nVocab);
+                  int32_t nVocab, int32_t candidateLimit = 0);
 
   bool constrained() const { return grammar_ != nullptr; }
+  // Whether SampleFast reads only the best logits (candidateLimit).
+  bool readsBestOnly() const { return candidateLimit_ > 0; }
   // The chain's choice from `logits` (n_vocab floats) when the grammar accepts it (or there is
   // no grammar): true and *token. False when the grammar rejects it: call SampleKnown, then (if
   // that is false too) SampleFull with the same logits. Accepts nothing.
@@ -282,6 +287,8 @@ class SequenceSampler {
 
  private:
   llama_token_data_array Fill(const float* logits);
+  // The candidateLimit best unbiased logits and every biased token, ordered by id (as Fill's).
+  llama_token_data_array FillBest(const float* logits);
   llama_token SampleFrom(const GrammarStateSet& set, const float* logits);
   llama_token Choose(llama_token_data_array* cur);
 
@@ -291,6 +298,8 @@ class SequenceSampler {
   GrammarPtr grammar_;
   RuleTable table_;  // grammar_'s
   int32_t nVocab_;
+  int32_t candidateLimit_;
+  std::vector<llama_token> biasedIds_;  // biases_'s tokens, when candidateLimit_ > 0
   std::vector<llama_token_data> cur_;
   std::vector<float> kept_;
 };
@@ -298,7 +307,16 @@ class SequenceSampler {
 // Builds a sequence's sampler; throws CodedError(INVALID_GRAMMAR) naming params.grammar with the
 // reason (AnalyzeGrammar). The grammar sampler comes from `grammars` (the model's cache) when
 // given, else from a parse of its own.
+// `bestLogitsOnly` (EngineOptions::bestLogitsOnly): a chain that starts with top-k or greedy and
+// has no penalties reads only the best logits (SequenceSampler's candidateLimit).
 std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const GenerationParams& params,
-                                              GrammarCache* grammars = nullptr);
+                                              GrammarCache* grammars = nullptr, bool bestLogitsOnly = true);
+
+// The `k` largest of logits[0, n) (a larger value first comes first among equals) into `out`, in
+// no particular order, leaving out the ids in `skip` (ascending). One pass: a block of 16 is
+// compared with the k-th best so far at once, and only a block holding a larger value is
+// looked at value by value.
+void BestLogits(const float* logits, int32_t n, int32_t k, const std::vector<llama_token>& skip,
+                std::vector<llama_token_data>* out);
 
 }  // namespace lmserve

@@ -80,6 +80,8 @@ export interface NativeEngineOptions {
   swaFull: boolean;
   /** Host memory for saved prompt states, MiB (0: none). */
   promptCacheMiB: number;
+  /** Whether a top-k or greedy sampler reads only the best logits of a step. */
+  bestLogitsOnly: boolean;
   /**
    * Estimated bytes the engine allocated beyond the model (f16 KV cache, logits, batch arrays;
    * not the compute buffers), reported to V8 as external memory while the engine lives.
@@ -142,6 +144,11 @@ export interface GrammarReport {
   maxWidth: number;
 }
 
+/** Tokens sampled from a step's best logits only (the engine's bestLogitsOnly), beside the EngineStats. */
+export interface SamplingStats {
+  bestLogitsSamples: number;
+}
+
 /** Counters of grammar-constrained sampling, beside the EngineStats. */
 export interface GrammarSamplingStats {
   /** Tokens the grammar accepted as the unconstrained sampler chose them (one-candidate check). */
@@ -201,7 +208,7 @@ export interface NativeEngine {
     tokensIn: number;
   };
   cancel(id: number): void;
-  stats(): import('@lmserve/protocol').EngineStats & GrammarSamplingStats & PrefixSharingStats;
+  stats(): import('@lmserve/protocol').EngineStats & SamplingStats & GrammarSamplingStats & PrefixSharingStats;
   options(): NativeEngineOptions;
   /** What the context holds per device (host memory last), as llama.cpp accounts it. */
   memory(): DeviceMemory[];

@@ -4,6 +4,7 @@ import type {
   Delivery,
   DirectOutput,
   GrammarSamplingStats,
+  SamplingStats,
   PrefixSharingStats,
   NativeEngine,
   NativeEngineOptions,
@@ -65,6 +66,14 @@ export interface EngineOptions {
    * usage.cachedTokens). Oldest entries leave first. Default 0: none.
    */
   promptCacheMiB?: number;
+  /**
+   * A request whose sampling starts with top-k (1..128) or is greedy, with no repetition
+   * penalties or grammar, reads only the k best logits of each step (one pass over the row)
+   * instead of building llama.cpp's candidate array of the whole vocabulary: the same tokens,
+   * at a fraction of the cost per token (a large vocabulary, many sequences a step). Default
+   * true; false samples as llama.cpp's common sampler does, for comparisons.
+   */
+  bestLogitsOnly?: boolean;
 }
 
 /**
@@ -134,6 +143,8 @@ export function nativeEngineOptions(options: EngineOptions): NativeEngineConfig 
   if (prefixSharing !== undefined) out.prefixSharing = prefixSharing;
   const swaFull = optionalBoolean('swaFull', options.swaFull);
   if (swaFull !== undefined) out.swaFull = swaFull;
+  const bestLogitsOnly = optionalBoolean('bestLogitsOnly', options.bestLogitsOnly);
+  if (bestLogitsOnly !== undefined) out.bestLogitsOnly = bestLogitsOnly;
   const kvSize = positiveInt('kvSize', options.kvSize, 0);
   if (kvSize !== undefined) out.kvSize = kvSize;
   if (options.flashAttention !== undefined) {
@@ -272,7 +283,7 @@ export class Engine {
   }
 
   /** The engine's counters, with the grammar sampling counters (fast path, full path, skipped steps), the model's grammar cache hits and misses, and the shared-prefix counters. */
-  stats(): EngineStats & GrammarSamplingStats & PrefixSharingStats {
+  stats(): EngineStats & SamplingStats & GrammarSamplingStats & PrefixSharingStats {
     this.#check();
     try {
       return this.#native.stats();

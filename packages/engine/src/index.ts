@@ -6,7 +6,7 @@ export { Generation, generationResult } from './generation.js';
 export type { DoneEvent } from './generation.js';
 export { nativeEventError } from './errors.js';
 export { addonPath } from './binding.js';
-export type { Delivery, DeviceMemory, DirectOutput, ModelMeasurement, ModelPlacement, GrammarReport, GrammarSamplingStats, NativeEngineOptions, NativeErrorCode, NativeEvent, NativeParamSpec, PrefixSharingStats } from './binding.js';
+export type { Delivery, DeviceMemory, DirectOutput, ModelMeasurement, ModelPlacement, GrammarReport, GrammarSamplingStats, NativeEngineOptions, NativeErrorCode, NativeEvent, NativeParamSpec, PrefixSharingStats, SamplingStats } from './binding.js';
 import { nativeError } from './errors.js';
 import { binding, type ModelMeasurement, type ModelPlacement, type NativeEngineOptions, type NativeErrorCode, type NativeParamSpec } from './binding.js';
 

@@ -1,0 +1,98 @@
+/**
+ * The engine's sampler reads only a step's best logits when its chain allows it (top-k first or
+ * greedy, no penalties, no grammar: EngineOptions.bestLogitsOnly, on by default). That must
+ * choose exactly the tokens llama.cpp's chain chooses over the whole vocabulary, with the same
+ * seed, with logit biases and EOG bans, on a small and a large vocabulary; and only requests whose
+ * chain allows it may take that way.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { loadModel, type Engine, type GenerationParams, type Model } from '@lmserve/engine';
+import { modelPath } from '../helpers.js';
+import { run } from './generation-helpers.js';
+
+for (const preset of ['tiny', 'tiny-bpe'] as const) {
+  describe(`sampling from the best logits only (${preset})`, () => {
+    let model: Model;
+    let best: Engine;
+    let whole: Engine;
+    const options = { slots: 2, contextSize: 256, threads: 1 };
+
+    before(async () => {
+      model = await loadModel(await modelPath(preset));
+      best = await model.createEngine(options);
+      whole = await model.createEngine({ ...options, bestLogitsOnly: false });
+    });
+    after(() => {
+      best?.dispose();
+      whole?.dispose();
+      model?.dispose();
+    });
+
+    /** The same request on both engines, one at a time (one sequence a step: the same logits). */
+    async function both(prompt: string, params: GenerationParams): Promise<{ tokens: number[]; fromBest: number; fromBestWhole: number }> {
+      const b0 = best.stats().bestLogitsSamples;
+      const w0 = whole.stats().bestLogitsSamples;
+      const a = await run(best.submit({ prompt, params }));
+      const b = await run(whole.submit({ prompt, params }));
+      assert.deepEqual(a.tokens, b.tokens, `${preset} ${JSON.stringify(params)}: the same tokens`);
+      assert.ok(a.tokens.length > 0);
+      return { tokens: a.tokens, fromBest: best.stats().bestLogitsSamples - b0, fromBestWhole: whole.stats().bestLogitsSamples - w0 };
+    }
+
+    test('top-k chains and greedy choose the tokens the whole-vocabulary chain chooses', async () => {
+      const chains: GenerationParams[] = [
+        { temperature: 0 },
+        { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05 },
+        { temperature: 1.5, topK: 40, topP: 1, minP: 0 },
+        { temperature: 2, topK: 128 },
+        { temperature: 1, topK: 1 },
+        { temperature: 1.2, topK: 3, minP: 0 },
+      ];
+      for (const chain of chains) {
+        for (const seed of [1, 2, 3]) {
+          const params = { ...chain, seed, maxTokens: 40, ignoreEos: true };
+          const { tokens, fromBest, fromBestWhole } = await both(`Sample ${seed}: once upon a time`, params);
+          assert.equal(tokens.length, 40);
+          assert.equal(fromBest, 40, `${JSON.stringify(params)}: every token from the best logits`);
+          assert.equal(fromBestWhole, 0, 'bestLogitsOnly: false reads the whole vocabulary');
+        }
+      }
+    });
+
+    test('logit biases: a boosted token, a banned one, EOG allowed or banned', async () => {
+      // The greedy answer, then the same with its first token banned and another boosted.
+      const prompt = 'The harbour town woke slowly';
+      const plain = await both(prompt, { temperature: 0, maxTokens: 16, ignoreEos: true });
+      const banned = plain.tokens[0]!;
+      const boosted = plain.tokens.find((t) => t !== banned) ?? banned + 1;
+      for (const chain of [{ temperature: 0 }, { temperature: 0.9, topK: 20 }, { temperature: 1.5, topK: 5, minP: 0 }]) {
+        for (const seed of [4, 5]) {
+          for (const ignoreEos of [true, false]) {
+            const logitBias = { [banned]: -100, [boosted]: 3 };
+            const params: GenerationParams = { ...chain, seed, maxTokens: 32, ignoreEos, logitBias };
+            const { tokens, fromBest } = await both(prompt, params);
+            assert.ok(!tokens.includes(banned), `${JSON.stringify(params)}: the banned token never comes`);
+            assert.equal(fromBest, tokens.length);
+          }
+        }
+      }
+      // A bias that lifts a token far above the rest: greedy takes it every time.
+      const lifted = await both(prompt, { temperature: 0, maxTokens: 8, ignoreEos: true, logitBias: { [boosted]: 1000 } });
+      assert.deepEqual(lifted.tokens, Array(8).fill(boosted));
+    });
+
+    test('chains that read every logit keep the whole vocabulary', async () => {
+      const chains: GenerationParams[] = [
+        { temperature: 0.8, topK: 40, repeatPenalty: 1.1 },
+        { temperature: 0.8, topK: 40, presencePenalty: 0.5 },
+        { temperature: 0.8, topK: 0, topP: 0.9 },
+        { temperature: 0.8, topK: 200 },
+      ];
+      for (const chain of chains) {
+        const { fromBest } = await both('Count to ten:', { ...chain, seed: 9, maxTokens: 24, ignoreEos: true });
+        assert.equal(fromBest, 0, `${JSON.stringify(chain)}: not from the best logits only`);
+      }
+    });
+  });
+}
