@@ -404,6 +404,9 @@ Napi::Value AddonEngine::Submit(const Napi::CallbackInfo& info) {
                "prompt must be a string, an array of template and content parts, or an Int32Array of token ids", "prompt");
   }
   request->params = ParseGenerationParams(env, info.Length() > 2 ? info[2] : env.Undefined(), nVocab);
+  // -1: the penalties look at the whole sequence, as llama-server's repeat_last_n -1 (llama.cpp's
+  // sampler itself reads a negative window as 0, no penalty at all).
+  if (request->params.repeatLastN < 0) request->params.repeatLastN = core.options().contextSize;
   int32_t tokensIn = static_cast<int32_t>(request->prompt.size());
   // TokenizeText, BuildSampler and EngineCore::Submit throw CodedError; the method runs
   // through RunCoded (CodedMethod), which hands them to JS with their code.

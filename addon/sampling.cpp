@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <type_traits>
 
@@ -787,8 +788,13 @@ bool GrammarStatesEnabled() {
 // SequenceSampler
 
 SequenceSampler::SequenceSampler(SamplerPtr chain, std::vector<llama_logit_bias> biases,
-                                 std::shared_ptr<GrammarProgram> program, int32_t nVocab, int32_t candidateLimit)
-    : chain_(std::move(chain)), program_(std::move(program)), nVocab_(nVocab), candidateLimit_(candidateLimit) {
+                                 std::shared_ptr<GrammarProgram> program, int32_t nVocab, int32_t candidateLimit,
+                                 int32_t penaltyLastN)
+    : chain_(std::move(chain)),
+      program_(std::move(program)),
+      nVocab_(nVocab),
+      candidateLimit_(candidateLimit),
+      penaltyLastN_(std::max(0, penaltyLastN)) {
   std::sort(biases.begin(), biases.end(), [](const llama_logit_bias& a, const llama_logit_bias& b) { return a.token < b.token; });
   for (const auto& b : biases) {
     if (b.token < 0 || b.token >= nVocab_) continue;
@@ -858,8 +864,17 @@ void BestLogits(const float* logits, int32_t n, int32_t k, const std::vector<lla
 }
 
 llama_token_data_array SequenceSampler::FillBest(const float* logits) {
-  BestLogits(logits, nVocab_, candidateLimit_, biasedIds_, &cur_);
+  if (recentIds_.empty()) {
+    BestLogits(logits, nVocab_, candidateLimit_, biasedIds_, &cur_);
+  } else {
+    skip_.clear();
+    std::set_union(biasedIds_.begin(), biasedIds_.end(), recentIds_.begin(), recentIds_.end(), std::back_inserter(skip_));
+    BestLogits(logits, nVocab_, candidateLimit_, skip_, &cur_);
+  }
   for (const auto& b : biases_) cur_.push_back(llama_token_data{b.token, logits[b.token] + b.bias, 0.0f});
+  for (llama_token id : recentIds_) {
+    if (!std::binary_search(biasedIds_.begin(), biasedIds_.end(), id)) cur_.push_back(llama_token_data{id, logits[id], 0.0f});
+  }
   // Ascending ids, as in Fill: where logits are equal, the chain then picks as it would there.
   std::sort(cur_.begin(), cur_.end(), [](const llama_token_data& a, const llama_token_data& b) { return a.id < b.id; });
   return llama_token_data_array{cur_.data(), cur_.size(), -1, false};
@@ -958,6 +973,19 @@ void SequenceSampler::Accept(llama_token token) {
     }
   }
   llama_sampler_accept(chain_.get(), token);
+  if (candidateLimit_ > 0 && penaltyLastN_ > 0) {
+    // llama_sampler_penalties_accept's window: the token counted, the oldest out when full.
+    if (recentCount_[token]++ == 0) recentIds_.insert(std::lower_bound(recentIds_.begin(), recentIds_.end(), token), token);
+    if (recent_.size() >= static_cast<size_t>(penaltyLastN_)) {
+      const llama_token old = recent_.front();
+      recent_.pop_front();
+      if (--recentCount_[old] == 0) {
+        recentCount_.erase(old);
+        recentIds_.erase(std::lower_bound(recentIds_.begin(), recentIds_.end(), old));
+      }
+    }
+    recent_.push_back(token);
+  }
 }
 
 const float* SequenceSampler::KeepLogits(const float* logits) {
@@ -993,10 +1021,11 @@ std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const Ge
     }
   }
   const bool penalties = p.repeatPenalty != 1.0f || p.presencePenalty != 0.0f || p.frequencyPenalty != 0.0f;
-  // The chain's first step after the biases keeps the top k (greedy: 1); llama.cpp's top-k
-  // sorts partially up to 128 and buckets beyond, so larger k gain little here.
+  // The chain keeps the top k (greedy: 1) after the penalties, which change only the tokens of
+  // their window; llama.cpp's top-k sorts partially up to 128 and buckets beyond, so larger k
+  // gain little here.
   int32_t candidateLimit = 0;
-  if (bestLogitsOnly && !penalties) {
+  if (bestLogitsOnly) {
     if (p.temperature <= 0.0f) candidateLimit = 1;
     else if (p.topK > 0 && p.topK <= 128) candidateLimit = p.topK;
   }
@@ -1014,7 +1043,7 @@ std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const Ge
     llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(p.seed));
   }
   return std::make_unique<SequenceSampler>(std::move(chain), std::move(biases), std::move(program), nVocab,
-                                           candidateLimit);
+                                           candidateLimit, penalties ? p.repeatLastN : 0);
 }
 
 }  // namespace lmserve

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -258,11 +259,12 @@ class SequenceSampler {
   // `biases` (logit bias and EOG bans): added to the logits as they are read, as the chain's
   // first sampler would (applied here so that a resample over the allowed tokens finds each
   // token's bias by a merge, not by a search per token).
-  // `candidateLimit` > 0: the chain's first step keeps only this many candidates (top-k, or 1
-  // for greedy) and nothing before it reads the others (no penalties), so the chain gets only
-  // the `candidateLimit` best logits (and every biased token) instead of the whole vocabulary.
+  // `candidateLimit` > 0: the chain keeps only this many candidates (top-k, or 1 for greedy)
+  // after its repetition penalties, so it gets the `candidateLimit` best logits of the tokens
+  // nothing changes, every biased token, and (`penaltyLastN` > 0: the chain's penalty window)
+  // every token of the last `penaltyLastN` accepted, instead of the whole vocabulary.
   SequenceSampler(SamplerPtr chain, std::vector<llama_logit_bias> biases, std::shared_ptr<GrammarProgram> program,
-                  int32_t nVocab, int32_t candidateLimit = 0);
+                  int32_t nVocab, int32_t candidateLimit = 0, int32_t penaltyLastN = 0);
 
   bool constrained() const { return grammar_ != nullptr; }
   // Whether SampleFast reads only the best logits (candidateLimit).
@@ -287,7 +289,8 @@ class SequenceSampler {
 
  private:
   llama_token_data_array Fill(const float* logits);
-  // The candidateLimit best unbiased logits and every biased token, ordered by id (as Fill's).
+  // The candidateLimit best logits of the other tokens, every biased token and every token in
+  // the penalty window, ordered by id (as Fill's).
   llama_token_data_array FillBest(const float* logits);
   llama_token SampleFrom(const GrammarStateSet& set, const float* logits);
   llama_token Choose(llama_token_data_array* cur);
@@ -300,6 +303,13 @@ class SequenceSampler {
   int32_t nVocab_;
   int32_t candidateLimit_;
   std::vector<llama_token> biasedIds_;  // biases_'s tokens, when candidateLimit_ > 0
+  // The penalties' window as llama.cpp's penalties sampler keeps it (the last penaltyLastN_
+  // accepted tokens, their counts) and its distinct ids, ascending; kept when candidateLimit_ > 0.
+  int32_t penaltyLastN_;
+  std::deque<llama_token> recent_;
+  std::unordered_map<llama_token, int32_t> recentCount_;
+  std::vector<llama_token> recentIds_;
+  std::vector<llama_token> skip_;  // biasedIds_ and recentIds_ merged, per sample
   std::vector<llama_token_data> cur_;
   std::vector<float> kept_;
 };
@@ -307,8 +317,9 @@ class SequenceSampler {
 // Builds a sequence's sampler; throws CodedError(INVALID_GRAMMAR) naming params.grammar with the
 // reason (AnalyzeGrammar). The grammar sampler comes from `grammars` (the model's cache) when
 // given, else from a parse of its own.
-// `bestLogitsOnly` (EngineOptions::bestLogitsOnly): a chain that starts with top-k or greedy and
-// has no penalties reads only the best logits (SequenceSampler's candidateLimit).
+// `bestLogitsOnly` (EngineOptions::bestLogitsOnly): a chain whose only step before top-k (or
+// greedy) is the repetition penalties reads only the best logits (SequenceSampler's
+// candidateLimit). `params.repeatLastN` must be resolved (-1 is the caller's context size).
 std::unique_ptr<SequenceSampler> BuildSampler(const llama_model* model, const GenerationParams& params,
                                               GrammarCache* grammars = nullptr, bool bestLogitsOnly = true);
 

@@ -150,7 +150,7 @@ async function main(options: BenchOptions): Promise<void> {
     rounds: options.rounds,
     requestsPerClient: options.requestsPerClient,
     minRequests: options.minRequests,
-    workload: { baseText, maxTokens: options.maxTokens, sampling: SAMPLING },
+    workload: { baseText, maxTokens: options.maxTokens, sampling: { ...SAMPLING, repeatPenalty: options.repeatPenalty } },
     log,
   };
   log(`prompt: about ${promptTokens} tokens; ${options.maxTokens} generated per request; ` +
@@ -348,7 +348,7 @@ async function main(options: BenchOptions): Promise<void> {
       promptNote: 'each request gets a distinct leading tag (different first token), so no prompt prefix beyond BOS is reusable',
       maxTokens: options.maxTokens,
       ignoreEos: true,
-      sampling: SAMPLING,
+      sampling: plan.workload.sampling,
       seeds: '1000 + index of the request in its round (same on both sides)',
       logitBias: `ids ${BANNED_SPM_IDS[0]}..${BANNED_SPM_IDS[BANNED_SPM_IDS.length - 1]} banned on both sides`,
       clientsPerLevel: 'concurrency N = N closed-loop clients',

@@ -18,6 +18,8 @@ export interface BenchOptions {
   concurrency: number[];
   rounds: number;
   maxTokens: number;
+  /** repeat_penalty on both sides (1: none, the default; repeat_last_n stays 64 on both). */
+  repeatPenalty: number;
   threads: number;
   /** Requests each concurrent client sends back to back in one round. */
   requestsPerClient: number;
@@ -103,6 +105,7 @@ export const DEFAULTS: BenchOptions = {
   concurrency: [1, 4, 8, 16],
   rounds: 2,
   maxTokens: 128,
+  repeatPenalty: 1,
   threads: 2,
   requestsPerClient: 3,
   minRequests: 8,
@@ -163,6 +166,7 @@ saturated, both served by one supervisor.
   --concurrency 1,4,8,16   concurrent clients per level (default 1,4,8,16)
   --rounds N               A,B alternations per level; medians are reported (default 2)
   --max-tokens N           tokens generated per request, EOS ignored (default 128)
+  --repeat-penalty X       repeat_penalty on both sides, over the last 64 tokens (default 1: none)
   --threads N              CPU threads on both sides (default 2)
   --requests-per-client N  requests each client sends back to back per round (default 3)
   --min-requests N         at least N requests per level and side (default 8): 3 requests at c=1
@@ -257,6 +261,12 @@ export function parseOptions(argv: readonly string[]): BenchOptions {
       }
       case '--rounds': o.rounds = int(flag, value(), 1); break;
       case '--max-tokens': o.maxTokens = int(flag, value(), 1); break;
+      case '--repeat-penalty': {
+        const v = value();
+        if (!/^\d+(\.\d+)?$/.test(v) || Number(v) <= 0 || Number(v) > 100) throw new Error(`${flag} must be a number in (0, 100] (got "${v}")`);
+        o.repeatPenalty = Number(v);
+        break;
+      }
       case '--threads': o.threads = int(flag, value(), 1); break;
       case '--requests-per-client': o.requestsPerClient = int(flag, value(), 1); break;
       case '--min-requests': o.minRequests = int(flag, value(), 0); break;

@@ -1,9 +1,9 @@
 /**
- * The engine's sampler reads only a step's best logits when its chain allows it (top-k first or
- * greedy, no penalties, no grammar: EngineOptions.bestLogitsOnly, on by default). That must
- * choose exactly the tokens llama.cpp's chain chooses over the whole vocabulary, with the same
- * seed, with logit biases and EOG bans, on a small and a large vocabulary; and only requests whose
- * chain allows it may take that way.
+ * The engine's sampler reads only a step's best logits when its chain allows it (top-k or
+ * greedy after the repetition penalties, no grammar: EngineOptions.bestLogitsOnly, on by
+ * default). That must choose exactly the tokens llama.cpp's chain chooses over the whole
+ * vocabulary, with the same seed, with logit biases, EOG bans and penalties, on a small and a
+ * large vocabulary; and only requests whose chain allows it may take that way.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -82,12 +82,51 @@ for (const preset of ['tiny', 'tiny-bpe'] as const) {
       assert.deepEqual(lifted.tokens, Array(8).fill(boosted));
     });
 
+    test('repetition penalties: the window tokens are candidates too, whatever the signs of the penalties', async () => {
+      const chains: GenerationParams[] = [
+        { temperature: 0, repeatPenalty: 2 },
+        { temperature: 0.8, topK: 40, repeatPenalty: 1.3 },
+        { temperature: 1, topK: 10, frequencyPenalty: 1, repeatLastN: 4 },
+        { temperature: 1, topK: 10, presencePenalty: 1.5, repeatLastN: -1 },
+        { temperature: 0.9, topK: 5, presencePenalty: -2, frequencyPenalty: -1 },
+        { temperature: 0, repeatPenalty: 0.5, repeatLastN: 8 },
+      ];
+      for (const chain of chains) {
+        for (const seed of [6, 7]) {
+          const params = { ...chain, seed, maxTokens: 48, ignoreEos: true };
+          const { tokens, fromBest } = await both(`Repeat ${seed}: la la la la`, params);
+          assert.equal(fromBest, tokens.length, `${JSON.stringify(params)}: every token from the best logits`);
+        }
+      }
+    });
+
+    test('repeatLastN -1 penalizes the whole sequence (llama.cpp alone would read it as no penalty)', async () => {
+      // Greedy decoding of a small random model repeats itself; a strong penalty over the whole
+      // sequence must change that, and equal an explicit window of the context size.
+      const distinct = (t: number[]) => new Set(t).size;
+      let prompt = '';
+      let free = { tokens: [] as number[] };
+      for (const candidate of ['la la la la', 'Loop:', 'Once upon a time', 'The end. The end.']) {
+        free = await both(candidate, { temperature: 0, maxTokens: 64, ignoreEos: true });
+        prompt = candidate;
+        if (distinct(free.tokens) < free.tokens.length) break;
+      }
+      assert.ok(distinct(free.tokens) < free.tokens.length, 'a prompt whose greedy answer repeats a token');
+      const params = { temperature: 0, maxTokens: 64, ignoreEos: true, repeatPenalty: 3 };
+      const whole = await both(prompt, { ...params, repeatLastN: -1 });
+      const explicit = await both(prompt, { ...params, repeatLastN: options.contextSize });
+      const none = await both(prompt, { ...params, repeatLastN: 0 });
+      assert.deepEqual(whole.tokens, explicit.tokens);
+      assert.deepEqual(none.tokens, free.tokens, 'a window of 0 is no penalty');
+      assert.notDeepEqual(whole.tokens, free.tokens, 'the penalty changed the greedy answer');
+      assert.ok(distinct(whole.tokens) > distinct(free.tokens), `${distinct(whole.tokens)} distinct tokens with the penalty, ${distinct(free.tokens)} without`);
+    });
+
     test('chains that read every logit keep the whole vocabulary', async () => {
       const chains: GenerationParams[] = [
-        { temperature: 0.8, topK: 40, repeatPenalty: 1.1 },
-        { temperature: 0.8, topK: 40, presencePenalty: 0.5 },
         { temperature: 0.8, topK: 0, topP: 0.9 },
         { temperature: 0.8, topK: 200 },
+        { temperature: 0.8, topK: 0, repeatPenalty: 1.2 },
       ];
       for (const chain of chains) {
         const { fromBest } = await both('Count to ten:', { ...chain, seed: 9, maxTokens: 24, ignoreEos: true });
