@@ -871,7 +871,14 @@ llama_token_data_array SequenceSampler::FillBest(const float* logits) {
     std::set_union(biasedIds_.begin(), biasedIds_.end(), recentIds_.begin(), recentIds_.end(), std::back_inserter(skip_));
     BestLogits(logits, nVocab_, candidateLimit_, skip_, &cur_);
   }
-  for (const auto& b : biases_) cur_.push_back(llama_token_data{b.token, logits[b.token] + b.bias, 0.0f});
+  // A banned token (bias -inf) stays at -inf whatever the penalties do: with k finite logits
+  // beside it, the chain's top-k (or greedy) never keeps it, so it need not be a candidate.
+  const bool kFinite = static_cast<int32_t>(cur_.size()) == candidateLimit_ &&
+                       std::all_of(cur_.begin(), cur_.end(), [](const llama_token_data& t) { return std::isfinite(t.logit); });
+  for (const auto& b : biases_) {
+    if (kFinite && b.bias == -std::numeric_limits<float>::infinity()) continue;
+    cur_.push_back(llama_token_data{b.token, logits[b.token] + b.bias, 0.0f});
+  }
   for (llama_token id : recentIds_) {
     if (!std::binary_search(biasedIds_.begin(), biasedIds_.end(), id)) cur_.push_back(llama_token_data{id, logits[id], 0.0f});
   }
