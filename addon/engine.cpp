@@ -88,6 +88,12 @@ EngineOptions ParseEngineOptions(Napi::Env env, Napi::Value value) {
   o.kvSize = IntOption(env, obj, "kvSize", 0, 0, 1 << 24);
   o.promptCacheMiB = IntOption(env, obj, "promptCacheMiB", o.promptCacheMiB, 0, 1 << 24);
   o.bestLogitsOnly = BoolOption(env, obj, "bestLogitsOnly", o.bestLogitsOnly);
+  // Default: on where a GPU computes the step (short steps; the CPU's cores wait meanwhile). On
+  // a CPU-only machine the same cores decode, and sampling on two of them measured no faster.
+  o.parallelSampling = BoolOption(env, obj, "parallelSampling", HasGpu());
+#if !defined(_OPENMP)
+  o.parallelSampling = false;  // no OpenMP in this build: every sequence on the engine's thread
+#endif
   if (o.kvSize > 0 && !o.kvUnified) {
     ThrowCoded(env, codes::kInvalidRequest, "options.kvSize needs options.kvUnified", "options.kvSize");
   }
@@ -444,6 +450,7 @@ Napi::Value AddonEngine::Stats(const Napi::CallbackInfo& info) {
   o.Set("decodeSteps", Napi::Number::New(env, static_cast<double>(s.decodeSteps)));
   o.Set("grammarFastSamples", Napi::Number::New(env, static_cast<double>(s.grammarFastSamples)));
   o.Set("bestLogitsSamples", Napi::Number::New(env, static_cast<double>(s.bestLogitsSamples)));
+  o.Set("parallelSamplingSteps", Napi::Number::New(env, static_cast<double>(s.parallelSamplingSteps)));
   o.Set("grammarFullSamples", Napi::Number::New(env, static_cast<double>(s.grammarFullSamples)));
   o.Set("grammarKnownStates", Napi::Number::New(env, static_cast<double>(s.grammarKnownStates)));
   o.Set("grammarSkippedSteps", Napi::Number::New(env, static_cast<double>(s.grammarSkippedSteps)));
@@ -487,6 +494,7 @@ Napi::Value AddonEngine::Options(const Napi::CallbackInfo& info) {
   o.Set("swaFull", opt.swaFull);
   o.Set("promptCacheMiB", opt.promptCacheMiB);
   o.Set("bestLogitsOnly", opt.bestLogitsOnly);
+  o.Set("parallelSampling", opt.parallelSampling);
   o.Set("memoryBytes", Napi::Number::New(env, static_cast<double>(Core(env).memoryBytes())));
   return o;
 }

@@ -1004,7 +1004,9 @@ bool EngineCore::FreeSpace() {
 }
 
 void EngineCore::SampleAndEmit() {
-  uint64_t fromBest = 0;
+  // 1. Each slot with logits: its state, and where its logits are (llama_get_logits_ith may
+  //    reorder the context's outputs, so it is called here, on this thread only).
+  steps_.clear();
   for (auto& slot : slots_) {
     if (slot.batchIndex < 0 || slot.state == SlotState::Idle) continue;
     if (slot.state == SlotState::Prefill) {
@@ -1019,49 +1021,110 @@ void EngineCore::SampleAndEmit() {
         continue;
       }
     }
-    SequenceSampler& sampler = *slot.request->sampler;
-    llama_token token = -1;
-    try {
-      const float* logits = llama_get_logits_ith(ctx_, slot.batchIndex);
-      if (logits == nullptr) throw CodedError(codes::kInternal, "no logits for the sequence");
-      if (sampler.SampleFast(logits, &token)) {
-        if (sampler.constrained()) {
-          std::lock_guard<std::mutex> lock(mutex_);
-          stats_.grammarFastSamples++;
-        } else if (sampler.readsBestOnly()) {
-          fromBest++;
-        }
-      } else if (sampler.SampleKnown(logits, &token)) {
-        // A state the grammar has been in before: its allowed tokens are known, no grammar pass.
-        std::lock_guard<std::mutex> lock(mutex_);
-        stats_.grammarFullSamples++;
-        stats_.grammarKnownStates++;
-      } else {
-        {
-          std::lock_guard<std::mutex> lock(mutex_);
-          stats_.grammarFullSamples++;
-        }
-        // The grammar over the whole vocabulary: on the sampling thread, so that a heavy
-        // grammar delays its own sequence, not the batch (nor a request that arrives while
-        // it runs). Alone, the loop just waits for it: measured no slower than inline.
-        sampler.KeepLogits(logits);
-        StartSampling(slot);
-        continue;
-      }
-      sampler.Accept(token);
-    } catch (const CodedError& e) {
-      FailSlot(slot, e.code(), e.what());
-      continue;
-    } catch (const std::exception& e) {
-      FailSlot(slot, codes::kInternal, std::string("sampling failed: ") + e.what());
+    const float* logits = llama_get_logits_ith(ctx_, slot.batchIndex);
+    if (logits == nullptr) {
+      FailSlot(slot, codes::kInternal, "no logits for the sequence");
       continue;
     }
-    EmitToken(slot, token, llama_get_logits_ith(ctx_, slot.batchIndex));
+    steps_.push_back(SampleStep{&slot, logits});
+  }
+
+  // 2. The samplers without a grammar choose and accept their tokens: each touches only its own
+  //    chain and buffers, so with many of them the work is shared by the decode's threads (the
+  //    step's sampling otherwise runs here alone while the compute threads wait).
+  const auto sampleFree = [](SampleStep& step) {
+    SequenceSampler& sampler = *step.slot->request->sampler;
+    try {
+      sampler.SampleFast(step.logits, &step.token);
+      sampler.Accept(step.token);
+    } catch (const CodedError& e) {
+      step.code = e.code();
+      step.error = e.what();
+    } catch (const std::exception& e) {
+      step.code = codes::kInternal;
+      step.error = std::string("sampling failed: ") + e.what();
+    }
+  };
+  free_.clear();
+  for (size_t i = 0; i < steps_.size(); ++i) {
+    if (!steps_[i].slot->request->sampler->constrained()) free_.push_back(i);
+  }
+  const int threads = ParallelSamplingThreads(free_.size());
+  if (threads > 1) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stats_.parallelSamplingSteps++;
+    }
+#if defined(_OPENMP)
+    const int64_t n = static_cast<int64_t>(free_.size());
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) sampleFree(steps_[free_[static_cast<size_t>(i)]]);
+#endif
+  } else {
+    for (size_t i : free_) sampleFree(steps_[i]);
+  }
+
+  // 3. In slot order: the grammar's samplers (as llama.cpp's common sampler: the chain first, the
+  //    grammar checks its token), then every token out.
+  uint64_t fromBest = 0;
+  for (SampleStep& step : steps_) {
+    Slot& slot = *step.slot;
+    SequenceSampler& sampler = *slot.request->sampler;
+    if (sampler.constrained()) {
+      try {
+        if (sampler.SampleFast(step.logits, &step.token)) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          stats_.grammarFastSamples++;
+        } else if (sampler.SampleKnown(step.logits, &step.token)) {
+          // A state the grammar has been in before: its allowed tokens are known, no grammar pass.
+          std::lock_guard<std::mutex> lock(mutex_);
+          stats_.grammarFullSamples++;
+          stats_.grammarKnownStates++;
+        } else {
+          {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stats_.grammarFullSamples++;
+          }
+          // The grammar over the whole vocabulary: on the sampling thread, so that a heavy
+          // grammar delays its own sequence, not the batch (nor a request that arrives while
+          // it runs). Alone, the loop just waits for it: measured no slower than inline.
+          sampler.KeepLogits(step.logits);
+          StartSampling(slot);
+          continue;
+        }
+        sampler.Accept(step.token);
+      } catch (const CodedError& e) {
+        step.code = e.code();
+        step.error = e.what();
+      } catch (const std::exception& e) {
+        step.code = codes::kInternal;
+        step.error = std::string("sampling failed: ") + e.what();
+      }
+    } else if (sampler.readsBestOnly() && step.error.empty()) {
+      fromBest++;
+    }
+    if (!step.error.empty()) {
+      FailSlot(slot, step.code, step.error);
+      continue;
+    }
+    EmitToken(slot, step.token, llama_get_logits_ith(ctx_, slot.batchIndex));
   }
   if (fromBest > 0) {
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.bestLogitsSamples += fromBest;
   }
+}
+
+int EngineCore::ParallelSamplingThreads(size_t samplers) const {
+#if defined(_OPENMP)
+  // A thread for every 4 samplers at least (a sample is 15-40 µs: fewer would not pay for the
+  // hand-off), at most the decode's own threads (the ones that wait meanwhile).
+  if (samplers < 8 || !options_.parallelSampling) return 1;
+  return static_cast<int>(std::min<size_t>(static_cast<size_t>(std::max(1, options_.threads)), samplers / 4));
+#else
+  (void)samplers;
+  return 1;
+#endif
 }
 
 // ---------------------------------------------------------------------------------------------

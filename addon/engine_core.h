@@ -52,6 +52,11 @@ struct EngineOptions {
   // candidate array of the whole vocabulary. false: always the whole array, as llama.cpp's
   // common sampler (the same choices: this is for comparisons and tests).
   bool bestLogitsOnly = true;
+  // A step with 8 or more sequences without a grammar samples them on up to `threads` threads
+  // (OpenMP, the decode's own pool), a thread per 4 sequences at least; each sequence's tokens
+  // are the same either way (its own chain and seed). false: always on the decode thread.
+  // ParseEngineOptions' default: true where the build sees a GPU.
+  bool parallelSampling = false;
 };
 
 // The llama_context_params an engine with `options` creates its context with.
@@ -135,6 +140,8 @@ struct EngineStats {
   uint64_t grammarFastSamples = 0, grammarFullSamples = 0, grammarKnownStates = 0;
   // Tokens sampled from the best logits only (EngineOptions::bestLogitsOnly).
   uint64_t bestLogitsSamples = 0;
+  // Steps whose sequences were sampled on several threads (EngineOptions::parallelSampling).
+  uint64_t parallelSamplingSteps = 0;
   // Decode steps a constrained sequence sat out because its full grammar sampling (on the
   // sampling thread) was not done in time; the other sequences did not wait for it.
   uint64_t grammarSkippedSteps = 0;
@@ -282,6 +289,8 @@ class EngineCore {
   void RollbackBatch();
   bool FreeSpace();
   void SampleAndEmit();
+  // Threads that sample a step's `samplers` unconstrained sequences (1: this thread alone).
+  int ParallelSamplingThreads(size_t samplers) const;
   // Hands a slot's full grammar sampling (its logits kept in its sampler) to the sampling thread.
   void StartSampling(Slot& slot);
   // Emits the tokens the sampling thread has finished. Waits for those still running until
@@ -360,6 +369,16 @@ class EngineCore {
   std::deque<Slot*> samplingJobs_;
   bool samplingStop_ = false;
   std::vector<SampledToken> sampled_;  // guarded by mutex_; the loop is woken through wake_
+  // One step's sampling (SampleAndEmit), kept to reuse their storage.
+  struct SampleStep {
+    Slot* slot;
+    const float* logits;
+    llama_token token = -1;
+    std::string code;  // set with error when sampling threw
+    std::string error;
+  };
+  std::vector<SampleStep> steps_;
+  std::vector<size_t> free_;  // indexes in steps_ of the samplers without a grammar
   int32_t samplingInFlight_ = 0;       // loop thread only
   double decodeMsAvg_ = 0;             // moving average of a decode step, for the wait budget
 

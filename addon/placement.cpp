@@ -46,14 +46,6 @@ DeviceMemory HostMemory() {
   return host;
 }
 
-bool HasGpu() {
-  for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
-    const auto type = ggml_backend_dev_type(ggml_backend_dev_get(i));
-    if (type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) return true;
-  }
-  return false;
-}
-
 struct Measured {
   std::vector<DeviceMemory> devices;
   DeviceMemory host;
@@ -93,6 +85,14 @@ Measured Measure(const std::string& path, const llama_model_params& mparams, con
 }
 
 }  // namespace
+
+bool HasGpu() {
+  for (size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+    const auto type = ggml_backend_dev_type(ggml_backend_dev_get(i));
+    if (type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU) return true;
+  }
+  return false;
+}
 
 Measurement MeasureModel(const std::string& path, const LoadOptions& load, const EngineOptions& engine,
                          int32_t replicas, int64_t marginBytes) {

@@ -49,6 +49,9 @@ Measurement MeasureModel(const std::string& path, const LoadOptions& load, const
 // What a live context holds, per device (host memory last), as llama.cpp accounts it.
 std::vector<DeviceMemory> ContextMemory(const llama_context* ctx);
 
+// Whether this build sees a GPU (or integrated GPU) device.
+bool HasGpu();
+
 // {name, description, backend, type, freeBytes, totalBytes, modelBytes, contextBytes, computeBytes}
 Napi::Object DeviceMemoryJs(Napi::Env env, const DeviceMemory& d);
 

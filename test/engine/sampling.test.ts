@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { loadModel, type Engine, type GenerationParams, type Model } from '@lmserve/engine';
 import { modelPath } from '../helpers.js';
-import { run } from './generation-helpers.js';
+import { coldRun, run } from './generation-helpers.js';
 
 for (const preset of ['tiny', 'tiny-bpe'] as const) {
   describe(`sampling from the best logits only (${preset})`, () => {
@@ -135,3 +135,34 @@ for (const preset of ['tiny', 'tiny-bpe'] as const) {
     });
   });
 }
+
+describe('sampling a step\'s sequences on several threads', () => {
+  let model: Model;
+  before(async () => {
+    model = await loadModel(await modelPath('tiny'));
+  });
+  after(() => model?.dispose());
+
+  test('12 sequences at once: each gives the tokens it gives alone, sampled in parallel or not', async () => {
+    const request = (i: number) => ({
+      prompt: `Parallel ${i}: the harbour town woke slowly`,
+      params: { maxTokens: 24, temperature: 0.9, topK: 40, seed: 300 + i, ignoreEos: true, ...(i % 3 === 0 ? { repeatPenalty: 1.2 } : {}) },
+    });
+    const alone: number[][] = [];
+    for (let i = 0; i < 12; i++) alone.push((await coldRun(model, { slots: 1, contextSize: 256, threads: 2 }, request(i))).tokens);
+    for (const parallelSampling of [true, false]) {
+      const engine = await model.createEngine({ slots: 12, contextSize: 256, threads: 2, parallelSampling });
+      try {
+        const runs = await Promise.all(Array.from({ length: 12 }, (_, i) => run(engine.submit(request(i)))));
+        runs.forEach((r, i) => assert.deepEqual(r.tokens, alone[i], `sequence ${i} (parallelSampling ${parallelSampling})`));
+        const steps = engine.stats().parallelSamplingSteps;
+        // engine.options.parallelSampling is false in a build without OpenMP.
+        if (engine.options.parallelSampling) assert.ok(steps > 0, 'some steps were sampled on several threads');
+        else assert.equal(steps, 0);
+        if (parallelSampling && process.platform === 'linux') assert.ok(engine.options.parallelSampling, 'the Linux build has OpenMP');
+      } finally {
+        engine.dispose();
+      }
+    }
+  });
+});

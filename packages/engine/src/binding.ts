@@ -82,6 +82,8 @@ export interface NativeEngineOptions {
   promptCacheMiB: number;
   /** Whether a top-k or greedy sampler reads only the best logits of a step. */
   bestLogitsOnly: boolean;
+  /** Whether a step's unconstrained sequences are sampled on the decode's threads together. */
+  parallelSampling: boolean;
   /**
    * Estimated bytes the engine allocated beyond the model (f16 KV cache, logits, batch arrays;
    * not the compute buffers), reported to V8 as external memory while the engine lives.
@@ -144,9 +146,12 @@ export interface GrammarReport {
   maxWidth: number;
 }
 
-/** Tokens sampled from a step's best logits only (the engine's bestLogitsOnly), beside the EngineStats. */
+/** How the engine sampled, beside the EngineStats. */
 export interface SamplingStats {
+  /** Tokens sampled from a step's best logits only (the engine's bestLogitsOnly). */
   bestLogitsSamples: number;
+  /** Steps whose sequences were sampled on several threads (the engine's parallelSampling). */
+  parallelSamplingSteps: number;
 }
 
 /** Counters of grammar-constrained sampling, beside the EngineStats. */

@@ -74,6 +74,15 @@ export interface EngineOptions {
    * true; false samples as llama.cpp's common sampler does, for comparisons.
    */
   bestLogitsOnly?: boolean;
+  /**
+   * A step with 8 or more sequences without a grammar samples them on up to `threads` threads
+   * (the decode's OpenMP pool, which waits meanwhile), a thread per 4 sequences at least. Each
+   * sequence has its own chain and seed, so its tokens do not change. Default: true where the
+   * build sees a GPU (the step is short and the CPU's cores wait meanwhile), false on a CPU-only
+   * machine (the same cores decode; measured no faster on 2 cores). false samples every sequence
+   * on the engine's thread, one after another (as llama-server does).
+   */
+  parallelSampling?: boolean;
 }
 
 /**
@@ -145,6 +154,8 @@ export function nativeEngineOptions(options: EngineOptions): NativeEngineConfig 
   if (swaFull !== undefined) out.swaFull = swaFull;
   const bestLogitsOnly = optionalBoolean('bestLogitsOnly', options.bestLogitsOnly);
   if (bestLogitsOnly !== undefined) out.bestLogitsOnly = bestLogitsOnly;
+  const parallelSampling = optionalBoolean('parallelSampling', options.parallelSampling);
+  if (parallelSampling !== undefined) out.parallelSampling = parallelSampling;
   const kvSize = positiveInt('kvSize', options.kvSize, 0);
   if (kvSize !== undefined) out.kvSize = kvSize;
   if (options.flashAttention !== undefined) {
