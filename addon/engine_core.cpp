@@ -1032,11 +1032,10 @@ void EngineCore::SampleAndEmit() {
   // 2. The samplers without a grammar choose and accept their tokens: each touches only its own
   //    chain and buffers, so with many of them the work is shared by the decode's threads (the
   //    step's sampling otherwise runs here alone while the compute threads wait).
-  const auto sampleFree = [](SampleStep& step) {
-    SequenceSampler& sampler = *step.slot->request->sampler;
+  // What a sampler throws becomes its step's error: that slot fails, the others go on.
+  const auto guarded = [](SampleStep& step, const auto& sample) {
     try {
-      sampler.SampleFast(step.logits, &step.token);
-      sampler.Accept(step.token);
+      sample();
     } catch (const CodedError& e) {
       step.code = e.code();
       step.error = e.what();
@@ -1044,6 +1043,13 @@ void EngineCore::SampleAndEmit() {
       step.code = codes::kInternal;
       step.error = std::string("sampling failed: ") + e.what();
     }
+  };
+  const auto sampleFree = [&guarded](SampleStep& step) {
+    SequenceSampler& sampler = *step.slot->request->sampler;
+    guarded(step, [&] {
+      sampler.SampleFast(step.logits, &step.token);
+      sampler.Accept(step.token);
+    });
   };
   free_.clear();
   for (size_t i = 0; i < steps_.size(); ++i) {
@@ -1071,7 +1077,8 @@ void EngineCore::SampleAndEmit() {
     Slot& slot = *step.slot;
     SequenceSampler& sampler = *slot.request->sampler;
     if (sampler.constrained()) {
-      try {
+      bool handedOver = false;
+      guarded(step, [&] {
         if (sampler.SampleFast(step.logits, &step.token)) {
           std::lock_guard<std::mutex> lock(mutex_);
           stats_.grammarFastSamples++;
@@ -1090,16 +1097,12 @@ void EngineCore::SampleAndEmit() {
           // it runs). Alone, the loop just waits for it: measured no slower than inline.
           sampler.KeepLogits(step.logits);
           StartSampling(slot);
-          continue;
+          handedOver = true;
+          return;
         }
         sampler.Accept(step.token);
-      } catch (const CodedError& e) {
-        step.code = e.code();
-        step.error = e.what();
-      } catch (const std::exception& e) {
-        step.code = codes::kInternal;
-        step.error = std::string("sampling failed: ") + e.what();
-      }
+      });
+      if (handedOver) continue;
     } else if (sampler.readsBestOnly() && step.error.empty()) {
       fromBest++;
     }
