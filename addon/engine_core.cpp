@@ -22,6 +22,21 @@ namespace lmserve {
 
 namespace {
 
+// Runs a sequence's sampling; what it throws becomes `code` and `message` (that slot fails, the
+// engine goes on). The loop's own sampling and the sampling thread's full grammar pass share it.
+template <typename Work>
+void CatchSamplingError(const Work& work, std::string* code, std::string* message) {
+  try {
+    work();
+  } catch (const CodedError& e) {
+    *code = e.code();
+    *message = e.what();
+  } catch (const std::exception& e) {
+    *code = codes::kInternal;
+    *message = std::string("sampling failed: ") + e.what();
+  }
+}
+
 double Ms(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
@@ -1031,43 +1046,21 @@ void EngineCore::SampleAndEmit() {
 
   // 2. The samplers without a grammar choose and accept their tokens: each touches only its own
   //    chain and buffers, so with many of them the work is shared by the decode's threads (the
-  //    step's sampling otherwise runs here alone while the compute threads wait).
-  // What a sampler throws becomes its step's error: that slot fails, the others go on.
-  const auto guarded = [](SampleStep& step, const auto& sample) {
-    try {
-      sample();
-    } catch (const CodedError& e) {
-      step.code = e.code();
-      step.error = e.what();
-    } catch (const std::exception& e) {
-      step.code = codes::kInternal;
-      step.error = std::string("sampling failed: ") + e.what();
-    }
-  };
-  const auto sampleFree = [&guarded](SampleStep& step) {
+  //    step's sampling otherwise runs here alone while the compute threads wait). Without
+  //    OpenMP, or with one thread, this is a plain loop on this thread.
+  const size_t unconstrained = static_cast<size_t>(std::count_if(
+      steps_.begin(), steps_.end(), [](const SampleStep& step) { return !step.slot->request->sampler->constrained(); }));
+  const int threads = ParallelSamplingThreads(unconstrained);
+  const int64_t n = static_cast<int64_t>(steps_.size());
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1)
+  for (int64_t i = 0; i < n; ++i) {
+    SampleStep& step = steps_[static_cast<size_t>(i)];
     SequenceSampler& sampler = *step.slot->request->sampler;
-    guarded(step, [&] {
+    if (sampler.constrained()) continue;
+    CatchSamplingError([&] {
       sampler.SampleFast(step.logits, &step.token);
       sampler.Accept(step.token);
-    });
-  };
-  free_.clear();
-  for (size_t i = 0; i < steps_.size(); ++i) {
-    if (!steps_[i].slot->request->sampler->constrained()) free_.push_back(i);
-  }
-  const int threads = ParallelSamplingThreads(free_.size());
-  if (threads > 1) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stats_.parallelSamplingSteps++;
-    }
-#if defined(_OPENMP)
-    const int64_t n = static_cast<int64_t>(free_.size());
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-    for (int64_t i = 0; i < n; ++i) sampleFree(steps_[free_[static_cast<size_t>(i)]]);
-#endif
-  } else {
-    for (size_t i : free_) sampleFree(steps_[i]);
+    }, &step.code, &step.message);
   }
 
   // 3. In slot order: the grammar's samplers (as llama.cpp's common sampler: the chain first, the
@@ -1078,7 +1071,7 @@ void EngineCore::SampleAndEmit() {
     SequenceSampler& sampler = *slot.request->sampler;
     if (sampler.constrained()) {
       bool handedOver = false;
-      guarded(step, [&] {
+      CatchSamplingError([&] {
         if (sampler.SampleFast(step.logits, &step.token)) {
           std::lock_guard<std::mutex> lock(mutex_);
           stats_.grammarFastSamples++;
@@ -1101,33 +1094,30 @@ void EngineCore::SampleAndEmit() {
           return;
         }
         sampler.Accept(step.token);
-      });
+      }, &step.code, &step.message);
       if (handedOver) continue;
-    } else if (sampler.readsBestOnly() && step.error.empty()) {
+    } else if (sampler.readsBestOnly() && step.message.empty()) {
       fromBest++;
     }
-    if (!step.error.empty()) {
-      FailSlot(slot, step.code, step.error);
+    if (!step.message.empty()) {
+      FailSlot(slot, step.code, step.message);
       continue;
     }
     EmitToken(slot, step.token, llama_get_logits_ith(ctx_, slot.batchIndex));
   }
-  if (fromBest > 0) {
+  if (fromBest > 0 || threads > 1) {
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.bestLogitsSamples += fromBest;
+    if (threads > 1) stats_.parallelSamplingSteps++;
   }
 }
 
 int EngineCore::ParallelSamplingThreads(size_t samplers) const {
-#if defined(_OPENMP)
   // A thread for every 4 samplers at least (a sample is 15-40 µs: fewer would not pay for the
-  // hand-off), at most the decode's own threads (the ones that wait meanwhile).
+  // hand-off), at most the decode's own threads (the ones that wait meanwhile). The option is
+  // always false in a build without OpenMP (ParseEngineOptions).
   if (samplers < 8 || !options_.parallelSampling) return 1;
   return static_cast<int>(std::min<size_t>(static_cast<size_t>(std::max(1, options_.threads)), samplers / 4));
-#else
-  (void)samplers;
-  return 1;
-#endif
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1175,17 +1165,11 @@ void EngineCore::SamplingThread() {
     }
     SampledToken result;
     result.slot = slot;
-    try {
+    CatchSamplingError([&] {
       SequenceSampler& sampler = *slot->request->sampler;
       result.token = sampler.SampleFull(sampler.keptLogits());
       sampler.Accept(result.token);
-    } catch (const CodedError& e) {
-      result.code = e.code();
-      result.message = e.what();
-    } catch (const std::exception& e) {
-      result.code = codes::kInternal;
-      result.message = std::string("sampling failed: ") + e.what();
-    }
+    }, &result.code, &result.message);
     std::lock_guard<std::mutex> lock(mutex_);
     sampled_.push_back(std::move(result));
     wake_.notify_all();

@@ -47,10 +47,11 @@ struct EngineOptions {
   // drop most of what its sequence holds saves that state first, and a later request whose prompt
   // starts with a saved one restores it instead of prefilling it again. Oldest entries go first.
   int32_t promptCacheMiB = 0;
-  // A sampler whose chain starts with top-k (or is greedy) and has no penalties reads only the
-  // k best logits of each step (one pass over the row) instead of building llama.cpp's
-  // candidate array of the whole vocabulary. false: always the whole array, as llama.cpp's
-  // common sampler (the same choices: this is for comparisons and tests).
+  // A sampler whose chain keeps top-k (or is greedy) after its repetition penalties, with no
+  // grammar, reads only the k best logits of each step (one pass over the row; the biased and
+  // penalized tokens join them) instead of building llama.cpp's candidate array of the whole
+  // vocabulary. false: always the whole array, as llama.cpp's common sampler (the same choices:
+  // this is for comparisons and tests).
   bool bestLogitsOnly = true;
   // A step with 8 or more sequences without a grammar samples them on up to `threads` threads
   // (OpenMP, the decode's own pool), a thread per 4 sequences at least; each sequence's tokens
@@ -374,11 +375,9 @@ class EngineCore {
     Slot* slot;
     const float* logits;
     llama_token token = -1;
-    std::string code;  // set with error when sampling threw
-    std::string error;
+    std::string code, message;  // an error instead of a token (CatchSamplingError)
   };
   std::vector<SampleStep> steps_;
-  std::vector<size_t> free_;  // indexes in steps_ of the samplers without a grammar
   int32_t samplingInFlight_ = 0;       // loop thread only
   double decodeMsAvg_ = 0;             // moving average of a decode step, for the wait budget
 

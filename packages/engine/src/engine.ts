@@ -67,11 +67,12 @@ export interface EngineOptions {
    */
   promptCacheMiB?: number;
   /**
-   * A request whose sampling starts with top-k (1..128) or is greedy, with no repetition
-   * penalties or grammar, reads only the k best logits of each step (one pass over the row)
-   * instead of building llama.cpp's candidate array of the whole vocabulary: the same tokens,
-   * at a fraction of the cost per token (a large vocabulary, many sequences a step). Default
-   * true; false samples as llama.cpp's common sampler does, for comparisons.
+   * A request whose sampling keeps top-k (1..128) or is greedy after its repetition penalties,
+   * with no grammar, reads only the k best logits of each step (one pass over the row; biased and
+   * penalized tokens join them) instead of building llama.cpp's candidate array of the whole
+   * vocabulary: the same tokens, at a fraction of the cost per token (a large vocabulary, many
+   * sequences a step). Default true; false samples as llama.cpp's common sampler does, for
+   * comparisons.
    */
   bestLogitsOnly?: boolean;
   /**
