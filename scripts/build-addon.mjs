@@ -58,6 +58,20 @@ function env(name) {
 // another folder (CI, a second checkout) hit the cache of the first.
 const buildEnv = { ...process.env, CCACHE_BASEDIR: process.env.CCACHE_BASEDIR ?? root, CCACHE_NOHASHDIR: 'true' };
 
+/**
+ * What buildAddon does with build/: 'incremental' (same defines as the last finished build: the
+ * build tool decides what changed), 'build' (cmake-js configures a tree without a CMakeCache.txt,
+ * or again when forced, and builds) or 'rebuild' (a fresh configure: `build` would keep an existing
+ * cache as it is). Other defines than the last finished build's need the fresh configure, and so
+ * does a tree configured by a build that never finished (no stamp): its cache may hold other
+ * defines, e.g. another CUDA architecture.
+ */
+export function buildPlan({ force, configured, previousStamp, stamp }) {
+  if (!configured) return 'build';
+  if (previousStamp === stamp) return force ? 'build' : 'incremental';
+  return 'rebuild';
+}
+
 export function buildAddon({ force = false, argv = process.argv.slice(2) } = {}) {
   const llamaDir = llamaCppDir();
   const variant = detectVariant(argv);
@@ -65,8 +79,13 @@ export function buildAddon({ force = false, argv = process.argv.slice(2) } = {})
   const stampPath = join(root, 'build', 'lmserve-build.json');
   const stamp = JSON.stringify({ defines, node: process.versions.modules });
   const jobs = String(Number(env('LMSERVE_BUILD_JOBS')) || cpus().length);
-  const configured = existsSync(join(root, 'build', 'CMakeCache.txt'));
-  if (!force && configured && existsSync(stampPath) && readFileSync(stampPath, 'utf8') === stamp) {
+  const plan = buildPlan({
+    force,
+    configured: existsSync(join(root, 'build', 'CMakeCache.txt')),
+    previousStamp: existsSync(stampPath) ? readFileSync(stampPath, 'utf8') : null,
+    stamp,
+  });
+  if (plan === 'incremental') {
     // Same configuration: let the build tool decide what changed (a no-op takes well under a second).
     const r = spawnSync('cmake', ['--build', join(root, 'build'), '--config', 'Release', '--target', 'lmserve_addon', '--parallel', jobs], {
       cwd: root, env: buildEnv, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8',
@@ -86,9 +105,8 @@ export function buildAddon({ force = false, argv = process.argv.slice(2) } = {})
   if (!existsSync(cmakeJs)) throw new Error('cmake-js is missing: run `npm install` first');
   log(`building the addon (${variant}, ${jobs} jobs) against ${llamaDir}; the first build takes several minutes`);
   // `build` configures when needed and builds; unlike `compile` it never falls back to a clean
-  // rebuild on a compile error. A changed variant needs a fresh configure: `rebuild`.
-  const args = [cmakeJs, 'build', '--out', 'build', '--config', 'Release', '--parallel', jobs];
-  if (existsSync(stampPath) && readFileSync(stampPath, 'utf8') !== stamp) args[1] = 'rebuild';
+  // rebuild on a compile error; `rebuild` configures from scratch (see buildPlan).
+  const args = [cmakeJs, plan, '--out', 'build', '--config', 'Release', '--parallel', jobs];
   for (const d of defines) args.push(`--CD${d}`);
   const result = spawnSync(process.execPath, args, { cwd: root, env: buildEnv, stdio: 'inherit' });
   if (result.status !== 0) throw new Error(`addon build failed (cmake-js exit ${result.status})`);
