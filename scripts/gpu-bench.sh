@@ -13,6 +13,8 @@
 #   scripts/gpu-bench.sh sim         the dry run in a copy of the checkout (tracked and untracked,
 #                                    not ignored, files plus the bundle) with no Node.js on PATH:
 #                                    what the GPU machine sees
+#   scripts/gpu-bench.sh cublas      where the CUDA build takes cuBLAS from (the toolkit, or the
+#                                    nvidia-cublas wheel of python3's packages): the defines it adds
 #
 # Output (GPU_BENCH_OUT, else $OUT, else bench/results/gpu-<time>/): progress.log (everything
 # printed, as it happens), build.log, gen-model.log, nvidia-smi.log, results.json (the bench's
@@ -137,6 +139,44 @@ ensure_tool() {
   return 1
 }
 
+# ggml-cuda links cuBLAS. A toolkit installed from NVIDIA's pip wheels (nvcc, cudart: what some
+# CUDA images carry beside PyTorch) has no cuBLAS in its own folders; PyTorch's nvidia-cublas wheel
+# has it (nvidia/cu13/{include,lib} for CUDA 13, nvidia/cublas/{include,lib} for 12), with only
+# versioned file names, which CMake's find_library does not look for. Then the build gets the
+# wheel's library files and headers named directly (CUDA_cublas_LIBRARY, CUDA_cublasLt_LIBRARY,
+# CMAKE_CUDA_FLAGS=-I...), and the binaries find them at run time through the build's RPATH.
+cublas_from_wheel() {
+  local top major found
+  top=$(nvcc --dryrun -c -x cu /dev/null -o /dev/null 2>&1 | sed -n 's/^#\$ TOP=//p' | head -1)
+  top=$(cd "${top:-$(dirname "$(command -v nvcc)")/..}" && pwd -P)
+  if compgen -G "$top/lib64/libcublas.so*" >/dev/null || compgen -G "$top/lib/libcublas.so*" >/dev/null \
+    || compgen -G "$top/targets/*/lib/libcublas.so*" >/dev/null || compgen -G "$top/../../math_libs/*/lib64/libcublas.so*" >/dev/null; then
+    log "cuBLAS: in the toolkit ($top)"
+    return 0
+  fi
+  major=$(nvcc --version | sed -n 's/.*release \([0-9]*\)\..*/\1/p')
+  command -v python3 >/dev/null 2>&1 || die "the CUDA toolkit at $top has no cuBLAS, and there is no python3 to look for the nvidia-cublas wheel"
+  # One line: the library folder and the include folder of the first match on python3's sys.path.
+  found=$(python3 - "$major" <<'PY'
+import glob, os, sys
+major = sys.argv[1]
+for base in sys.path:
+    for sub in (f"nvidia/cu{major}", "nvidia/cublas"):
+        libs = sorted(glob.glob(os.path.join(base, sub, "lib", f"libcublas.so.{major}*")))
+        if libs and os.path.exists(os.path.join(base, sub, "include", "cublas_v2.h")):
+            print(os.path.dirname(libs[0]), os.path.join(base, sub, "include"))
+            sys.exit(0)
+PY
+)
+  [ -n "$found" ] || die "the CUDA toolkit at $top has no cuBLAS (libcublas.so*), and python3's packages have no nvidia-cublas wheel for CUDA $major"
+  local libdir=${found% *} incdir=${found#* } lib lt
+  lib=$(compgen -G "$libdir/libcublas.so.$major*" | head -1)
+  lt=$(compgen -G "$libdir/libcublasLt.so.$major*" | head -1)
+  [ -n "$lt" ] || die "cuBLAS at $libdir has no libcublasLt.so.$major"
+  log "cuBLAS: not in the toolkit ($top); the nvidia-cublas wheel's: $lib, headers $incdir"
+  export LMSERVE_CMAKE_DEFINES="${LMSERVE_CMAKE_DEFINES:-} CUDA_cublas_LIBRARY=$lib CUDA_cublasLt_LIBRARY=$lt CMAKE_CUDA_FLAGS=-I$incdir"
+}
+
 # ---- run --------------------------------------------------------------------------------------
 run() {
   VARIANT=${GPU_BENCH_VARIANT:-cuda}
@@ -181,6 +221,7 @@ run() {
     ensure_tool nvcc || die "nvcc not found (CUDA toolkit; looked on PATH and in /usr/local/cuda*/bin)"
     export CUDACXX=${CUDACXX:-$(command -v nvcc)}
     log "$(nvcc --version | tail -2 | tr '\n' ' ')"
+    cublas_from_wheel
     if [ -z "${CMAKE_CUDA_ARCHITECTURES:-}" ]; then
       CMAKE_CUDA_ARCHITECTURES=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .' || true)
       if [[ "$CMAKE_CUDA_ARCHITECTURES" =~ ^[0-9]+$ ]]; then export CMAKE_CUDA_ARCHITECTURES
@@ -323,7 +364,8 @@ case $cmd in
   pack) pack ;;
   run) run "$@" ;;
   sim) sim "$@" ;;
+  cublas) cublas_from_wheel && echo "LMSERVE_CMAKE_DEFINES=${LMSERVE_CMAKE_DEFINES:-}" ;;
   --) run "$@" ;;
   -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
-  *) echo "unknown command $cmd (pack, run, sim; --help)" >&2; exit 2 ;;
+  *) echo "unknown command $cmd (pack, run, sim, cublas; --help)" >&2; exit 2 ;;
 esac
