@@ -582,10 +582,17 @@ void EngineCore::StartPrefill(Slot& slot) {
 }
 
 bool EngineCore::WindowHolds(int32_t seqId, size_t end) const {
+  const size_t window = static_cast<size_t>(swaWindow_);
+  if (!cutsAnywhere_) {
+    // A recurrent state (or a hybrid's, whose lowest position is its state's) has one position,
+    // its last: it holds the sequence when that is end - 1. A hybrid's attention layers with a
+    // window cannot be asked apart from its state: kept only while nothing can have left them.
+    if (window > 0 && end > window) return false;
+    return end == 0 || llama_memory_seq_pos_max(llama_get_memory(ctx_), seqId) == static_cast<llama_pos>(end) - 1;
+  }
   // An iswa memory reports its window layers' lowest position (the full layers hold all).
   const llama_pos lowest = llama_memory_seq_pos_min(llama_get_memory(ctx_), seqId);
   // Without a window (or with swaFull) every position from 0 must be there.
-  const size_t window = static_cast<size_t>(swaWindow_);
   const auto needed = static_cast<llama_pos>(window > 0 && end > window ? end - window : 0);
   return lowest >= 0 && lowest <= needed;
 }

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-// Deterministically writes small GGUF v3 models with a real architecture (llama / qwen2), a real
-// tokenizer (copied from llama.cpp's vocab-only GGUFs in <llama.cpp>/models/), a chat template and
-// seeded random weights. The models produce garbage text but load and decode like real ones.
+// Deterministically writes small GGUF v3 models with a real architecture (llama / qwen2 / gemma3 /
+// mamba), a real tokenizer (copied from llama.cpp's vocab-only GGUFs in <llama.cpp>/models/), a
+// chat template and seeded random weights. The models produce garbage text but load and decode like real ones.
 //
-//   node scripts/gen-model.mjs --preset tiny|tiny-bpe|tiny-swa|bench|bench-bpe|bench-swa|gpu-1b [--seed N] [--out PATH] [--force]
+//   node scripts/gen-model.mjs --preset tiny|tiny-bpe|tiny-swa|tiny-mamba|bench|bench-bpe|bench-swa|gpu-1b [--seed N] [--out PATH] [--force]
 //
 // Same preset + seed + GENERATOR_VERSION => byte-identical file. Output defaults to
 // data/models/<preset>/model.gguf; a sidecar <out>.meta.json caches the result.
@@ -41,7 +41,7 @@ const CHATML_TEMPLATE =
 const small = { n_embd: 64, n_layer: 2, n_head: 4, n_head_kv: 2, n_ff: 128, n_ctx: 2048 };
 
 /**
- * @typedef {{arch: 'llama'|'qwen2'|'gemma3', vocab: string, n_embd: number, n_layer: number, n_head: number,
+ * @typedef {{arch: 'llama'|'qwen2'|'gemma3'|'mamba', vocab: string, n_embd: number, n_layer: number, n_head: number,
  *   n_head_kv: number, n_ff: number, n_ctx: number, rope_base: number, rms_eps: number,
  *   matType: number, fileType: number, template: string, slidingWindow?: number,
  *   slidingWindowPattern?: number}} Preset
@@ -83,6 +83,15 @@ export const PRESETS = {
     n_head_kv: 12, n_ff: 2048, n_ctx: 8192, rope_base: 1000000, rms_eps: 1e-6,
     matType: GGML.Q8_0, fileType: 7 /* MOSTLY_Q8_0 */, template: LLAMA2_TEMPLATE,
     slidingWindow: 512, slidingWindowPattern: 6,
+  },
+  // Mamba (v1), a recurrent model: one state per sequence, no KV cells. A state cannot be cut
+  // back to an earlier position, so the engine's prompt reuse, prompt cache and prefix sharing
+  // take other paths on it (and on hybrids). The SSM's matrices are larger than `w` so that the
+  // answer depends on the state, not only on the last token.
+  'tiny-mamba': {
+    arch: 'mamba', vocab: 'ggml-vocab-llama-spm.gguf', n_embd: 64, n_layer: 2, n_head: 0, n_head_kv: 0, n_ff: 0,
+    n_ctx: 2048, rope_base: 0, rms_eps: 1e-5, matType: GGML.F32, fileType: 0 /* ALL_F32 */, template: LLAMA2_TEMPLATE,
+    ssm: { d_inner: 128, d_conv: 4, d_state: 16, dt_rank: 4 },
   },
   // About 1.1B parameters in TinyLlama's shape (grouped-query attention, 4 KV heads), f16: the GPU
   // benchmark's model (scripts/gpu-bench.sh). About 2.2 GB, streamed to disk in 1M-element chunks.
@@ -158,6 +167,7 @@ export function modelPlan(presetName, seed = DEFAULT_SEED, llamaCppDir) {
   const vocab = readGGUF(vocabPath);
   const n_vocab = vocab.kv.get('tokenizer.ggml.tokens')?.value.length;
   if (!n_vocab) throw new Error(`${vocabPath}: no tokenizer.ggml.tokens`);
+  if (p.ssm) return mambaPlan(presetName, p, seed, vocab, n_vocab, vocabPath);
   const { arch, n_embd, n_layer, n_head, n_head_kv, n_ff } = p;
   const head_dim = n_embd / n_head;
   const n_embd_kv = head_dim * n_head_kv;
@@ -191,7 +201,7 @@ export function modelPlan(presetName, seed = DEFAULT_SEED, llamaCppDir) {
 
   // dims in ggml order (ne0 innermost); init: 'w' = N(0, 0.02), 'one' = 1.0, 'b' = N(0, 0.01)
   const M = p.matType, F32 = GGML.F32;
-  /** @type {Array<{name: string, dims: number[], type: number, init: string}>} */
+  /** @type {Array<{name: string, dims: number[], type: number, init: string | object}>} */
   const tensors = [{ name: 'token_embd.weight', dims: [n_embd, n_vocab], type: M, init: 'w' }];
   for (let i = 0; i < n_layer; i++) {
     const b = `blk.${i}.`;
@@ -232,6 +242,85 @@ export function modelPlan(presetName, seed = DEFAULT_SEED, llamaCppDir) {
   return { preset: p, kvs, tensors, params, n_vocab, vocabPath };
 }
 
+/** The general.* and tokenizer.* keys every preset writes. */
+function commonKvs(presetName, p, seed, vocab) {
+  const head = [
+    ['general.architecture', kv.str(p.arch)],
+    ['general.name', kv.str(`lmserve-${presetName}`)],
+    ['general.description', kv.str(`lmserve synthetic random-weight model (preset ${presetName}, seed ${seed}, generator v${GENERATOR_VERSION})`)],
+    ['general.file_type', kv.u32(p.fileType)],
+    ['general.alignment', kv.u32(32)],
+  ];
+  const tokenizer = [];
+  for (const [k, v] of vocab.kv) if (k.startsWith('tokenizer.') && k !== 'tokenizer.chat_template') tokenizer.push([k, v]);
+  tokenizer.push(['tokenizer.chat_template', kv.str(p.template)]);
+  return { head, tokenizer };
+}
+
+/**
+ * Mamba (v1) as llama.cpp loads it (src/models/mamba.cpp): d_inner = 2 n_embd, no attention
+ * heads, no RoPE; `ssm_a` and the conv weights f32 (the kernels read them as floats), A < 0
+ * (the scan multiplies the state by exp(softplus(dt) A)), dt's bias an inverse softplus of 0.01.
+ */
+function mambaPlan(presetName, p, seed, vocab, n_vocab, vocabPath) {
+  const { arch, n_embd, n_layer, ssm } = p;
+  const { d_inner, d_conv, d_state, dt_rank } = ssm;
+  if (d_inner !== 2 * n_embd) throw new Error(`${presetName}: mamba needs d_inner = 2 * n_embd`);
+  const { head, tokenizer } = commonKvs(presetName, p, seed, vocab);
+  const kvs = [
+    ...head,
+    [`${arch}.vocab_size`, kv.u32(n_vocab)],
+    [`${arch}.context_length`, kv.u32(p.n_ctx)],
+    [`${arch}.embedding_length`, kv.u32(n_embd)],
+    [`${arch}.block_count`, kv.u32(n_layer)],
+    [`${arch}.feed_forward_length`, kv.u32(0)],
+    [`${arch}.attention.head_count`, kv.u32(0)],
+    [`${arch}.attention.layer_norm_rms_epsilon`, kv.f32(p.rms_eps)],
+    [`${arch}.ssm.conv_kernel`, kv.u32(d_conv)],
+    [`${arch}.ssm.inner_size`, kv.u32(d_inner)],
+    [`${arch}.ssm.state_size`, kv.u32(d_state)],
+    [`${arch}.ssm.time_step_rank`, kv.u32(dt_rank)],
+    ...tokenizer,
+  ];
+  const M = p.matType, F32 = GGML.F32;
+  const strong = { normal: 0.2 };
+  const tensors = [{ name: 'token_embd.weight', dims: [n_embd, n_vocab], type: M, init: 'w' }];
+  for (let i = 0; i < n_layer; i++) {
+    const b = `blk.${i}.`;
+    tensors.push(
+      { name: `${b}attn_norm.weight`, dims: [n_embd], type: F32, init: 'one' },
+      { name: `${b}ssm_in.weight`, dims: [n_embd, 2 * d_inner], type: M, init: strong },
+      { name: `${b}ssm_conv1d.weight`, dims: [d_conv, d_inner], type: F32, init: { normal: 0.5 } },
+      { name: `${b}ssm_conv1d.bias`, dims: [d_inner], type: F32, init: 'b' },
+      { name: `${b}ssm_x.weight`, dims: [d_inner, dt_rank + 2 * d_state], type: M, init: strong },
+      { name: `${b}ssm_dt.weight`, dims: [dt_rank, d_inner], type: M, init: strong },
+      { name: `${b}ssm_dt.bias`, dims: [d_inner], type: F32, init: { const: Math.log(Math.expm1(0.01)) } },
+      { name: `${b}ssm_a`, dims: [d_state, d_inner], type: F32, init: { ramp: d_state } },
+      { name: `${b}ssm_d`, dims: [d_inner], type: F32, init: 'one' },
+      { name: `${b}ssm_out.weight`, dims: [d_inner, n_embd], type: M, init: strong },
+    );
+  }
+  tensors.push(
+    { name: 'output_norm.weight', dims: [n_embd], type: F32, init: 'one' },
+    { name: 'output.weight', dims: [n_embd, n_vocab], type: M, init: strong },
+  );
+  const params = tensors.reduce((s, t) => s + t.dims.reduce((a, d) => a * d, 1), 0);
+  return { preset: p, kvs, tensors, params, n_vocab, vocabPath };
+}
+
+/**
+ * Fills a chunk of a tensor (elements `off`..): 'one' = 1.0, 'w' = N(0, 0.02), 'b' = N(0, 0.01),
+ * {normal: std}, {const: v}, {ramp: n} = -(1 + index mod n) (Mamba's A: -1..-d_state per row).
+ */
+function fillInit(init, next, x, off) {
+  if (init === 'one') x.fill(1);
+  else if (init === 'w' || init === 'b') fillNormal(next, x, init === 'w' ? 0.02 : 0.01);
+  else if (typeof init === 'object' && 'normal' in init) fillNormal(next, x, init.normal);
+  else if (typeof init === 'object' && 'const' in init) x.fill(init.const);
+  else if (typeof init === 'object' && 'ramp' in init) for (let i = 0; i < x.length; i++) x[i] = -(1 + ((off + i) % init.ramp));
+  else throw new Error(`internal: unknown init ${JSON.stringify(init)}`);
+}
+
 // ---- writer -------------------------------------------------------------------------------------
 
 const CHUNK = 1 << 20; // elements per generated chunk (multiple of the Q8_0 block size)
@@ -252,8 +341,7 @@ function writeModel(path, plan, seed) {
       let written = 0;
       for (let off = 0; off < n; off += CHUNK) {
         const x = scratch.subarray(0, Math.min(CHUNK, n - off));
-        if (t.init === 'one') x.fill(1);
-        else fillNormal(next, x, t.init === 'w' ? 0.02 : 0.01);
+        fillInit(t.init, next, x, off);
         const enc = encodeTensor(x, t.type);
         put(enc); written += enc.length;
       }

@@ -118,3 +118,31 @@ test('the tiny-swa preset plans gemma3 with a 32-position window on every other 
   assert.ok(!names.has('output.weight'), 'gemma ties the output to the token embeddings');
   assert.ok(!modelPlan('tiny').kvs.some(([k]) => k.includes('sliding_window')));
 });
+
+test('the tiny-mamba preset plans Mamba as llama.cpp loads it: SSM tensors, f32 conv and A, A < 0', async () => {
+  const plan = modelPlan('tiny-mamba');
+  const kvs = new Map(plan.kvs);
+  assert.equal(kvs.get('general.architecture').value, 'mamba');
+  assert.equal(kvs.get('mamba.ssm.inner_size').value, 2 * kvs.get('mamba.embedding_length').value);
+  assert.equal(kvs.get('mamba.attention.head_count').value, 0);
+  assert.ok(!plan.kvs.some(([k]) => k.startsWith('mamba.rope')));
+  const byName = new Map(plan.tensors.map((t) => [t.name, t]));
+  assert.deepEqual(byName.get('blk.1.ssm_in.weight').dims, [64, 256]);
+  assert.deepEqual(byName.get('blk.1.ssm_x.weight').dims, [128, 4 + 2 * 16]);
+  assert.deepEqual(byName.get('blk.1.ssm_a').dims, [16, 128]);
+  // The kernels read these as floats whatever their type.
+  for (const n of ['blk.0.ssm_conv1d.weight', 'blk.0.ssm_a', 'blk.0.ssm_d']) assert.equal(byName.get(n).type, GGML.F32, n);
+  // A = -(1..d_state) along each row: the written file holds exactly that.
+  const dir = mkdtempSync(join(tmpdir(), 'lmserve-mamba-'));
+  try {
+    const path = await generateModel({ preset: 'tiny-mamba', out: join(dir, 'model.gguf') });
+    const file = readGGUF(path);
+    const a = file.tensors.find((t) => t.name === 'blk.0.ssm_a');
+    const data = readFileSync(path).subarray(file.dataOffset + Number(a.offset), file.dataOffset + Number(a.offset) + 16 * 128 * 4);
+    const values = new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length));
+    assert.deepEqual([...values.subarray(0, 16)], Array.from({ length: 16 }, (_, i) => -(i + 1)));
+    assert.deepEqual([...values.subarray(16 * 127)], Array.from({ length: 16 }, (_, i) => -(i + 1)));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
