@@ -37,6 +37,15 @@ esac
   return dir;
 }
 
+/** The nvidia-cublas wheel's files for CUDA `major` under site/nvidia/<sub>; returns that folder. */
+function fakeWheel(site, sub, major) {
+  const dir = join(site, 'nvidia', sub);
+  touch(join(dir, 'lib', `libcublas.so.${major}`));
+  touch(join(dir, 'lib', `libcublasLt.so.${major}`));
+  touch(join(dir, 'include', 'cublas_v2.h'));
+  return dir;
+}
+
 function run(toolkit, pythonPath) {
   const r = spawnSync('bash', [join(root, 'scripts', 'gpu-bench.sh'), 'cublas'], {
     cwd: root,
@@ -58,13 +67,9 @@ test('a toolkit with cuBLAS of its own needs nothing more', { skip: !hasPython }
 test('CUDA 13 from wheels: the nvidia-cublas wheel (nvidia/cu13) is named to CMake', { skip: !hasPython }, () => {
   const t = fakeToolkit('13.0');
   const site = join(t, 'site');
-  const cu = join(site, 'nvidia', 'cu13');
-  touch(join(cu, 'lib', 'libcublas.so.13'));
-  touch(join(cu, 'lib', 'libcublasLt.so.13'));
-  touch(join(cu, 'include', 'cublas_v2.h'));
+  const cu = fakeWheel(site, 'cu13', 13);
   // A CUDA 12 wheel beside it is not taken for a CUDA 13 nvcc.
-  touch(join(site, 'nvidia', 'cublas', 'lib', 'libcublas.so.12'));
-  touch(join(site, 'nvidia', 'cublas', 'include', 'cublas_v2.h'));
+  fakeWheel(site, 'cublas', 12);
   const r = run(t, site);
   assert.equal(r.status, 0, r.out);
   assert.equal(
@@ -76,10 +81,7 @@ test('CUDA 13 from wheels: the nvidia-cublas wheel (nvidia/cu13) is named to CMa
 test('CUDA 12 from wheels: the nvidia/cublas layout', { skip: !hasPython }, () => {
   const t = fakeToolkit('12.4');
   const site = join(t, 'site');
-  const cu = join(site, 'nvidia', 'cublas');
-  touch(join(cu, 'lib', 'libcublas.so.12'));
-  touch(join(cu, 'lib', 'libcublasLt.so.12'));
-  touch(join(cu, 'include', 'cublas_v2.h'));
+  const cu = fakeWheel(site, 'cublas', 12);
   const r = run(t, site);
   assert.equal(r.status, 0, r.out);
   assert.match(r.defines, new RegExp(`^CUDA_cublas_LIBRARY=${join(cu, 'lib', 'libcublas.so.12')} `));
