@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Deterministically writes small GGUF v3 models with a real architecture (llama / qwen2 / gemma3 /
-// mamba), a real tokenizer (copied from llama.cpp's vocab-only GGUFs in <llama.cpp>/models/), a
+// mamba / lfm2), a real tokenizer (copied from llama.cpp's vocab-only GGUFs in <llama.cpp>/models/), a
 // chat template and seeded random weights. The models produce garbage text but load and decode like real ones.
 //
-//   node scripts/gen-model.mjs --preset tiny|tiny-bpe|tiny-swa|tiny-mamba|bench|bench-bpe|bench-swa|gpu-1b [--seed N] [--out PATH] [--force]
+//   node scripts/gen-model.mjs --preset tiny|tiny-bpe|tiny-swa|tiny-mamba|tiny-lfm2|bench|bench-bpe|bench-swa|gpu-1b [--seed N] [--out PATH] [--force]
 //
 // Same preset + seed + GENERATOR_VERSION => byte-identical file. Output defaults to
 // data/models/<preset>/model.gguf; a sidecar <out>.meta.json caches the result.
@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { GGML, buildHeader, encodeTensor, kv, readGGUF, writeAll } from './lib/gguf.mjs';
+import { GGML, T, buildHeader, encodeTensor, kv, readGGUF, writeAll } from './lib/gguf.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -41,7 +41,7 @@ const CHATML_TEMPLATE =
 const small = { n_embd: 64, n_layer: 2, n_head: 4, n_head_kv: 2, n_ff: 128, n_ctx: 2048 };
 
 /**
- * @typedef {{arch: 'llama'|'qwen2'|'gemma3'|'mamba', vocab: string, n_embd: number, n_layer: number, n_head: number,
+ * @typedef {{arch: 'llama'|'qwen2'|'gemma3'|'mamba'|'lfm2', vocab: string, n_embd: number, n_layer: number, n_head: number,
  *   n_head_kv: number, n_ff: number, n_ctx: number, rope_base: number, rms_eps: number,
  *   matType: number, fileType: number, template: string, slidingWindow?: number,
  *   slidingWindowPattern?: number}} Preset
@@ -92,6 +92,14 @@ export const PRESETS = {
     arch: 'mamba', vocab: 'ggml-vocab-llama-spm.gguf', n_embd: 64, n_layer: 2, n_head: 0, n_head_kv: 0, n_ff: 0,
     n_ctx: 2048, rope_base: 0, rms_eps: 1e-5, matType: GGML.F32, fileType: 0 /* ALL_F32 */, template: LLAMA2_TEMPLATE,
     ssm: { d_inner: 128, d_conv: 4, d_state: 16, dt_rank: 4 },
+  },
+  // LFM2 (Liquid AI), a hybrid: short-convolution layers (0 and 2) with a recurrent state, and
+  // grouped-query attention layers (1 and 3) with KV cells. llama.cpp's hybrid memory holds
+  // both; a sequence cannot be cut back (its conv state) unless rollback is configured.
+  'tiny-lfm2': {
+    arch: 'lfm2', vocab: 'ggml-vocab-llama-spm.gguf', n_embd: 64, n_layer: 4, n_head: 4, n_head_kv: 2, n_ff: 128,
+    n_ctx: 2048, rope_base: 1000000, rms_eps: 1e-5, matType: GGML.F32, fileType: 0 /* ALL_F32 */, template: CHATML_TEMPLATE,
+    shortConv: { l_cache: 3, attentionLayers: [1, 3] },
   },
   // About 1.1B parameters in TinyLlama's shape (grouped-query attention, 4 KV heads), f16: the GPU
   // benchmark's model (scripts/gpu-bench.sh). About 2.2 GB, streamed to disk in 1M-element chunks.
@@ -168,6 +176,7 @@ export function modelPlan(presetName, seed = DEFAULT_SEED, llamaCppDir) {
   const n_vocab = vocab.kv.get('tokenizer.ggml.tokens')?.value.length;
   if (!n_vocab) throw new Error(`${vocabPath}: no tokenizer.ggml.tokens`);
   if (p.ssm) return mambaPlan(presetName, p, seed, vocab, n_vocab, vocabPath);
+  if (p.shortConv) return lfm2Plan(presetName, p, seed, vocab, n_vocab, vocabPath);
   const { arch, n_embd, n_layer, n_head, n_head_kv, n_ff } = p;
   const head_dim = n_embd / n_head;
   const n_embd_kv = head_dim * n_head_kv;
@@ -304,6 +313,67 @@ function mambaPlan(presetName, p, seed, vocab, n_vocab, vocabPath) {
     { name: 'output_norm.weight', dims: [n_embd], type: F32, init: 'one' },
     { name: 'output.weight', dims: [n_embd, n_vocab], type: M, init: strong },
   );
+  const params = tensors.reduce((s, t) => s + t.dims.reduce((a, d) => a * d, 1), 0);
+  return { preset: p, kvs, tensors, params, n_vocab, vocabPath };
+}
+
+/**
+ * LFM2 as llama.cpp loads it (src/models/lfm2.cpp): a layer is attention when its entry of the
+ * `head_count_kv` array is not 0, else a short convolution (in_proj to B, C, x; a depthwise conv
+ * of `l_cache` taps, f32; out_proj). The final norm is `token_embd_norm`; the output projection
+ * is tied to the embeddings. The attention and conv matrices are larger than `w` so that the
+ * answer depends on the earlier positions through both kinds of layer.
+ */
+function lfm2Plan(presetName, p, seed, vocab, n_vocab, vocabPath) {
+  const { arch, n_embd, n_layer, n_head, n_head_kv, n_ff, shortConv } = p;
+  const head_dim = n_embd / n_head;
+  const n_embd_kv = head_dim * n_head_kv;
+  const isAttention = (i) => shortConv.attentionLayers.includes(i);
+  const { head, tokenizer } = commonKvs(presetName, p, seed, vocab);
+  const kvs = [
+    ...head,
+    [`${arch}.vocab_size`, kv.u32(n_vocab)],
+    [`${arch}.context_length`, kv.u32(p.n_ctx)],
+    [`${arch}.embedding_length`, kv.u32(n_embd)],
+    [`${arch}.block_count`, kv.u32(n_layer)],
+    [`${arch}.feed_forward_length`, kv.u32(n_ff)],
+    [`${arch}.attention.head_count`, kv.u32(n_head)],
+    [`${arch}.attention.head_count_kv`, { type: T.ARRAY, itemType: T.UINT32, value: Array.from({ length: n_layer }, (_, i) => (isAttention(i) ? n_head_kv : 0)) }],
+    [`${arch}.attention.layer_norm_rms_epsilon`, kv.f32(p.rms_eps)],
+    [`${arch}.rope.freq_base`, kv.f32(p.rope_base)],
+    [`${arch}.shortconv.l_cache`, kv.u32(shortConv.l_cache)],
+    ...tokenizer,
+  ];
+  const M = p.matType, F32 = GGML.F32;
+  const strong = { normal: 0.2 };
+  const tensors = [{ name: 'token_embd.weight', dims: [n_embd, n_vocab], type: M, init: 'w' }];
+  for (let i = 0; i < n_layer; i++) {
+    const b = `blk.${i}.`;
+    tensors.push({ name: `${b}attn_norm.weight`, dims: [n_embd], type: F32, init: 'one' });
+    if (isAttention(i)) {
+      tensors.push(
+        { name: `${b}attn_q_norm.weight`, dims: [head_dim], type: F32, init: 'one' },
+        { name: `${b}attn_k_norm.weight`, dims: [head_dim], type: F32, init: 'one' },
+        { name: `${b}attn_q.weight`, dims: [n_embd, n_embd], type: M, init: strong },
+        { name: `${b}attn_k.weight`, dims: [n_embd, n_embd_kv], type: M, init: strong },
+        { name: `${b}attn_v.weight`, dims: [n_embd, n_embd_kv], type: M, init: strong },
+        { name: `${b}attn_output.weight`, dims: [n_embd, n_embd], type: M, init: strong },
+      );
+    } else {
+      tensors.push(
+        { name: `${b}shortconv.conv.weight`, dims: [shortConv.l_cache, n_embd], type: F32, init: { normal: 0.5 } },
+        { name: `${b}shortconv.in_proj.weight`, dims: [n_embd, 3 * n_embd], type: M, init: strong },
+        { name: `${b}shortconv.out_proj.weight`, dims: [n_embd, n_embd], type: M, init: strong },
+      );
+    }
+    tensors.push(
+      { name: `${b}ffn_norm.weight`, dims: [n_embd], type: F32, init: 'one' },
+      { name: `${b}ffn_gate.weight`, dims: [n_embd, n_ff], type: M, init: 'w' },
+      { name: `${b}ffn_up.weight`, dims: [n_embd, n_ff], type: M, init: 'w' },
+      { name: `${b}ffn_down.weight`, dims: [n_ff, n_embd], type: M, init: 'w' },
+    );
+  }
+  tensors.push({ name: 'token_embd_norm.weight', dims: [n_embd], type: F32, init: 'one' });
   const params = tensors.reduce((s, t) => s + t.dims.reduce((a, d) => a * d, 1), 0);
   return { preset: p, kvs, tensors, params, n_vocab, vocabPath };
 }

@@ -146,3 +146,23 @@ test('the tiny-mamba preset plans Mamba as llama.cpp loads it: SSM tensors, f32 
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('the tiny-lfm2 preset plans LFM2: attention where head_count_kv is not 0, short convolutions elsewhere', () => {
+  const plan = modelPlan('tiny-lfm2');
+  const kvs = new Map(plan.kvs);
+  assert.equal(kvs.get('general.architecture').value, 'lfm2');
+  const perLayer = kvs.get('lfm2.attention.head_count_kv');
+  assert.equal(perLayer.type, T.ARRAY);
+  assert.equal(perLayer.itemType, T.UINT32);
+  assert.deepEqual([...perLayer.value], [0, 2, 0, 2]);
+  assert.equal(kvs.get('lfm2.shortconv.l_cache').value, 3);
+  const byName = new Map(plan.tensors.map((t) => [t.name, t]));
+  assert.deepEqual(byName.get('blk.0.shortconv.conv.weight').dims, [3, 64]);
+  assert.equal(byName.get('blk.0.shortconv.conv.weight').type, GGML.F32);
+  assert.deepEqual(byName.get('blk.0.shortconv.in_proj.weight').dims, [64, 192]);
+  assert.ok(!byName.has('blk.0.attn_q.weight') && byName.has('blk.1.attn_q.weight') && !byName.has('blk.1.shortconv.conv.weight'));
+  assert.deepEqual(byName.get('blk.3.attn_k.weight').dims, [64, 32]);
+  // The final norm's name in LFM2; the output projection is tied to the embeddings.
+  assert.ok(byName.has('token_embd_norm.weight') && !byName.has('output_norm.weight') && !byName.has('output.weight'));
+  assert.equal(plan.tensors.length, 2 + 2 * 8 + 2 * 11);
+});

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { generateModel } from '../scripts/gen-model.mjs';
 
 /** Path of a generated test model (cached under data/models/<preset>/). */
-export async function modelPath(preset: 'tiny' | 'tiny-bpe' | 'tiny-swa' | 'tiny-mamba' | 'bench' | 'bench-swa' = 'tiny'): Promise<string> {
+export async function modelPath(preset: 'tiny' | 'tiny-bpe' | 'tiny-swa' | 'tiny-mamba' | 'tiny-lfm2' | 'bench' | 'bench-swa' = 'tiny'): Promise<string> {
   return (await generateModel({ preset, log: () => undefined })) as string;
 }
 

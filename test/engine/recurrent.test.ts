@@ -1,8 +1,9 @@
 /**
- * Recurrent models (Mamba, RWKV; hybrids such as Granite 4, LFM2, Falcon-H1 share the rule) on the
- * generated `tiny-mamba` model: a sequence is one state after its last token, not cells per
- * position, so it cannot be cut back to an earlier position (llama_memory_seq_rm fails on a
- * partial range) and prefix copies are not partial. Every path that reuses or moves a sequence
+ * Recurrent models (Mamba, RWKV) and hybrids (LFM2, Granite 4, Falcon-H1: attention layers beside
+ * recurrent ones) on the generated `tiny-mamba` and `tiny-lfm2` models: a sequence's recurrent
+ * part is one state after its last token, not cells per position, so it cannot be cut back to an
+ * earlier position (llama_memory_seq_rm fails on a partial range) and prefix copies are not
+ * partial. Every path that reuses or moves a sequence
  * (the slot's own prompt, the host-memory prompt cache, prefix sharing, cancellation) must then
  * still answer exactly as a fresh engine does.
  */
@@ -18,7 +19,7 @@ const OTHER = 'A mountain village slept under deep snow. The shepherds counted t
 const GREEDY: GenerationParams = { maxTokens: 24, temperature: 0, ignoreEos: true, logprobs: 2 };
 const BASE: EngineOptions = { slots: 2, contextSize: 512 };
 
-describe('recurrent model (tiny-mamba)', () => {
+for (const [preset, architecture] of [['tiny-mamba', 'mamba'], ['tiny-lfm2', 'lfm2']] as const) describe(`recurrent state (${preset})`, () => {
   let model: Model;
   let reference: Run;
   let other: Run;
@@ -29,7 +30,7 @@ describe('recurrent model (tiny-mamba)', () => {
     return e;
   };
   before(async () => {
-    model = await loadModel(await modelPath('tiny-mamba'));
+    model = await loadModel(await modelPath(preset));
     reference = await coldRun(model, BASE, { prompt: PROMPT, params: GREEDY });
     other = await coldRun(model, BASE, { prompt: OTHER, params: GREEDY });
   });
@@ -38,8 +39,8 @@ describe('recurrent model (tiny-mamba)', () => {
     model.dispose();
   });
 
-  test('the model is recurrent, and its answers follow the prompt (the checks below can fail)', async () => {
-    assert.equal(model.info.architecture, 'mamba');
+  test('the model is recurrent or hybrid, and its answers follow the prompt (the checks below can fail)', async () => {
+    assert.equal(model.info.architecture, architecture);
     assert.equal(reference.tokens.length, GREEDY.maxTokens);
     assert.notDeepEqual(reference.tokens, other.tokens);
     assertSameAnswer(await coldRun(model, BASE, { prompt: PROMPT, params: GREEDY }), reference);
