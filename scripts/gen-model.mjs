@@ -3,7 +3,7 @@
 // mamba / lfm2), a real tokenizer (copied from llama.cpp's vocab-only GGUFs in <llama.cpp>/models/), a
 // chat template and seeded random weights. The models produce garbage text but load and decode like real ones.
 //
-//   node scripts/gen-model.mjs --preset tiny|tiny-bpe|tiny-swa|tiny-mamba|tiny-lfm2|bench|bench-bpe|bench-swa|gpu-1b [--seed N] [--out PATH] [--force]
+//   node scripts/gen-model.mjs --preset tiny|tiny-bpe|tiny-swa|tiny-mamba|tiny-lfm2|bench|bench-bpe|bench-swa|bench-lfm2|gpu-1b [--seed N] [--out PATH] [--force]
 //
 // Same preset + seed + GENERATOR_VERSION => byte-identical file. Output defaults to
 // data/models/<preset>/model.gguf; a sidecar <out>.meta.json caches the result.
@@ -100,6 +100,13 @@ export const PRESETS = {
     arch: 'lfm2', vocab: 'ggml-vocab-llama-spm.gguf', n_embd: 64, n_layer: 4, n_head: 4, n_head_kv: 2, n_ff: 128,
     n_ctx: 2048, rope_base: 1000000, rms_eps: 1e-5, matType: GGML.F32, fileType: 0 /* ALL_F32 */, template: CHATML_TEMPLATE,
     shortConv: { l_cache: 3, attentionLayers: [1, 3] },
+  },
+  // The bench model's size as an LFM2 hybrid (4 attention layers of 12, as LFM2-350M has 6 of
+  // 16): `npm run bench -- --model-preset bench-lfm2` compares the two servers on a hybrid.
+  'bench-lfm2': {
+    arch: 'lfm2', vocab: 'ggml-vocab-llama-spm.gguf', n_embd: 768, n_layer: 12, n_head: 12, n_head_kv: 12, n_ff: 2048,
+    n_ctx: 4096, rope_base: 1000000, rms_eps: 1e-5, matType: GGML.Q8_0, fileType: 7 /* MOSTLY_Q8_0 */, template: CHATML_TEMPLATE,
+    shortConv: { l_cache: 3, attentionLayers: [2, 5, 8, 11] },
   },
   // About 1.1B parameters in TinyLlama's shape (grouped-query attention, 4 KV heads), f16: the GPU
   // benchmark's model (scripts/gpu-bench.sh). About 2.2 GB, streamed to disk in 1M-element chunks.
@@ -259,6 +266,7 @@ function commonKvs(presetName, p, seed, vocab) {
     ['general.description', kv.str(`lmserve synthetic random-weight model (preset ${presetName}, seed ${seed}, generator v${GENERATOR_VERSION})`)],
     ['general.file_type', kv.u32(p.fileType)],
     ['general.alignment', kv.u32(32)],
+    ...(p.matType === GGML.Q8_0 ? [['general.quantization_version', kv.u32(2)]] : []),
   ];
   const tokenizer = [];
   for (const [k, v] of vocab.kv) if (k.startsWith('tokenizer.') && k !== 'tokenizer.chat_template') tokenizer.push([k, v]);
