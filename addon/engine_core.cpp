@@ -61,6 +61,10 @@ constexpr size_t kMinSharedPrefix = 32;
 // slot's own cache or a copy would: restoring copies the whole state (a memcpy on CPU, a host to
 // device copy on a GPU), which costs a small fraction of prefilling the tokens it gives.
 constexpr size_t kMinRestoreGain = 8;
+
+// Recurrent and hybrid models: the shortest prompt whose state at its last token is saved to the
+// prompt cache (SaveCheckpoints). Below it the prefill costs about what a save and a restore do.
+constexpr size_t kMinCheckpoint = 32;
 // Nor when the prefix it gives is less than an eighth of the state copied for it.
 constexpr size_t kMaxRestoreWaste = 8;
 
@@ -360,7 +364,10 @@ void EngineCore::Run() {
         std::lock_guard<std::mutex> lock(mutex_);
         stats_.grammarSkippedSteps += static_cast<uint64_t>(sitting);
       }
-      if (DecodeBatch()) SampleAndEmit();
+      if (DecodeBatch()) {
+        SaveCheckpoints();
+        SampleAndEmit();
+      }
     }
     FlushDirect(false);
     ReleaseDueHeld();
@@ -543,6 +550,9 @@ void EngineCore::StartPrefill(Slot& slot) {
   if (reuse < MinOwnReuse(prompt)) reuse = 0;
   // At least the last prompt token is decoded again: its logits give the first output token.
   reuse = std::min(reuse, prompt.size() - 1);
+  // A recurrent state goes on only from its end (llama_memory_seq_rm cannot cut it back): a
+  // smaller prefix of it is no reuse, and must not keep a saved state from being restored.
+  if (!cutsAnywhere_ && reuse < slot.cache.size()) reuse = 0;
   size_t copyLength = 0;
   Slot* donor = sharePrefixes_ ? FindDonor(slot, prompt, &copyLength) : nullptr;
   if (donor == nullptr || copyLength < reuse + kMinSharedPrefix) copyLength = 0;
@@ -577,6 +587,8 @@ void EngineCore::StartPrefill(Slot& slot) {
   slot.promptPos = reuse;
   slot.cachedTokens = static_cast<int32_t>(reuse);
   slot.promptLength = prompt.size();
+  // A checkpoint where the prompt's last token is next, unless the state starts there already.
+  slot.checkpoint = !cutsAnywhere_ && promptCacheLimit_ > 0 && prompt.size() >= kMinCheckpoint && reuse + 1 < prompt.size();
   slot.waitSlot = -1;
   slot.state = SlotState::Prefill;
 }
@@ -674,7 +686,9 @@ void EngineCore::SaveState(Slot& slot, size_t keep) {
   // Whole, as before, for a recurrent state.
   const size_t needed = cutsAnywhere_ ? std::min(slot.cache.size(), std::max<size_t>(slot.promptLength, 1)) : slot.cache.size();
   for (auto it = promptCache_.begin(); it != promptCache_.end(); ++it) {
-    if (it->tokens.size() >= needed && CommonPrefix(it->tokens, slot.cache) >= needed) {
+    // (A recurrent entry serves only its own end: a longer one holds another state.)
+    if ((cutsAnywhere_ ? it->tokens.size() >= needed : it->tokens.size() == needed) &&
+        CommonPrefix(it->tokens, slot.cache) >= needed) {
       promptCache_.splice(promptCache_.end(), promptCache_, it);  // asked for again: most recently used
       return;
     }
@@ -683,8 +697,9 @@ void EngineCore::SaveState(Slot& slot, size_t keep) {
   const size_t size = llama_state_seq_get_size_ext(ctx_, slot.seqId, 0);
   if (size == 0 || size > promptCacheLimit_) return;
   for (auto it = promptCache_.begin(); it != promptCache_.end();) {
-    // Held whole by the new entry.
-    it = CommonPrefix(it->tokens, slot.cache) == it->tokens.size() ? DropEntry(it) : std::next(it);
+    // Held whole by the new entry. (Not a recurrent one: the new state is past its end.)
+    const bool held = cutsAnywhere_ ? CommonPrefix(it->tokens, slot.cache) == it->tokens.size() : it->tokens == slot.cache;
+    it = held ? DropEntry(it) : std::next(it);
   }
   uint64_t evicted = 0;
   CachedPrompt entry;
@@ -699,6 +714,17 @@ void EngineCore::SaveState(Slot& slot, size_t keep) {
   entry.tokens = slot.cache;
   promptCache_.push_back(std::move(entry));
   UpdateCacheStats(Ms(start, Clock::now()), 1, evicted);
+}
+
+void EngineCore::SaveCheckpoints() {
+  // After a decode: the slots whose prefill stopped just before their prompt's last token. The
+  // same prompt again (a retry, a benchmark, a template's fixed opening) then restores this
+  // state and decodes that one token; a recurrent state can start from nowhere else.
+  for (auto& slot : slots_) {
+    if (!slot.checkpoint || slot.state != SlotState::Prefill || slot.promptPos + 1 != slot.request->prompt.size()) continue;
+    slot.checkpoint = false;
+    SaveState(slot, 0);
+  }
 }
 
 std::list<EngineCore::CachedPrompt>::iterator EngineCore::DropEntry(std::list<CachedPrompt>::iterator entry) {
@@ -819,8 +845,9 @@ bool EngineCore::RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entr
     return false;
   }
   slot.cache.assign(entry->tokens.begin(), entry->tokens.begin() + static_cast<std::ptrdiff_t>(n));
-  if (n == entry->tokens.size()) {
+  if (n == entry->tokens.size() && cutsAnywhere_) {
     // The slot holds all of it now (and saves it again, with what follows, when it moves on).
+    // (A recurrent state moves on past its end: the entry stays, for the next such prompt.)
     DropEntry(entry);
   } else {
     promptCache_.splice(promptCache_.end(), promptCache_, entry);  // most recently used
@@ -890,6 +917,14 @@ void EngineCore::BuildBatch() {
   std::sort(chunks.begin(), chunks.end(), [](const auto& a, const auto& b) { return a.first->seqId < b.first->seqId; });
   for (auto [slot, n] : chunks) {
     const auto& prompt = slot->request->prompt;
+    // A slot that saves a checkpoint stops before its last prompt token, which the next step
+    // decodes (with its logits) after SaveCheckpoints has saved the state in front of it.
+    if (slot->checkpoint && slot->promptPos + 1 < prompt.size()) {
+      n = std::min(n, static_cast<int32_t>(prompt.size() - 1 - slot->promptPos));
+    } else {
+      slot->checkpoint = false;
+    }
+    if (n <= 0) continue;
     for (int32_t k = 0; k < n; ++k) {
       llama_token token = prompt[slot->promptPos];
       bool last = slot->promptPos + 1 == prompt.size();

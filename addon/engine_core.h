@@ -211,6 +211,9 @@ class EngineCore {
     // The prompt length of the last request that prefilled here (kept after it ends): what
     // `cache` holds beyond it is only that request's output.
     size_t promptLength = 0;
+    // A recurrent or hybrid state is saved to the prompt cache when the prefill reaches the
+    // prompt's last token (a checkpoint): it is the one state a repeated prompt can start from.
+    bool checkpoint = false;
     std::unique_ptr<TextStream> text;
     Clock::time_point admitted, firstToken, promptDone;
     uint64_t admitOrder = 0;
@@ -281,6 +284,7 @@ class EngineCore {
   // the oldest entries (whose buffer is taken when it fits); null when there is no room.
   StateBuffer TakeState(size_t size, size_t* capacity, uint64_t* evicted);
   void SaveState(Slot& slot, size_t keep);
+  void SaveCheckpoints();
   std::list<CachedPrompt>::iterator BestCached(const std::vector<llama_token>& prompt, size_t* length);
   bool RestoreState(Slot& slot, std::list<CachedPrompt>::iterator entry, size_t n);
   // Adds to the cache's counters (a restore: restoredTokens > 0) and sets what it holds now.

@@ -16,6 +16,8 @@ import { assertSameAnswer, coldRun, run, type Run } from './generation-helpers.j
 
 const PROMPT = 'The harbour town woke slowly that morning. Fishermen checked their nets while the baker pulled the first loaves.';
 const OTHER = 'A mountain village slept under deep snow. The shepherds counted their goats before the long winter night.';
+// Long enough (> 32 tokens) for a checkpoint at its last token when the prompt cache is on.
+const LONG = `${PROMPT} ${OTHER}`;
 const GREEDY: GenerationParams = { maxTokens: 24, temperature: 0, ignoreEos: true, logprobs: 2 };
 const BASE: EngineOptions = { slots: 2, contextSize: 512 };
 
@@ -95,20 +97,47 @@ for (const [preset, architecture] of [['tiny-mamba', 'mamba'], ['tiny-lfm2', 'lf
 
   test('the host-memory prompt cache keeps and restores whole states, and every answer is as cold', async () => {
     const e = await engine({ slots: 1, promptCacheMiB: 64 });
-    const promptTokens = model.tokenize(PROMPT, { addSpecial: true });
+    const promptTokens = model.tokenize(LONG, { addSpecial: true });
     const first = await run(e.submit({ prompt: promptTokens, params: GREEDY }));
+    assertSameAnswer(first, await coldRun(model, BASE, { prompt: LONG, params: GREEDY }));
     // Another prompt takes the only slot: the first sequence's state is saved whole.
     assertSameAnswer(await run(e.submit({ prompt: OTHER, params: GREEDY })), other);
-    assert.ok(e.stats().promptCacheSaves >= 1, 'the first state was saved');
+    assert.ok(e.stats().promptCacheSaves >= 2, 'the checkpoint and the whole state were saved');
     // Its continuation comes back: restored (the whole sequence is the new prompt's prefix).
     const next = [...promptTokens, ...first.tokens, ...model.tokenize(' The bells rang at noon.', { addSpecial: false })];
     const warm = await run(e.submit({ prompt: next, params: GREEDY }));
-    assert.ok(e.stats().promptCacheRestores >= 1, 'the saved state was restored');
+    assert.equal(e.stats().promptCacheRestores, 1);
     assert.equal(warm.result.usage.cachedTokens, promptTokens.length + first.tokens.length - 1);
     assertSameAnswer(warm, await coldRun(model, BASE, { prompt: next, params: GREEDY }));
-    // The original prompt again: no saved state ends where it ends, so it is prefilled and as cold.
-    const again = await run(e.submit({ prompt: PROMPT, params: GREEDY }));
-    assertSameAnswer(again, reference);
+    // The first prompt again: the checkpoint at its last token is restored.
+    const again = await run(e.submit({ prompt: LONG, params: GREEDY }));
+    assert.equal(e.stats().promptCacheRestores, 2);
+    assert.equal(again.result.usage.cachedTokens, promptTokens.length - 1);
+    assertSameAnswer(again, first);
+  });
+
+  test('a repeated prompt restores the state saved at its last token, every time, and answers as cold', async () => {
+    const e = await engine({ slots: 1, promptCacheMiB: 64 });
+    const n = model.tokenize(LONG, { addSpecial: true }).length;
+    assert.ok(n >= 32, `${n} tokens: long enough for a checkpoint`);
+    const cold = await coldRun(model, BASE, { prompt: LONG, params: GREEDY });
+    const runs = [];
+    for (let i = 0; i < 3; i++) runs.push(await run(e.submit({ prompt: LONG, params: GREEDY })));
+    assert.deepEqual(runs.map((r) => r.result.usage.cachedTokens), [0, n - 1, n - 1]);
+    for (const r of runs) assertSameAnswer(r, cold);
+    assert.equal(e.stats().promptCacheRestores, 2);
+    // Without the prompt cache there is nothing to restore from.
+    const plain = await engine({ slots: 1 });
+    await run(plain.submit({ prompt: LONG, params: GREEDY }));
+    assert.equal((await run(plain.submit({ prompt: LONG, params: GREEDY }))).result.usage.cachedTokens, 0);
+    // A short prompt takes no checkpoint (its prefill costs about what a save and a restore do).
+    const saves = e.stats().promptCacheSaves;
+    await run(e.submit({ prompt: 'Short.', params: GREEDY }));
+    const short = await run(e.submit({ prompt: 'Short.', params: GREEDY }));
+    assert.equal(short.result.usage.cachedTokens, 0);
+    // One save: the first short answer's whole state when the second takes the slot (the long
+    // prompt's whole state is in the cache already); a checkpoint would make it two.
+    assert.equal(e.stats().promptCacheSaves - saves, 1);
   });
 
   test('a long shared prefix in a busy slot is not copied (no partial state), and the answer is as cold', async () => {
