@@ -188,18 +188,7 @@ export function modelPlan(presetName, seed = DEFAULT_SEED, llamaCppDir) {
   const head_dim = n_embd / n_head;
   const n_embd_kv = head_dim * n_head_kv;
 
-  /** @type {Array<[string, import('./lib/gguf.mjs').GGUFValue]>} */
-  const kvs = [
-    ['general.architecture', kv.str(arch)],
-    ['general.name', kv.str(`lmserve-${presetName}`)],
-    ['general.description', kv.str(`lmserve synthetic random-weight model (preset ${presetName}, seed ${seed}, generator v${GENERATOR_VERSION})`)],
-    ['general.file_type', kv.u32(p.fileType)],
-    ['general.alignment', kv.u32(32)],
-    ...(p.matType === GGML.Q8_0 ? [['general.quantization_version', kv.u32(2)]] : []),
-    [`${arch}.vocab_size`, kv.u32(n_vocab)],
-    [`${arch}.context_length`, kv.u32(p.n_ctx)],
-    [`${arch}.embedding_length`, kv.u32(n_embd)],
-    [`${arch}.block_count`, kv.u32(n_layer)],
+  const archKeys = [
     [`${arch}.feed_forward_length`, kv.u32(n_ff)],
     [`${arch}.attention.head_count`, kv.u32(n_head)],
     [`${arch}.attention.head_count_kv`, kv.u32(n_head_kv)],
@@ -209,11 +198,10 @@ export function modelPlan(presetName, seed = DEFAULT_SEED, llamaCppDir) {
   ];
   if (p.slidingWindow) {
     // Every slidingWindowPattern-th layer attends to everything, the others to the window.
-    kvs.push([`${arch}.attention.sliding_window`, kv.u32(p.slidingWindow)]);
-    kvs.push([`${arch}.attention.sliding_window_pattern`, kv.u32(p.slidingWindowPattern ?? 2)]);
+    archKeys.push([`${arch}.attention.sliding_window`, kv.u32(p.slidingWindow)]);
+    archKeys.push([`${arch}.attention.sliding_window_pattern`, kv.u32(p.slidingWindowPattern ?? 2)]);
   }
-  for (const [k, v] of vocab.kv) if (k.startsWith('tokenizer.') && k !== 'tokenizer.chat_template') kvs.push([k, v]);
-  kvs.push(['tokenizer.chat_template', kv.str(p.template)]);
+  const kvs = planKvs(presetName, p, seed, vocab, n_vocab, archKeys);
 
   // dims in ggml order (ne0 innermost); init: 'w' = N(0, 0.02), 'one' = 1.0, 'b' = N(0, 0.01)
   const M = p.matType, F32 = GGML.F32;
@@ -254,24 +242,38 @@ export function modelPlan(presetName, seed = DEFAULT_SEED, llamaCppDir) {
   tensors.push({ name: 'output_norm.weight', dims: [n_embd], type: F32, init: 'one' });
   // Gemma ties the output projection to the token embeddings.
   if (arch !== 'gemma3') tensors.push({ name: 'output.weight', dims: [n_embd, n_vocab], type: M, init: 'w' });
-  const params = tensors.reduce((s, t) => s + t.dims.reduce((a, d) => a * d, 1), 0);
-  return { preset: p, kvs, tensors, params, n_vocab, vocabPath };
+  return finishPlan(p, kvs, tensors, n_vocab, vocabPath);
 }
 
-/** The general.* and tokenizer.* keys every preset writes. */
-function commonKvs(presetName, p, seed, vocab) {
-  const head = [
-    ['general.architecture', kv.str(p.arch)],
+/**
+ * A preset's metadata: general.*, the architecture's size keys, `archKeys` (the rest of the
+ * architecture's keys, in order), then the vocab file's tokenizer.* keys and the chat template.
+ */
+function planKvs(presetName, p, seed, vocab, n_vocab, archKeys) {
+  const { arch } = p;
+  /** @type {Array<[string, import('./lib/gguf.mjs').GGUFValue]>} */
+  const kvs = [
+    ['general.architecture', kv.str(arch)],
     ['general.name', kv.str(`lmserve-${presetName}`)],
     ['general.description', kv.str(`lmserve synthetic random-weight model (preset ${presetName}, seed ${seed}, generator v${GENERATOR_VERSION})`)],
     ['general.file_type', kv.u32(p.fileType)],
     ['general.alignment', kv.u32(32)],
     ...(p.matType === GGML.Q8_0 ? [['general.quantization_version', kv.u32(2)]] : []),
+    [`${arch}.vocab_size`, kv.u32(n_vocab)],
+    [`${arch}.context_length`, kv.u32(p.n_ctx)],
+    [`${arch}.embedding_length`, kv.u32(p.n_embd)],
+    [`${arch}.block_count`, kv.u32(p.n_layer)],
+    ...archKeys,
   ];
-  const tokenizer = [];
-  for (const [k, v] of vocab.kv) if (k.startsWith('tokenizer.') && k !== 'tokenizer.chat_template') tokenizer.push([k, v]);
-  tokenizer.push(['tokenizer.chat_template', kv.str(p.template)]);
-  return { head, tokenizer };
+  for (const [k, v] of vocab.kv) if (k.startsWith('tokenizer.') && k !== 'tokenizer.chat_template') kvs.push([k, v]);
+  kvs.push(['tokenizer.chat_template', kv.str(p.template)]);
+  return kvs;
+}
+
+/** The plan modelPlan returns, with its parameter count. */
+function finishPlan(p, kvs, tensors, n_vocab, vocabPath) {
+  const params = tensors.reduce((s, t) => s + t.dims.reduce((a, d) => a * d, 1), 0);
+  return { preset: p, kvs, tensors, params, n_vocab, vocabPath };
 }
 
 /**
@@ -283,13 +285,7 @@ function mambaPlan(presetName, p, seed, vocab, n_vocab, vocabPath) {
   const { arch, n_embd, n_layer, ssm } = p;
   const { d_inner, d_conv, d_state, dt_rank } = ssm;
   if (d_inner !== 2 * n_embd) throw new Error(`${presetName}: mamba needs d_inner = 2 * n_embd`);
-  const { head, tokenizer } = commonKvs(presetName, p, seed, vocab);
-  const kvs = [
-    ...head,
-    [`${arch}.vocab_size`, kv.u32(n_vocab)],
-    [`${arch}.context_length`, kv.u32(p.n_ctx)],
-    [`${arch}.embedding_length`, kv.u32(n_embd)],
-    [`${arch}.block_count`, kv.u32(n_layer)],
+  const kvs = planKvs(presetName, p, seed, vocab, n_vocab, [
     [`${arch}.feed_forward_length`, kv.u32(0)],
     [`${arch}.attention.head_count`, kv.u32(0)],
     [`${arch}.attention.layer_norm_rms_epsilon`, kv.f32(p.rms_eps)],
@@ -297,8 +293,7 @@ function mambaPlan(presetName, p, seed, vocab, n_vocab, vocabPath) {
     [`${arch}.ssm.inner_size`, kv.u32(d_inner)],
     [`${arch}.ssm.state_size`, kv.u32(d_state)],
     [`${arch}.ssm.time_step_rank`, kv.u32(dt_rank)],
-    ...tokenizer,
-  ];
+  ]);
   const M = p.matType, F32 = GGML.F32;
   const strong = { normal: 0.2 };
   const tensors = [{ name: 'token_embd.weight', dims: [n_embd, n_vocab], type: M, init: 'w' }];
@@ -321,8 +316,7 @@ function mambaPlan(presetName, p, seed, vocab, n_vocab, vocabPath) {
     { name: 'output_norm.weight', dims: [n_embd], type: F32, init: 'one' },
     { name: 'output.weight', dims: [n_embd, n_vocab], type: M, init: strong },
   );
-  const params = tensors.reduce((s, t) => s + t.dims.reduce((a, d) => a * d, 1), 0);
-  return { preset: p, kvs, tensors, params, n_vocab, vocabPath };
+  return finishPlan(p, kvs, tensors, n_vocab, vocabPath);
 }
 
 /**
@@ -337,21 +331,14 @@ function lfm2Plan(presetName, p, seed, vocab, n_vocab, vocabPath) {
   const head_dim = n_embd / n_head;
   const n_embd_kv = head_dim * n_head_kv;
   const isAttention = (i) => shortConv.attentionLayers.includes(i);
-  const { head, tokenizer } = commonKvs(presetName, p, seed, vocab);
-  const kvs = [
-    ...head,
-    [`${arch}.vocab_size`, kv.u32(n_vocab)],
-    [`${arch}.context_length`, kv.u32(p.n_ctx)],
-    [`${arch}.embedding_length`, kv.u32(n_embd)],
-    [`${arch}.block_count`, kv.u32(n_layer)],
+  const kvs = planKvs(presetName, p, seed, vocab, n_vocab, [
     [`${arch}.feed_forward_length`, kv.u32(n_ff)],
     [`${arch}.attention.head_count`, kv.u32(n_head)],
     [`${arch}.attention.head_count_kv`, { type: T.ARRAY, itemType: T.UINT32, value: Array.from({ length: n_layer }, (_, i) => (isAttention(i) ? n_head_kv : 0)) }],
     [`${arch}.attention.layer_norm_rms_epsilon`, kv.f32(p.rms_eps)],
     [`${arch}.rope.freq_base`, kv.f32(p.rope_base)],
     [`${arch}.shortconv.l_cache`, kv.u32(shortConv.l_cache)],
-    ...tokenizer,
-  ];
+  ]);
   const M = p.matType, F32 = GGML.F32;
   const strong = { normal: 0.2 };
   const tensors = [{ name: 'token_embd.weight', dims: [n_embd, n_vocab], type: M, init: 'w' }];
@@ -382,8 +369,7 @@ function lfm2Plan(presetName, p, seed, vocab, n_vocab, vocabPath) {
     );
   }
   tensors.push({ name: 'token_embd_norm.weight', dims: [n_embd], type: F32, init: 'one' });
-  const params = tensors.reduce((s, t) => s + t.dims.reduce((a, d) => a * d, 1), 0);
-  return { preset: p, kvs, tensors, params, n_vocab, vocabPath };
+  return finishPlan(p, kvs, tensors, n_vocab, vocabPath);
 }
 
 /**
