@@ -61,12 +61,12 @@ constexpr size_t kMinSharedPrefix = 32;
 // slot's own cache or a copy would: restoring copies the whole state (a memcpy on CPU, a host to
 // device copy on a GPU), which costs a small fraction of prefilling the tokens it gives.
 constexpr size_t kMinRestoreGain = 8;
+// Nor when the prefix it gives is less than an eighth of the state copied for it.
+constexpr size_t kMaxRestoreWaste = 8;
 
 // Recurrent and hybrid models: the shortest prompt whose state at its last token is saved to the
 // prompt cache (SaveCheckpoints). Below it the prefill costs about what a save and a restore do.
 constexpr size_t kMinCheckpoint = 32;
-// Nor when the prefix it gives is less than an eighth of the state copied for it.
-constexpr size_t kMaxRestoreWaste = 8;
 
 // `text` as a JSON string, as JSON.stringify writes it after V8 decoded the UTF-8: each maximal
 // ill-formed subsequence becomes U+FFFD (the WHATWG decoder's rule), `"` `\\` and control
@@ -576,7 +576,8 @@ void EngineCore::StartPrefill(Slot& slot) {
     SaveState(slot, reuse);
     if (!llama_memory_seq_rm(mem, slot.seqId, static_cast<llama_pos>(reuse), -1) ||
         (reuse > 0 && !WindowHolds(slot.seqId, reuse))) {
-      // A memory that cannot cut there (recurrent state), or a sliding window whose cells before
+      // A memory that cannot cut there (a recurrent state reaches here only whole, as reuse is
+      // then its end or 0; this stays as the guard), or a sliding window whose cells before
       // `reuse` were overwritten by later positions (its layers would attend to less than the
       // window): prefill from the start, as llama-server does.
       llama_memory_seq_rm(mem, slot.seqId, -1, -1);
@@ -1145,7 +1146,7 @@ void EngineCore::SampleAndEmit() {
       FailSlot(slot, step.code, step.message);
       continue;
     }
-    EmitToken(slot, step.token, llama_get_logits_ith(ctx_, slot.batchIndex));
+    EmitToken(slot, step.token, step.logits);
   }
   if (fromBest > 0 || threads > 1) {
     std::lock_guard<std::mutex> lock(mutex_);

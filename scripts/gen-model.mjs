@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Deterministically writes small GGUF v3 models with a real architecture (llama / qwen2 / gemma3 /
-// mamba / lfm2), a real tokenizer (copied from llama.cpp's vocab-only GGUFs in <llama.cpp>/models/), a
-// chat template and seeded random weights. The models produce garbage text but load and decode like real ones.
+// mamba / lfm2), a real tokenizer (copied from llama.cpp's vocab-only GGUFs in
+// <llama.cpp>/models/), a chat template and seeded random weights. The models produce garbage text
+// but load and decode like real ones.
 //
 //   node scripts/gen-model.mjs --preset tiny|tiny-bpe|tiny-swa|tiny-mamba|tiny-lfm2|bench|bench-bpe|bench-swa|bench-lfm2|gpu-1b [--seed N] [--out PATH] [--force]
 //
@@ -44,7 +45,8 @@ const small = { n_embd: 64, n_layer: 2, n_head: 4, n_head_kv: 2, n_ff: 128, n_ct
  * @typedef {{arch: 'llama'|'qwen2'|'gemma3'|'mamba'|'lfm2', vocab: string, n_embd: number, n_layer: number, n_head: number,
  *   n_head_kv: number, n_ff: number, n_ctx: number, rope_base: number, rms_eps: number,
  *   matType: number, fileType: number, template: string, slidingWindow?: number,
- *   slidingWindowPattern?: number}} Preset
+ *   slidingWindowPattern?: number, ssm?: {d_inner: number, d_conv: number, d_state: number, dt_rank: number},
+ *   shortConv?: {l_cache: number, attentionLayers: number[]}}} Preset
  * @type {Record<string, Preset>}
  */
 export const PRESETS = {
