@@ -23,7 +23,7 @@ import { LlamaServerTarget } from './bench/llama-server-target.js';
 import { formatNatsRow, measureNatsRow, type NatsRowResult } from './bench/nats-row.js';
 import { machineInfo } from './bench/machine.js';
 import { parseOptions, USAGE, type BenchOptions } from './bench/options.js';
-import { batchingGain, comparisonRows, formatOverheadTable, formatTable, markdownTable, overheadRows, overheadWorst } from './bench/report.js';
+import { batchingGain, comparisonRows, formatOverheadTable, formatTable, markdownTable, overheadRows, overheadWorst, supervisorUsPerTokenOverall } from './bench/report.js';
 import { runRounds, settle, summarize, warmUp, type LevelRun, type RunPlan } from './bench/runner.js';
 import { runScenarios, type ScenarioOutcome, type ScenarioTexts } from './bench/scenarios.js';
 import { BARE_SUPERVISOR_ENV, RouteTarget, ServiceTarget } from './bench/service-target.js';
@@ -177,7 +177,11 @@ async function main(options: BenchOptions): Promise<void> {
     process.stdout.write(`\n${formatTable(rows)}\n`);
     const one = rows.find((r) => r.concurrency === 1);
     if (one && one.supervisorUsPerToken !== null) {
-      process.stdout.write(`supervisor CPU per streamed token at 1 stream: ${one.supervisorUsPerToken.toFixed(0)} µs (goal: <= 50 µs); ` +
+      const rounds = one.supervisorUsPerTokenRounds;
+      const perRound = rounds && rounds.length > 1 ? ` (rounds ${rounds.map((x) => x.toFixed(0)).join(' / ')}, median ${(one.supervisorUsPerTokenMedian as number).toFixed(0)} µs)` : '';
+      const all = supervisorUsPerTokenOverall(runs, ours.label);
+      process.stdout.write(`supervisor CPU per streamed token at 1 stream: ${one.supervisorUsPerToken.toFixed(0)} µs pooled${perRound} (goal: <= 50 µs); ` +
+        (all === null ? '' : `over every level and round: ${all.toFixed(0)} µs; `) +
         `CPU columns: seconds per 1,000 generated tokens around each level, pooled over rounds (the supervisor from its threads' ` +
         `/proc/<pid>/task/*/schedstat, to the nanosecond; hosts and llama-server from /proc/<pid>/stat utime + stime)\n`);
     }
@@ -358,6 +362,7 @@ async function main(options: BenchOptions): Promise<void> {
     },
     targets: targetInfo,
     rows,
+    supervisorUsPerTokenOverall: runs.length ? supervisorUsPerTokenOverall(runs, ours.label) : null,
     batchingGain: gain,
     idleCheck: {
       note: 'CPU seconds each side used while the other ran (both should be idle); ours = supervisor + host (null in-process)',

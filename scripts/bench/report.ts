@@ -1,5 +1,5 @@
 /** The printed comparison table and the batching gain lines. */
-import type { LevelSummary } from './runner.js';
+import type { LevelRun, LevelSummary } from './runner.js';
 import { median } from './stats.js';
 
 const fmt = (v: number | null | undefined, digits = 0) => (v === null || v === undefined ? '-' : v.toFixed(digits));
@@ -38,6 +38,9 @@ export interface ComparisonRow {
   serverCpuPer1k: number | null;
   /** The supervisor's CPU per streamed token in microseconds (the same figure as oursSupervisorCpuPer1k, in the unit of the issue's goal: <= 50 us at 1 stream). */
   supervisorUsPerToken: number | null;
+  /** The same per round, and their median (the level's usual cost, without a major GC that happened to land in one round). */
+  supervisorUsPerTokenRounds: number[] | null;
+  supervisorUsPerTokenMedian: number | null;
   /** What the row is, where it is not a concurrency level (a scenario's phase: "cold", "warm", ...). */
   label?: string;
   flagged: boolean;
@@ -70,10 +73,22 @@ export function comparisonRows(summaries: readonly LevelSummary[], ours: string,
       serverCpuPer1k: b?.ownCpuSecondsPer1kTokens ?? null,
       // s per 1,000 tokens -> us per token: x 1e6 / 1e3.
       supervisorUsPerToken: supervisor === null ? null : supervisor * 1000,
+      supervisorUsPerTokenRounds: a?.supervisorUsPerTokenRounds ?? null,
+      supervisorUsPerTokenMedian: a?.supervisorUsPerTokenRounds ? median(a.supervisorUsPerTokenRounds) : null,
       flagged: s.flagged,
       notes: s.notes,
     };
   });
+}
+
+/**
+ * The supervisor's CPU per generated token over every run of `label` that measured it: all of its
+ * work, collections included, spread over all the tokens (null when none did).
+ */
+export function supervisorUsPerTokenOverall(runs: readonly LevelRun[], label: string): number | null {
+  const measured = runs.filter((r) => r.target === label && r.supervisorCpuSeconds !== null);
+  const tokens = measured.reduce((n, r) => n + r.tokensOut, 0);
+  return tokens > 0 ? (measured.reduce((s, r) => s + (r.supervisorCpuSeconds as number), 0) * 1e6) / tokens : null;
 }
 
 /** A Markdown table with padded columns (every table the bench prints). */
@@ -91,7 +106,7 @@ export function markdownTable(header: readonly string[], body: readonly string[]
 export function formatTable(rows: readonly ComparisonRow[], first = 'concurrency'): string {
   const header = [
     first, 'ours tok/s', 'llama-server tok/s', 'ratio', 'per round (median)', 'ours TTFT p50/p95 ms', 'server TTFT p50/p95 ms', 'TTFT p50 delta ms',
-    'CPU s/1k tok: ours supervisor / ours host / llama-server', 'supervisor µs/token', '',
+    'CPU s/1k tok: ours supervisor / ours host / llama-server', 'supervisor µs/token pooled (median round)', '',
   ];
   const body = rows.map((r) => [
     r.label ?? String(r.concurrency),
@@ -103,7 +118,7 @@ export function formatTable(rows: readonly ComparisonRow[], first = 'concurrency
     `${fmt(r.serverTtftP50)} / ${fmt(r.serverTtftP95)}`,
     r.ttftP50DeltaMs === null ? '-' : `${r.ttftP50DeltaMs >= 0 ? '+' : ''}${r.ttftP50DeltaMs.toFixed(0)}`,
     `${fmt(r.oursSupervisorCpuPer1k, 2)} / ${fmt(r.oursHostCpuPer1k, 2)} / ${fmt(r.serverCpuPer1k, 2)}`,
-    fmt(r.supervisorUsPerToken),
+    r.supervisorUsPerToken === null ? '-' : `${fmt(r.supervisorUsPerToken)}${r.supervisorUsPerTokenMedian !== null && (r.supervisorUsPerTokenRounds?.length ?? 0) > 1 ? ` (${fmt(r.supervisorUsPerTokenMedian)})` : ''}`,
     r.flagged ? 'FLAGGED' : '',
   ]);
   const out = [markdownTable(header, body)];

@@ -63,6 +63,13 @@ export interface LevelSummary {
     ownCpuSecondsPer1kTokens: number | null;
     /** Our service only: the supervisor process's CPU seconds per 1,000 generated tokens. */
     supervisorCpuSecondsPer1kTokens: number | null;
+    /**
+     * Our service only: the supervisor's CPU µs per generated token in each round (null unless every
+     * round measured it). A major collection of the supervisor's heap (about 100 ms of CPU on V8's
+     * helper threads, every few hundred requests) lands in whichever level is running; at c=1, with
+     * a few thousand tokens over all rounds, one of them moves the pooled figure by tens of µs.
+     */
+    supervisorUsPerTokenRounds: number[] | null;
   }>;
 }
 
@@ -281,6 +288,9 @@ export function summarize(runs: readonly LevelRun[], labels: readonly string[], 
         cachedTokensMax: cached.length ? Math.max(...cached) : null,
         ownCpuSecondsPer1kTokens: per1k((r) => r.ownCpuSeconds),
         supervisorCpuSecondsPer1kTokens: per1k((r) => r.supervisorCpuSeconds),
+        supervisorUsPerTokenRounds: mine.length > 0 && mine.every((r) => r.supervisorCpuSeconds !== null && r.tokensOut > 0)
+          ? mine.map((r) => ((r.supervisorCpuSeconds as number) * 1e6) / r.tokensOut)
+          : null,
       };
     }
     return summary;

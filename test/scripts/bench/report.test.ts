@@ -1,7 +1,7 @@
 /** The bench's comparison rows (scripts/bench/report.ts, scenario.ts): CPU per token and one row per scenario phase. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { comparisonRows, formatTable } from '../../../scripts/bench/report.js';
+import { comparisonRows, formatTable, supervisorUsPerTokenOverall } from '../../../scripts/bench/report.js';
 import { levelRun, summarize, type LevelRun } from '../../../scripts/bench/runner.js';
 import { scenarioRows } from '../../../scripts/bench/scenario.js';
 import type { RequestOutcome } from '../../../scripts/bench/target.js';
@@ -25,6 +25,24 @@ test('CPU per 1,000 tokens: supervisor, host = ours minus supervisor, llama-serv
   assert.equal(row.serverCpuPer1k, 11);
   assert.ok(Math.abs(row.supervisorUsPerToken! - 50) < 1e-9);
   assert.equal(row.ratio, 1);
+});
+
+test('supervisor µs per token: pooled, per round and their median, and over every run', () => {
+  // Three rounds of 1,000 tokens: 20, 30 and 130 ms of supervisor CPU (a collection in the last).
+  const runs = [0.02, 0.03, 0.13].flatMap((cpu, round) => [{ ...run('ours', undefined, 12, cpu), round }, { ...run('llama-server', undefined, 11, null), round }]);
+  const [row] = comparisonRows(summarize(runs, ['ours', 'llama-server'], [4]), 'ours', 'llama-server');
+  assert.ok(row);
+  assert.ok(Math.abs(row.supervisorUsPerToken! - 60) < 1e-9);
+  assert.deepEqual(row.supervisorUsPerTokenRounds?.map((x) => Math.round(x)), [20, 30, 130]);
+  assert.ok(Math.abs(row.supervisorUsPerTokenMedian! - 30) < 1e-9);
+  assert.match(formatTable([row]), /\| 60 \(30\) +\|/);
+  const other = { ...run('ours', undefined, 12, 0.02), concurrency: 16, tokensOut: 5000 };
+  assert.ok(Math.abs(supervisorUsPerTokenOverall([...runs, other], 'ours')! - (0.2 * 1e6) / 8000) < 1e-9);
+  // A round without the figure leaves the per-round list empty rather than guessing.
+  const missing = [{ ...runs[0]!, supervisorCpuSeconds: null }, ...runs.slice(1)];
+  const [none] = comparisonRows(summarize(missing, ['ours', 'llama-server'], [4]), 'ours', 'llama-server');
+  assert.equal(none?.supervisorUsPerTokenRounds, null);
+  assert.equal(none?.supervisorUsPerTokenMedian, null);
 });
 
 test('a side without CPU figures leaves those cells empty, not zero', () => {
