@@ -33,3 +33,31 @@ test('supervisor-cost: per-thread CPU and sleeps per request of a running superv
     dir.cleanup();
   }
 });
+
+test('supervisor-cost --levels: the bench sequence of levels, a line per level, the main thread apart', { skip: process.platform !== 'linux' }, () => {
+  const dir = tempDir();
+  try {
+    const json = join(dir.path, 'levels.json');
+    const args = ['--import', 'tsx', 'scripts/supervisor-cost.ts', '--model-preset', 'tiny', '--levels', '1,3', '--rounds', '2', '--pause-ms', '0', '--warm-up', '2', '--max-tokens', '4', '--json', json];
+    const run = spawnSync(process.execPath, args, { cwd: repoRoot, encoding: 'utf8', timeout: 180_000 });
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /\| round \| concurrency \| requests \| tok\/s \| supervisor µs\/token \| main thread ms \| other threads ms \|/);
+    assert.match(run.stdout, /over every level and round: \d+\.\d µs of supervisor CPU per token \(72 tokens\)/);
+    const report = JSON.parse(readFileSync(json, 'utf8'));
+    // max(8, 3c) requests a level: 8 at c=1, 9 at c=3; two rounds.
+    assert.deepEqual(report.results.map((r: { round: number; concurrency: number; requests: number }) => [r.round, r.concurrency, r.requests]), [[0, 1, 8], [0, 3, 9], [1, 1, 8], [1, 3, 9]]);
+    for (const r of report.results) {
+      assert.equal(r.failed, 0);
+      assert.equal(r.tokens, r.requests * 4);
+      assert.ok(r.mainThreadMs > 0 && r.supervisorMs >= r.mainThreadMs, JSON.stringify(r));
+    }
+  } finally {
+    dir.cleanup();
+  }
+});
+
+test('supervisor-cost --levels refuses a level that is not a whole number', () => {
+  const run = spawnSync(process.execPath, ['--import', 'tsx', 'scripts/supervisor-cost.ts', '--model-preset', 'tiny', '--levels', '1,x'], { cwd: repoRoot, encoding: 'utf8', timeout: 60_000 });
+  assert.notEqual(run.status, 0);
+  assert.match(run.stderr, /--levels must be whole numbers >= 1/);
+});
