@@ -42,7 +42,7 @@ test('supervisor-cost --levels: the bench sequence of levels, a line per level, 
     const run = spawnSync(process.execPath, args, { cwd: repoRoot, encoding: 'utf8', timeout: 180_000 });
     assert.equal(run.status, 0, run.stderr);
     assert.match(run.stdout, /\| round \| concurrency \| requests \| tok\/s \| supervisor µs\/token \| main thread ms \| other threads ms \|/);
-    assert.match(run.stdout, /over every level and round: \d+\.\d µs of supervisor CPU per token \(72 tokens\)/);
+    assert.match(run.stdout, /over every level and round: \d+\.\d µs of supervisor CPU per token \(136 tokens\)/);
     const report = JSON.parse(readFileSync(json, 'utf8'));
     // max(8, 3c) requests a level: 8 at c=1, 9 at c=3; two rounds.
     assert.deepEqual(report.results.map((r: { round: number; concurrency: number; requests: number }) => [r.round, r.concurrency, r.requests]), [[0, 1, 8], [0, 3, 9], [1, 1, 8], [1, 3, 9]]);
