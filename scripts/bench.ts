@@ -170,6 +170,7 @@ async function main(options: BenchOptions): Promise<void> {
   const overhead = bare ? overheadRows(summarize(runs, [ours.label, bare.label], options.concurrency), ours.label, bare.label) : null;
   const worst = overhead ? overheadWorst(overhead) : null;
   const gain = runs.length ? batchingGain(rows) : null;
+  const supervisorOverall = supervisorUsPerTokenOverall(runs, ours.label);
   const idleServerCpu = server ? runs.filter((r) => r.target === ours.label).map((r) => r.othersCpuSeconds[server.label] ?? 0) : [];
   const idleOursCpu = server ? runs.filter((r) => r.target === server.label).map((r) => r.othersCpuSeconds[ours.label] ?? null) : [];
 
@@ -179,9 +180,8 @@ async function main(options: BenchOptions): Promise<void> {
     if (one && one.supervisorUsPerToken !== null) {
       const rounds = one.supervisorUsPerTokenRounds;
       const perRound = rounds && rounds.length > 1 ? ` (rounds ${rounds.map((x) => x.toFixed(0)).join(' / ')}, median ${(one.supervisorUsPerTokenMedian as number).toFixed(0)} µs)` : '';
-      const all = supervisorUsPerTokenOverall(runs, ours.label);
       process.stdout.write(`supervisor CPU per streamed token at 1 stream: ${one.supervisorUsPerToken.toFixed(0)} µs pooled${perRound} (goal: <= 50 µs); ` +
-        (all === null ? '' : `over every level and round: ${all.toFixed(0)} µs; `) +
+        (supervisorOverall === null ? '' : `over every level and round: ${supervisorOverall.toFixed(0)} µs; `) +
         `CPU columns: seconds per 1,000 generated tokens around each level, pooled over rounds (the supervisor from its threads' ` +
         `/proc/<pid>/task/*/schedstat, to the nanosecond; hosts and llama-server from /proc/<pid>/stat utime + stime)\n`);
     }
@@ -362,7 +362,7 @@ async function main(options: BenchOptions): Promise<void> {
     },
     targets: targetInfo,
     rows,
-    supervisorUsPerTokenOverall: runs.length ? supervisorUsPerTokenOverall(runs, ours.label) : null,
+    supervisorUsPerTokenOverall: supervisorOverall,
     batchingGain: gain,
     idleCheck: {
       note: 'CPU seconds each side used while the other ran (both should be idle); ours = supervisor + host (null in-process)',
