@@ -925,7 +925,6 @@ void EngineCore::BuildBatch() {
     } else {
       slot->checkpoint = false;
     }
-    if (n <= 0) continue;
     for (int32_t k = 0; k < n; ++k) {
       llama_token token = prompt[slot->promptPos];
       bool last = slot->promptPos + 1 == prompt.size();
